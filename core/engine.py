@@ -1,0 +1,571 @@
+"""The training loop. It owns the loop; methods shape loss and gradients through hooks.
+
+Per step it logs ``loss/<part>`` (``loss/fused``, ``loss/<m>`` ...), ``loss/total``,
+``grad_norm/<m>``, ``grad_norm/fusion`` and what the method and the diagnostics add; per
+epoch ``acc/{train,valid,test}/{fused,<m>}``, ``lr`` and ``time/epoch``.
+
+Robustness contract:
+
+* checkpoint after every epoch (atomic replace) with model, optimiser, scheduler, method
+  state and every RNG state; data order is a function of (seed, epoch), so a resumed run
+  replays exactly what an uninterrupted one would have done;
+* SIGINT/SIGTERM finish the current step, flush the store and mark the run ``interrupted``;
+* a non-finite loss stops the run as ``failed`` with the step, the epoch and the loss part.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from core import __version__
+from core.config import RunConfig, validate_run_name
+from core.data import BatchLoader, DatasetBundle, get_dataset, move_batch
+from core.diagnostics.monitor import DiagnosticsMonitor
+from core.errors import StoreError, TrainingError
+from core.methods import LossParts, Method, get_method, task_loss
+from core.metrics import split_metrics
+from core.models import ModelOutput, build_model
+from core.store import RunWriter
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class StopRequested(Exception):
+    """Raised inside the loop when SIGINT/SIGTERM asked the run to stop."""
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+@dataclass
+class EvalResult:
+    """Stacked no-grad predictions over one split, in dataset-index order."""
+
+    split: str
+    idx: np.ndarray
+    labels: np.ndarray
+    fused: np.ndarray
+    logits: dict[str, np.ndarray]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StepContext:
+    """What hooks see: the trainer, the position in training and a place to log scalars."""
+
+    trainer: "Trainer"
+    epoch: int = 0
+    step: int = 0
+    batch: dict | None = None
+    out: ModelOutput | None = None
+    logs: dict[str, float] = field(default_factory=dict)
+    evals: dict[str, EvalResult] = field(default_factory=dict)
+
+    @property
+    def model(self):
+        return self.trainer.model
+
+    @property
+    def optimizer(self):
+        return self.trainer.optimizer
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.trainer.cfg
+
+    @property
+    def device(self) -> torch.device:
+        return self.trainer.device
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.trainer.bundle.modalities
+
+    @property
+    def task(self) -> str:
+        return self.trainer.bundle.task
+
+    def log(self, name: str, value: float) -> None:
+        self.logs[name] = float(value)
+
+    def event(self, kind: str, message: str) -> None:
+        self.trainer.event(kind, message)
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            from core.errors import ConfigError
+
+            raise ConfigError("device: 'cuda' requested but no CUDA device is available (use device=auto or cpu)")
+        return torch.device("cuda")
+    if choice == "auto" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    ns = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [ns[0], torch.from_numpy(ns[1].astype(np.int64)), int(ns[2]), int(ns[3]), float(ns[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """``torch.load(weights_only=True)``: a checkpoint can never execute code on load."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets one line
+        raise StoreError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+
+
+def build_bundle(cfg: RunConfig) -> DatasetBundle:
+    return get_dataset(cfg.data.name).build(cfg.data)
+
+
+class Trainer:
+    """Builds data, model, method and store from a RunConfig and runs the loop."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        resume: bool = False,
+        init_from: str | Path | None = None,
+        run_dir: str | Path | None = None,
+        bundle: DatasetBundle | None = None,
+    ):
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        full = bundle if bundle is not None else build_bundle(cfg)
+        method_cls: type[Method] = get_method(cfg.method.name)
+        method_cls.check_config(cfg.method, full.modalities, full.task)
+        used = method_cls.used_modalities(cfg.method, full.modalities)
+        self.full_bundle = full
+        self.bundle = full.select_modalities(used)
+        if "train" not in self.bundle.splits or "test" not in self.bundle.splits:
+            from core.errors import DataError
+
+            raise DataError("the dataset must have non-empty 'train' and 'test' splits")
+        seed_everything(cfg.seed)
+        self.model = build_model(cfg, self.bundle).to(self.device)
+        self.method: Method = method_cls(cfg.method, self.bundle.modalities, self.bundle.task)
+        self.method.setup(self)
+        for mod in self.method.extra_modules().values():
+            mod.to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.scheduler = self._make_scheduler()
+        self.start_epoch = 0
+        self.global_step = 0
+        self._stop_signal: int | None = None
+        self._ema_step_time: float | None = None
+
+        if run_dir is None:
+            name = cfg.name or cfg.default_name()
+            validate_run_name(name)
+            run_dir = Path(cfg.runs_dir) / name
+            if cfg.name is None and not resume:
+                k = 2
+                while (run_dir / "metrics.sqlite").exists() or run_dir.exists():
+                    run_dir = Path(cfg.runs_dir) / f"{name}-{k}"
+                    k += 1
+        self.run_dir = Path(run_dir)
+        if not resume:
+            if (self.run_dir / "metrics.sqlite").exists():
+                raise StoreError(f"run {self.run_dir} already exists (use --resume {self.run_dir} or another --name)")
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                (self.run_dir / "config.json").write_text(json.dumps(cfg.dump(), indent=2))
+            except OSError as e:
+                raise StoreError(f"cannot write run folder {self.run_dir}: {e.strerror or e}") from None
+        self.writer = RunWriter(
+            self.run_dir,
+            flush_rows=cfg.log.flush_rows,
+            flush_seconds=cfg.log.flush_seconds,
+            heartbeat_seconds=cfg.log.heartbeat_seconds,
+            resume=resume,
+        )
+        self.writer.set_many(
+            {
+                "version": __version__,
+                "git_commit": _git_commit(),
+                "device": str(self.device),
+                "modalities": self.bundle.modalities,
+                "task": self.bundle.task,
+                "steps_per_epoch": len(self._train_loader(0)),
+                "n_train": len(self.bundle.splits["train"]),
+                "reference": {k: v for k, v in self.bundle.info.items() if k in ("bayes", "preset")},
+                "thinned": "",
+            }
+        )
+        if init_from is not None:
+            self._init_weights(Path(init_from))
+        if resume:
+            self._resume()
+        self.diagnostics = DiagnosticsMonitor(self)
+        self.log_file = open(self.run_dir / "log.txt", "a", encoding="utf-8")
+
+    # ------------------------------------------------------------------ construction
+    def parameters(self) -> list[torch.nn.Parameter]:
+        params = list(self.model.parameters())
+        for mod in self.method.extra_modules().values():
+            params += list(mod.parameters())
+        return params
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        params = self.parameters()
+        if o.name == "sgd":
+            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        if o.name == "adam":
+            return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+    def _make_scheduler(self):
+        o = self.cfg.optim
+        if o.schedule == "step":
+            return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=o.step_size, gamma=o.gamma)
+        if o.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.cfg.epochs)
+        return None
+
+    def _train_loader(self, epoch: int, indices=None) -> BatchLoader:
+        loader = BatchLoader(self.bundle.splits["train"], self.cfg.batch_size, shuffle=True, seed=self.cfg.seed, indices=indices)
+        loader.set_epoch(epoch)
+        return loader
+
+    def _init_weights(self, run: Path) -> None:
+        ck = run / CHECKPOINT if run.is_dir() else run
+        if not ck.is_file():
+            raise StoreError(f"--init-from {run}: no checkpoint.pt found")
+        state = load_checkpoint(ck)
+        try:
+            self.model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as e:
+            raise StoreError(f"checkpoint {ck} does not fit this model: {str(e).splitlines()[0][:160]}") from None
+        self.event("init", f"weights initialised from {run}")
+
+    def _resume(self) -> None:
+        ck = self.run_dir / CHECKPOINT
+        if not ck.is_file():
+            self.writer.truncate_after(-1, -1)
+            self.event("resume", "no checkpoint yet: restarting from epoch 0")
+            return
+        state = load_checkpoint(ck)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler") is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            for name, mod in self.method.extra_modules().items():
+                mod.load_state_dict(state["extra"][name])
+            self.method.load_state_dict(state.get("method", {}))
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise StoreError(f"checkpoint {ck} does not fit this run's model: {str(e).splitlines()[0][:160]}") from None
+        set_rng_state(state["rng"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.global_step = int(state["step"])
+        self.writer.truncate_after(self.global_step, int(state["epoch"]))
+        self.event("resume", f"resumed after epoch {state['epoch']} (step {self.global_step})")
+
+    def save_checkpoint(self, epoch: int) -> None:
+        import io
+
+        state = {
+            "epoch": epoch,
+            "step": self.global_step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "method": self.method.state_dict(),
+            "extra": {k: m.state_dict() for k, m in self.method.extra_modules().items()},
+            "rng": rng_state(),
+            "version": __version__,
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue())
+
+    # ------------------------------------------------------------------ logging
+    def event(self, kind: str, message: str, epoch: int | None = None) -> None:
+        ep = self._epoch if epoch is None and hasattr(self, "_epoch") else (epoch or 0)
+        self.writer.log_event(self.global_step, ep, kind, message)
+        self._log_line(f"[{kind}] {message}")
+
+    def _log_line(self, text: str) -> None:
+        f = getattr(self, "log_file", None)
+        if f is not None:
+            f.write(time.strftime("%H:%M:%S ") + text + "\n")
+            f.flush()
+
+    # ------------------------------------------------------------------ signals
+    def _install_signals(self) -> dict:
+        old = {}
+
+        def handler(signum, frame):
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[s] = signal.signal(s, handler)
+            except ValueError:
+                pass
+        return old
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, float]:
+        """Train to the last epoch; returns the final test metrics."""
+        old = self._install_signals()
+        self._epoch = self.start_epoch
+        status, error = "finished", ""
+        final: dict[str, float] = {}
+        bar = None
+        try:
+            total = (self.cfg.epochs - self.start_epoch) * len(self._train_loader(self.start_epoch))
+            bar = _progress(total, self.cfg.log.progress, self.run_dir.name)
+            self.event("start", f"training {self.cfg.method.name} on {self.bundle.modalities} for {self.cfg.epochs} epochs")
+            for epoch in range(self.start_epoch, self.cfg.epochs):
+                self._epoch = epoch
+                final = self._run_epoch(epoch, bar)
+            self.finalize()
+        except StopRequested:
+            status, error = "interrupted", f"stopped by signal {self._stop_signal} at step {self.global_step}"
+        except KeyboardInterrupt:
+            status, error = "interrupted", f"interrupted at step {self.global_step}"
+        except NonFiniteLoss as e:
+            status, error = "failed", str(e)
+        except Exception as e:  # noqa: BLE001 - recorded, then re-raised
+            status, error = "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self._close(status, error, bar, old)
+            raise
+        self._close(status, error, bar, old)
+        if status == "failed":
+            raise TrainingError(error)
+        if status == "interrupted":
+            raise StopRequested(error)
+        return final
+
+    def finalize(self) -> None:
+        """End-of-run extras (robustness tables etc.) — methods and diagnostics extend this."""
+        fn = getattr(self.method, "on_train_end", None)
+        if fn is not None:
+            fn(StepContext(self, epoch=self._epoch, step=self.global_step))
+
+    def _close(self, status, error, bar, old) -> None:
+        if bar is not None:
+            bar.close()
+        self._log_line(f"[{status}] {error}".rstrip())
+        try:
+            self.writer.close(status, error)
+        finally:
+            self.log_file.close()
+            for s, h in old.items():
+                try:
+                    signal.signal(s, h)
+                except (ValueError, TypeError):
+                    pass
+
+    def _check_stop(self) -> None:
+        if self._stop_signal is not None:
+            raise StopRequested()
+
+    def _run_epoch(self, epoch: int, bar) -> dict[str, float]:
+        t0 = time.perf_counter()
+        ctx = StepContext(self, epoch=epoch, step=self.global_step)
+        self.model.train()
+        self.method.on_epoch_start(ctx)
+        self._flush_logs(ctx, epoch_level=True)
+        indices = self.method.train_indices(ctx)
+        loader = self._train_loader(epoch, indices)
+        for batch in loader:
+            self._train_step(move_batch(batch, self.device), epoch)
+            if bar is not None:
+                bar.update(1)
+            self._check_stop()
+        train_time = time.perf_counter() - t0
+        evals = self.evaluate(epoch)
+        ctx = StepContext(self, epoch=epoch, step=self.global_step, evals=evals)
+        metrics: dict[str, float] = {}
+        for ev in evals.values():
+            metrics.update(ev.metrics)
+        metrics.update(self.diagnostics.on_epoch_end(ctx, evals))
+        self.method.on_epoch_end(ctx)
+        metrics.update(ctx.logs)
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics["time/epoch"] = train_time
+        self.writer.log_scalars(self.global_step, epoch, metrics)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        if self.cfg.log.checkpoint:
+            self.save_checkpoint(epoch)
+        self.writer.flush()
+        fused = metrics.get("acc/test/fused", float("nan"))
+        per = " ".join(f"{m}={metrics.get(f'acc/test/{m}', float('nan')):.3f}" for m in self.bundle.modalities)
+        self._log_line(f"epoch {epoch + 1}/{self.cfg.epochs} test fused={fused:.3f} {per} ({train_time:.1f}s)")
+        if bar is not None:
+            bar.set_postfix_str(f"ep {epoch + 1} fused {fused:.3f} {per}")
+        return {k: v for k, v in metrics.items() if k.startswith(("acc/test/", "acc2/test/", "mae/test/"))}
+
+    def _closure(self, batch: dict, ctx: StepContext) -> Callable[[], LossParts]:
+        def closure() -> LossParts:
+            self.optimizer.zero_grad(set_to_none=True)
+            out = self.method.forward(self.model, batch, ctx)
+            parts = self._total_loss(batch, out, ctx)
+            self.method.backward(parts, ctx)
+            return parts
+
+        return closure
+
+    def _total_loss(self, batch: dict, out: ModelOutput, ctx: StepContext) -> LossParts:
+        parts = self.method.loss(batch, out, ctx)
+        if self.model.head_kind == "separate" and out.logits:
+            mon = sum(task_loss(z, batch["label"], self.bundle.task) for z in out.logits.values())
+            parts.total = parts.total + mon
+        return parts
+
+    def _train_step(self, batch: dict, epoch: int) -> None:
+        ctx = StepContext(self, epoch=epoch, step=self.global_step, batch=batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.method.forward(self.model, batch, ctx)
+        ctx.out = out
+        parts = self._total_loss(batch, out, ctx)
+        if not torch.isfinite(parts.total.detach()).all():
+            bad = [k for k, v in parts.parts.items() if not torch.isfinite(v.detach()).all()]
+            what = ", ".join(f"loss/{k}" for k in bad) or "loss/total"
+            raise NonFiniteLoss(f"non-finite loss ({float(parts.total.detach())}) at step {self.global_step}, epoch {epoch}: {what}")
+        log_now = self.global_step % self.cfg.log.every_steps == 0
+        logs: dict[str, float] = {}
+        if log_now:
+            logs.update(self.diagnostics.before_backward(ctx, parts))
+        self.method.backward(parts, ctx)
+        if log_now:
+            logs.update(self.diagnostics.after_backward(ctx))
+        self.method.after_backward(ctx)
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.optim.grad_clip)
+        self.method.optimizer_step(ctx, self._closure(batch, ctx))
+        if log_now:
+            logs["loss/total"] = float(parts.total.detach())
+            for k, v in parts.parts.items():
+                logs[f"loss/{k}"] = float(v.detach())
+            logs.update(ctx.logs)
+            self.writer.log_scalars(self.global_step, epoch, logs)
+        self.global_step += 1
+
+    def _flush_logs(self, ctx: StepContext, epoch_level: bool = False) -> None:
+        if ctx.logs:
+            self.writer.log_scalars(self.global_step, ctx.epoch, ctx.logs)
+            ctx.logs.clear()
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict_split(self, split: str, batch_size: int = 512, transform: Callable[[dict], dict] | None = None) -> EvalResult:
+        """No-grad predictions for a whole split (``transform`` may corrupt inputs)."""
+        ds = self.bundle.splits[split]
+        was = self.model.training
+        self.model.eval()
+        idx, labels, fused = [], [], []
+        logits: dict[str, list] = {m: [] for m in self.bundle.modalities}
+        for batch in BatchLoader(ds, batch_size, shuffle=False):
+            batch = move_batch(batch, self.device)
+            if transform is not None:
+                batch = transform(batch)
+            out = self.method.forward(self.model, batch, StepContext(self, epoch=self._epoch_or0(), step=self.global_step))
+            fused.append(self.method.predict(out).float().cpu())
+            for m, z in out.logits.items():
+                logits[m].append(z.float().cpu())
+            idx.append(batch["idx"].cpu())
+            labels.append(batch["label"].cpu())
+        self.model.train(was)
+        res = EvalResult(
+            split=split,
+            idx=torch.cat(idx).numpy(),
+            labels=torch.cat(labels).numpy(),
+            fused=torch.cat(fused).numpy(),
+            logits={m: torch.cat(v).numpy() for m, v in logits.items() if v},
+        )
+        res.metrics = split_metrics(self.bundle.task, split, res.fused, res.logits, res.labels)
+        return res
+
+    def _epoch_or0(self) -> int:
+        return getattr(self, "_epoch", 0)
+
+    def evaluate(self, epoch: int) -> dict[str, EvalResult]:
+        out = {}
+        for split in ("train", "valid", "test"):
+            if split not in self.bundle.splits:
+                continue
+            if split == "train" and not self.cfg.log.eval_train:
+                continue
+            out[split] = self.predict_split(split)
+        return out
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc[:40], unit="step", dynamic_ncols=True, file=sys.stderr, leave=True)
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def train(cfg: RunConfig, resume: bool = False, init_from: str | Path | None = None, run_dir: str | Path | None = None) -> tuple[Path, dict[str, float]]:
+    """Build a Trainer and run it; returns (run folder, final test metrics)."""
+    t = Trainer(cfg, resume=resume, init_from=init_from, run_dir=run_dir)
+    metrics = t.fit()
+    return t.run_dir, metrics

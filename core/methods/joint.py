@@ -1,0 +1,40 @@
+"""Plain joint training: cross-entropy on the fused output only (the baseline every paper beats)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from core.methods.base import LossParts, Method, MethodParams, register_method, task_loss
+
+
+class JointParams(MethodParams):
+    name: Literal["joint"] = "joint"
+    unimodal_weight: float = Field(
+        0.0, ge=0.0, le=10.0, description="Weight of the per-modality losses added to the fused loss (0 = plain late fusion)."
+    )
+
+
+@register_method("joint")
+class Joint(Method):
+    """``L = CE(z, y) + w·Σ_m CE(z_m, y)`` with ``w = unimodal_weight`` (0 by default).
+
+    With ``w = 0`` this is the late-fusion baseline in which a fast modality suppresses a
+    slow one; the unimodal logits are then only read, never trained on directly.
+    """
+
+    Params = JointParams
+    family = "baseline"
+
+    def loss(self, batch, out, ctx) -> LossParts:
+        y = batch["label"]
+        fused = task_loss(out.fused, y, self.task)
+        parts = {"fused": fused}
+        total = fused
+        uni = self.unimodal_losses(out, y)
+        for m, lm in uni.items():
+            parts[m] = lm.detach()
+            if self.params.unimodal_weight > 0:
+                total = total + self.params.unimodal_weight * lm
+        return LossParts(total=total, parts=parts)

@@ -1,0 +1,90 @@
+"""The multimodal model: one encoder per modality, a fusion layer, per-modality logits.
+
+Parameters are tagged by role (``encoder/<m>``, ``fusion``, ``heads``) through
+:meth:`MultimodalModel.param_groups`, which is how gradient diagnostics and gradient
+modulation methods find "the audio encoder" without string matching on names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from core.models.encoders import build_encoder
+from core.models.fusion import FUSIONS
+
+
+@dataclass
+class ModelOutput:
+    fused: torch.Tensor
+    logits: dict[str, torch.Tensor]
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class MultimodalModel(nn.Module):
+    def __init__(
+        self,
+        modalities: list[str],
+        kinds: dict[str, str],
+        shapes: dict[str, tuple[int, ...]],
+        n_out: int,
+        hidden: int = 128,
+        embed_dim: int = 64,
+        depth: int = 2,
+        dropout: float = 0.0,
+        fusion: str = "concat",
+        heads: str = "auto",
+    ):
+        super().__init__()
+        self.modalities = list(modalities)
+        self.n_out = n_out
+        self.encoders = nn.ModuleDict(
+            {m: build_encoder(kinds[m], shapes[m], hidden, embed_dim, depth, dropout) for m in modalities}
+        )
+        if len(modalities) == 1:
+            fusion = "sum"
+        self.fusion_kind = fusion
+        self.fusion = FUSIONS[fusion](self.modalities, embed_dim, n_out)
+        if heads == "auto":
+            heads = "slice" if self.fusion.sliced else "separate"
+        if heads == "slice" and not self.fusion.sliced:
+            raise ValueError(f"fusion {fusion!r} has no per-modality slices; use model.heads=separate")
+        self.head_kind = heads
+        self.heads = nn.ModuleDict({m: nn.Linear(embed_dim, n_out) for m in modalities}) if heads == "separate" else None
+        self.feature_hook = None
+
+    def encode(self, batch: dict, drop: set[str] | frozenset = frozenset(), fill: dict | None = None) -> dict[str, torch.Tensor]:
+        """Features per modality; a modality in ``drop`` gets zero input (or ``fill[m]``)."""
+        feats = {}
+        for m in self.modalities:
+            x = batch[m]
+            if m in drop:
+                x = fill[m].expand_as(x) if fill and m in fill else torch.zeros_like(x)
+            feats[m] = self.encoders[m](x)
+        if self.feature_hook is not None:
+            feats = self.feature_hook(feats)
+        return feats
+
+    def head(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        fused, logits = self.fusion(feats)
+        if self.heads is not None:
+            logits = {m: self.heads[m](feats[m] if self.head_kind == "trained" else feats[m].detach()) for m in self.modalities}
+        return fused, logits
+
+    def forward(self, batch: dict, drop: set[str] | frozenset = frozenset(), fill: dict | None = None) -> ModelOutput:
+        feats = self.encode(batch, drop, fill)
+        fused, logits = self.head(feats)
+        return ModelOutput(fused=fused, logits=logits, features=feats)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = {f"encoder/{m}": list(self.encoders[m].parameters()) for m in self.modalities}
+        groups["fusion"] = list(self.fusion.parameters())
+        if self.heads is not None:
+            groups["heads"] = list(self.heads.parameters())
+        return groups
+
+    def encoder_params(self, m: str) -> list[nn.Parameter]:
+        return list(self.encoders[m].parameters())

@@ -1,0 +1,542 @@
+"""The run store: one folder per run, one SQLite file (WAL) per run.
+
+Layout of ``<runs_dir>/<name>/``: ``config.json`` (the resolved RunConfig), ``metrics.sqlite``
+(everything logged), ``checkpoint.pt`` (last completed epoch), ``log.txt`` (human log).
+
+Concurrency model: exactly one writer (the trainer) and any number of readers in other
+processes. WAL mode lets readers see committed rows while the writer appends; writes are
+buffered in memory and committed in one transaction every ``flush_rows`` rows or
+``flush_seconds`` seconds, so logging never dominates a step. A killed writer loses at
+most the uncommitted buffer; every committed transaction stays readable. When a run ends
+the WAL is checkpointed and the file switched to rollback-journal mode, so finished runs
+are a single self-contained file that can be copied, zipped or opened read-only.
+
+Liveness: the writer stores ``pid``, ``host`` and a ``heartbeat`` timestamp (a background
+thread refreshes it). A reader reports a ``running`` run as ``interrupted`` when its
+heartbeat is older than ``STALE_SECONDS`` or its process is gone on this host, so a
+``kill -9`` is detected without any signal handler.
+
+All query functions return pandas DataFrames; the dashboard reads runs only through them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from core.errors import StoreError
+
+SCHEMA_VERSION = 1
+STALE_SECONDS = 30.0
+STATUSES = ("running", "finished", "failed", "interrupted")
+DB_NAME = "metrics.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS run(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS scalars(id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER, name TEXT, value REAL);
+CREATE INDEX IF NOT EXISTS scalars_name ON scalars(name, step);
+CREATE TABLE IF NOT EXISTS histograms(id INTEGER PRIMARY KEY, epoch INTEGER, split TEXT, name TEXT, edges BLOB, counts BLOB);
+CREATE TABLE IF NOT EXISTS gmm(id INTEGER PRIMARY KEY, epoch INTEGER, split TEXT, name TEXT, weights TEXT, means TEXT,
+    variances TEXT, bic1 REAL, bic2 REAL, threshold REAL, balanced INTEGER);
+CREATE TABLE IF NOT EXISTS samples(id INTEGER PRIMARY KEY, epoch INTEGER, split TEXT, name TEXT, sample_id INTEGER,
+    gap REAL, posterior REAL, label INTEGER, correct INTEGER);
+CREATE INDEX IF NOT EXISTS samples_epoch ON samples(epoch, split, name);
+CREATE TABLE IF NOT EXISTS contributions(id INTEGER PRIMARY KEY, epoch INTEGER, modality TEXT, info REAL,
+    confidence REAL, w REAL, captum REAL);
+CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER, kind TEXT, message TEXT, time REAL);
+CREATE TABLE IF NOT EXISTS tables(name TEXT PRIMARY KEY, data TEXT);
+"""
+
+ROW_TABLES = {
+    "scalars": ("step", "epoch", "name", "value"),
+    "histograms": ("epoch", "split", "name", "edges", "counts"),
+    "gmm": ("epoch", "split", "name", "weights", "means", "variances", "bic1", "bic2", "threshold", "balanced"),
+    "samples": ("epoch", "split", "name", "sample_id", "gap", "posterior", "label", "correct"),
+    "contributions": ("epoch", "modality", "info", "confidence", "w", "captum"),
+    "events": ("step", "epoch", "kind", "message", "time"),
+}
+
+
+def _connect(path: Path, readonly: bool = False, timeout: float = 30.0) -> sqlite3.Connection:
+    if readonly:
+        uri = f"file:{path}?mode=ro"
+        con = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+    else:
+        con = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False)
+    con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    return con
+
+
+def _retry(fn, attempts: int = 50, delay: float = 0.05):
+    """Run ``fn`` retrying on transient SQLite lock errors (never surfaces 'database is locked')."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            msg = str(e).lower()
+            if ("locked" in msg or "busy" in msg) and i < attempts - 1:
+                time.sleep(delay * (1 + i % 5))
+                continue
+            raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunWriter:
+    """The single writer of one run. Buffered, thread-safe, crash-consistent."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        flush_rows: int = 2000,
+        flush_seconds: float = 1.0,
+        heartbeat_seconds: float = 2.0,
+        resume: bool = False,
+    ):
+        self.dir = Path(run_dir)
+        self.path = self.dir / DB_NAME
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._buf: dict[str, list[tuple]] = {t: [] for t in ROW_TABLES}
+        self._n = 0
+        self._last_flush = time.monotonic()
+        self._lock = threading.RLock()
+        self.rows_written = 0
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.con = _connect(self.path)
+            mode = self.con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self.con.execute("PRAGMA synchronous=NORMAL")
+            self.con.executescript(SCHEMA)
+            self.con.commit()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open run store {self.path}: {e}") from None
+        except OSError as e:
+            raise StoreError(f"cannot write run folder {self.dir}: {e.strerror or e}") from None
+        self.journal_mode = mode
+        existing = dict(self.con.execute("SELECT key, value FROM run").fetchall())
+        sv = int(existing.get("schema_version", SCHEMA_VERSION))
+        if sv > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} uses store schema {sv}, newer than this ModalScope ({SCHEMA_VERSION})")
+        now = time.time()
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "status": "running",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "heartbeat": now,
+        }
+        if not resume or "start_time" not in existing:
+            meta["start_time"] = now
+        meta["error"] = ""
+        self.set_many(meta)
+        self._hb_period = heartbeat_seconds
+        self._hb_stop = threading.Event()
+        self._hb_thread = threading.Thread(target=self._heartbeat_loop, name="modalscope-heartbeat", daemon=True)
+        self._hb_thread.start()
+
+    # ------------------------------------------------------------------ run table
+    def set(self, key: str, value: Any) -> None:
+        self.set_many({key: value})
+
+    def set_many(self, items: dict[str, Any]) -> None:
+        rows = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in items.items()]
+        with self._lock:
+            _retry(lambda: self._exec_commit("INSERT OR REPLACE INTO run(key, value) VALUES (?, ?)", rows))
+
+    def _exec_commit(self, sql: str, rows: list[tuple]) -> None:
+        try:
+            self.con.executemany(sql, rows)
+            self.con.commit()
+        except sqlite3.OperationalError:
+            self.con.rollback()
+            raise
+
+    def _heartbeat_loop(self) -> None:
+        while not self._hb_stop.wait(self._hb_period):
+            try:
+                self.heartbeat()
+            except Exception:
+                pass
+
+    def heartbeat(self) -> None:
+        self.set("heartbeat", time.time())
+
+    # ------------------------------------------------------------------ rows
+    def _add(self, table: str, row: tuple) -> None:
+        with self._lock:
+            self._buf[table].append(row)
+            self._n += 1
+            if self._n >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
+                self.flush()
+
+    def log_scalar(self, step: int, epoch: int, name: str, value: float) -> None:
+        self._add("scalars", (int(step), int(epoch), name, float(value)))
+
+    def log_scalars(self, step: int, epoch: int, values: dict[str, float]) -> None:
+        with self._lock:
+            for k, v in values.items():
+                self._buf["scalars"].append((int(step), int(epoch), k, float(v)))
+            self._n += len(values)
+            if self._n >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
+                self.flush()
+
+    def log_histogram(self, epoch: int, split: str, name: str, edges: np.ndarray, counts: np.ndarray) -> None:
+        self._add(
+            "histograms",
+            (int(epoch), split, name, np.asarray(edges, dtype=np.float64).tobytes(), np.asarray(counts, dtype=np.float64).tobytes()),
+        )
+
+    def log_gmm(self, epoch: int, split: str, name: str, weights, means, variances, bic1: float, bic2: float, threshold: float, balanced: int) -> None:
+        self._add(
+            "gmm",
+            (
+                int(epoch), split, name, json.dumps([float(x) for x in weights]), json.dumps([float(x) for x in means]),
+                json.dumps([float(x) for x in variances]), float(bic1), float(bic2), float(threshold), int(balanced),
+            ),
+        )
+
+    def log_samples(self, epoch: int, split: str, name: str, sample_id, gap, posterior, label, correct) -> None:
+        n = len(sample_id)
+        post = np.full(n, np.nan) if posterior is None else np.asarray(posterior, dtype=np.float64)
+        with self._lock:
+            self._buf["samples"].extend(
+                zip([int(epoch)] * n, [split] * n, [name] * n, np.asarray(sample_id).astype(int).tolist(),
+                    np.asarray(gap, dtype=np.float64).tolist(), post.tolist(), np.asarray(label).astype(int).tolist(),
+                    np.asarray(correct).astype(int).tolist())
+            )
+            self._n += n
+        self.flush()
+
+    def log_contribution(self, epoch: int, modality: str, info: float, confidence: float, w: float, captum: float | None = None) -> None:
+        self._add("contributions", (int(epoch), modality, float(info), float(confidence), float(w), None if captum is None else float(captum)))
+
+    def log_event(self, step: int, epoch: int, kind: str, message: str) -> None:
+        self._add("events", (int(step), int(epoch), kind, message, time.time()))
+
+    def log_table(self, name: str, df: pd.DataFrame) -> None:
+        data = df.to_json(orient="split", index=False)
+        with self._lock:
+            _retry(lambda: self._exec_commit("INSERT OR REPLACE INTO tables(name, data) VALUES (?, ?)", [(name, data)]))
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._n == 0:
+                self._last_flush = time.monotonic()
+                return
+            buf = {t: rows for t, rows in self._buf.items() if rows}
+
+            def write():
+                try:
+                    for t, rows in buf.items():
+                        cols = ROW_TABLES[t]
+                        self.con.executemany(
+                            f"INSERT INTO {t}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
+                        )
+                    self.con.execute("INSERT OR REPLACE INTO run(key, value) VALUES ('heartbeat', ?)", (json.dumps(time.time()),))
+                    self.con.commit()
+                except sqlite3.OperationalError:
+                    self.con.rollback()
+                    raise
+
+            try:
+                _retry(write)
+            except sqlite3.OperationalError as e:
+                raise StoreError(f"cannot write to {self.path}: {e}") from None
+            self.rows_written += self._n
+            self._buf = {t: [] for t in ROW_TABLES}
+            self._n = 0
+            self._last_flush = time.monotonic()
+
+    def truncate_after(self, step: int, epoch: int) -> None:
+        """Drop rows logged after a checkpoint (used by --resume so the store stays consistent)."""
+        with self._lock:
+            self.flush()
+
+            def do():
+                self.con.execute("DELETE FROM scalars WHERE step > ? OR epoch > ?", (step, epoch))
+                for t in ("histograms", "gmm", "samples", "contributions"):
+                    self.con.execute(f"DELETE FROM {t} WHERE epoch > ?", (epoch,))
+                self.con.execute("DELETE FROM events WHERE step > ?", (step,))
+                self.con.commit()
+
+            _retry(do)
+
+    def close(self, status: str, error: str = "") -> None:
+        """Flush everything, record the final status and make the file self-contained."""
+        if status not in STATUSES:
+            raise ValueError(f"bad status {status!r}")
+        self._hb_stop.set()
+        with self._lock:
+            try:
+                self.flush()
+            finally:
+                self.set_many({"status": status, "end_time": time.time(), "error": error, "heartbeat": time.time()})
+                try:
+                    self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    self.con.execute("PRAGMA journal_mode=DELETE")
+                except sqlite3.OperationalError:
+                    pass
+                self.con.close()
+
+
+class RunReader:
+    """Read-only access to one run folder. Every query returns a pandas DataFrame."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.path = self.dir / DB_NAME
+        if not self.dir.is_dir():
+            raise StoreError(f"run folder not found: {self.dir}")
+        if not self.path.is_file():
+            raise StoreError(f"{self.dir} is not a ModalScope run (no {DB_NAME})")
+        self._check()
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    def _con(self) -> sqlite3.Connection:
+        try:
+            return _connect(self.path, readonly=True, timeout=10.0)
+        except sqlite3.OperationalError:
+            return sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, check_same_thread=False)
+
+    def _query(self, sql: str, params: Iterable = ()) -> pd.DataFrame:
+        def do():
+            with closing(self._con()) as con:
+                return pd.read_sql_query(sql, con, params=tuple(params))
+
+        try:
+            return _retry(do)
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
+            raise StoreError(f"cannot read {self.path}: {e}") from None
+
+    def _check(self) -> None:
+        try:
+            meta = self.meta()
+        except StoreError:
+            raise
+        sv = int(meta.get("schema_version", SCHEMA_VERSION) or SCHEMA_VERSION)
+        if sv > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} uses store schema {sv}, newer than this ModalScope ({SCHEMA_VERSION}); upgrade to read it")
+
+    # ------------------------------------------------------------------ metadata
+    def meta(self) -> dict[str, Any]:
+        df = self._query("SELECT key, value FROM run")
+        out: dict[str, Any] = {}
+        for k, v in zip(df["key"], df["value"]):
+            try:
+                out[k] = json.loads(v)
+            except (TypeError, json.JSONDecodeError):
+                out[k] = v
+        return out
+
+    def status(self, stale_after: float = STALE_SECONDS) -> str:
+        """Stored status, except a 'running' run whose trainer is gone reads 'interrupted'."""
+        meta = self.meta()
+        st = meta.get("status", "running")
+        if st != "running":
+            return st
+        hb = float(meta.get("heartbeat") or 0)
+        if time.time() - hb > stale_after:
+            return "interrupted"
+        pid = meta.get("pid")
+        if pid and meta.get("host") == socket.gethostname() and not _pid_alive(int(pid)):
+            return "interrupted"
+        return "running"
+
+    def config(self) -> dict[str, Any]:
+        p = self.dir / "config.json"
+        if not p.is_file():
+            return {}
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{p} is not valid JSON: {e.msg}") from None
+
+    # ------------------------------------------------------------------ series
+    def scalar_names(self) -> list[str]:
+        return self._query("SELECT DISTINCT name FROM scalars ORDER BY name")["name"].tolist()
+
+    def scalars(self, names: Iterable[str] | str | None = None, prefix: str | None = None, since_id: int = 0) -> pd.DataFrame:
+        """Columns ``id, step, epoch, name, value``; filter by exact names or a name prefix."""
+        sql = "SELECT id, step, epoch, name, value FROM scalars WHERE id > ?"
+        params: list[Any] = [since_id]
+        if isinstance(names, str):
+            names = [names]
+        if names is not None:
+            names = list(names)
+            if not names:
+                return pd.DataFrame(columns=["id", "step", "epoch", "name", "value"])
+            sql += f" AND name IN ({', '.join('?' * len(names))})"
+            params += names
+        if prefix is not None:
+            sql += " AND name >= ? AND name < ?"
+            params += [prefix, prefix + "\uffff"]
+        return self._query(sql + " ORDER BY id", params)
+
+    def last_id(self) -> int:
+        df = self._query("SELECT MAX(id) AS m FROM scalars")
+        v = df["m"].iloc[0]
+        return 0 if v is None or pd.isna(v) else int(v)
+
+    def final_scalars(self, prefix: str = "") -> dict[str, float]:
+        """The last value of every scalar whose name starts with ``prefix``."""
+        df = self._query(
+            "SELECT name, value FROM scalars WHERE id IN (SELECT MAX(id) FROM scalars WHERE name >= ? AND name < ? GROUP BY name)",
+            [prefix, prefix + "\uffff"],
+        )
+        return dict(zip(df["name"], df["value"]))
+
+    def histograms(self, split: str | None = None, name: str | None = None) -> pd.DataFrame:
+        """Columns ``epoch, split, name, edges (ndarray), counts (ndarray)``."""
+        sql, params = "SELECT epoch, split, name, edges, counts FROM histograms WHERE 1=1", []
+        if split:
+            sql += " AND split = ?"
+            params.append(split)
+        if name:
+            sql += " AND name = ?"
+            params.append(name)
+        df = self._query(sql + " ORDER BY epoch, id", params)
+        df["edges"] = [np.frombuffer(b, dtype=np.float64) for b in df["edges"]]
+        df["counts"] = [np.frombuffer(b, dtype=np.float64) for b in df["counts"]]
+        return df
+
+    def gmm(self, split: str | None = None) -> pd.DataFrame:
+        sql, params = "SELECT epoch, split, name, weights, means, variances, bic1, bic2, threshold, balanced FROM gmm", []
+        if split:
+            sql += " WHERE split = ?"
+            params.append(split)
+        df = self._query(sql + " ORDER BY epoch, id", params)
+        for c in ("weights", "means", "variances"):
+            df[c] = [json.loads(v) for v in df[c]]
+        return df
+
+    def samples(self, epoch: int | None = None, split: str | None = None, name: str | None = None) -> pd.DataFrame:
+        sql, params = "SELECT epoch, split, name, sample_id, gap, posterior, label, correct FROM samples WHERE 1=1", []
+        for col, val in (("epoch", epoch), ("split", split), ("name", name)):
+            if val is not None:
+                sql += f" AND {col} = ?"
+                params.append(val)
+        return self._query(sql + " ORDER BY id", params)
+
+    def contributions(self) -> pd.DataFrame:
+        return self._query("SELECT epoch, modality, info, confidence, w, captum FROM contributions ORDER BY epoch, id")
+
+    def events(self) -> pd.DataFrame:
+        return self._query("SELECT step, epoch, kind, message, time FROM events ORDER BY id")
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        df = self._query("SELECT data FROM tables WHERE name = ?", [name])
+        if df.empty:
+            return None
+        import io
+
+        return pd.read_json(io.StringIO(df["data"].iloc[0]), orient="split")
+
+    def table_names(self) -> list[str]:
+        return self._query("SELECT name FROM tables ORDER BY name")["name"].tolist()
+
+    def counts(self) -> dict[str, int]:
+        return {t: int(self._query(f"SELECT COUNT(*) AS n FROM {t}")["n"].iloc[0]) for t in ROW_TABLES}
+
+    def summary(self) -> dict[str, Any]:
+        """One row of the runs table: identity, status, progress and final accuracies."""
+        meta = self.meta()
+        cfg = self.config()
+        finals = self.final_scalars("acc/test/")
+        epochs_done = self._query("SELECT MAX(epoch) AS e FROM scalars WHERE name = 'acc/test/fused'")["e"].iloc[0]
+        method = (cfg.get("method") or {}).get("name", "?")
+        if method == "unimodal":
+            method = f"unimodal:{cfg['method'].get('modality')}"
+        data = cfg.get("data") or {}
+        row = {
+            "name": self.name,
+            "path": str(self.dir),
+            "method": method,
+            "dataset": data.get("name", "?"),
+            "preset": data.get("preset", data.get("name", "")),
+            "seed": cfg.get("seed"),
+            "status": self.status(),
+            "epochs": cfg.get("epochs"),
+            "epochs_done": None if epochs_done is None or pd.isna(epochs_done) else int(epochs_done) + 1,
+            "start_time": meta.get("start_time"),
+            "end_time": meta.get("end_time"),
+            "heartbeat": meta.get("heartbeat"),
+            "error": meta.get("error") or "",
+            "sweep": (cfg.get("tags") or {}).get("sweep", ""),
+        }
+        for k, v in finals.items():
+            row[k.replace("acc/test/", "acc_")] = v
+        return row
+
+
+def open_run(path: str | Path) -> RunReader:
+    return RunReader(path)
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / DB_NAME).is_file()
+
+
+def list_runs(*roots: str | Path) -> pd.DataFrame:
+    """Summary row per run folder found directly under each root (unreadable runs are listed as such)."""
+    rows = []
+    for root in roots:
+        r = Path(root)
+        if not r.is_dir():
+            continue
+        for d in sorted(p for p in r.iterdir() if p.is_dir()):
+            if not is_run_dir(d):
+                continue
+            try:
+                row = RunReader(d).summary()
+            except StoreError as e:
+                row = {"name": d.name, "path": str(d), "status": "unreadable", "error": str(e)}
+            row["root"] = str(r)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
+    """``RUN`` may be a run folder path or a run name under ``runs_dir``."""
+    p = Path(run)
+    if is_run_dir(p):
+        return p
+    from core.config import validate_run_name
+
+    if os.sep not in str(run):
+        validate_run_name(str(run))
+        q = Path(runs_dir) / str(run)
+        if is_run_dir(q):
+            return q
+    raise StoreError(f"no run {str(run)!r} (looked for a run folder and for {Path(runs_dir) / str(run)})")
+
+
+def delete_run(run_dir: str | Path, runs_root: str | Path) -> None:
+    """Delete a run folder, only if it resolves to a direct child of ``runs_root``."""
+    root = Path(runs_root).resolve()
+    target = Path(run_dir).resolve()
+    if target.parent != root or not is_run_dir(target):
+        raise StoreError(f"refusing to delete {run_dir}: not a run folder directly inside {runs_root}")
+    shutil.rmtree(target)

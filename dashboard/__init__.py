@@ -1,0 +1,1 @@
+"""ModalScope Streamlit dashboard: pages read runs through core.store; figures are pure functions."""

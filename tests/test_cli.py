@@ -1,0 +1,56 @@
+import json
+
+import pandas as pd
+
+from tests.conftest import run_cli, tiny_cli_args
+
+
+def test_train_prints_run_folder_and_runs_commands(tmp_path):
+    r = run_cli("train", "--method", "joint", "--name", "c1", *tiny_cli_args(tmp_path))
+    assert r.returncode == 0, r.stderr
+    run_dir = r.stdout.strip().splitlines()[-1]
+    assert run_dir.endswith("c1")
+    runs = str(tmp_path / "runs")
+    ls = run_cli("runs", "list", "--runs-dir", runs)
+    assert ls.returncode == 0 and "c1" in ls.stdout and "finished" in ls.stdout
+    show = run_cli("runs", "show", "c1", "--runs-dir", runs)
+    assert "status:   finished" in show.stdout and "bayes ceiling" in show.stdout
+    out = tmp_path / "s.csv"
+    ex = run_cli("runs", "export", "c1", "--runs-dir", runs, "--out", str(out))
+    assert ex.returncode == 0
+    df = pd.read_csv(out)
+    assert {"step", "epoch", "name", "value"} <= set(df.columns) and (df["name"] == "loss/fused").sum() == 16
+    pq = tmp_path / "s.parquet"
+    assert run_cli("runs", "export", "c1", "--runs-dir", runs, "--format", "parquet", "--out", str(pq)).returncode == 0
+    assert len(pd.read_parquet(pq)) == len(df)
+
+
+def test_set_override_and_unimodal(tmp_path):
+    r = run_cli("train", "--method", "unimodal", "--set", "method.modality=audio", "--name", "u", *tiny_cli_args(tmp_path))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "runs" / "u" / "config.json").read_text())
+    assert cfg["method"] == {"name": "unimodal", "modality": "audio"}
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    cases = [
+        (["train", "--set", "optim.lr=-1"], "optim.lr"),
+        (["train", "--method", "nosuch"], "unknown method 'nosuch'"),
+        (["train", "--name", "../x"], "invalid run name"),
+        (["train", "--config", str(tmp_path / "missing.yaml")], "config file not found"),
+        (["runs", "show", "ghost", "--runs-dir", str(tmp_path)], "no run 'ghost'"),
+        (["train", "--resume", str(tmp_path / "nothing")], "not a run folder"),
+    ]
+    for args, expected in cases:
+        r = run_cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = [ln for ln in r.stderr.strip().splitlines() if ln]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_existing_name_is_refused(tmp_path):
+    args = ["train", "--name", "dup", *tiny_cli_args(tmp_path)]
+    assert run_cli(*args).returncode == 0
+    r = run_cli(*args)
+    assert r.returncode == 2 and "already exists" in r.stderr
