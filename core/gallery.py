@@ -124,6 +124,9 @@ def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int]) -> str:
         if ck.exists():
             ck.unlink()
             notes.append("checkpoint.pt removed (re-run the stored config to get one)")
+        con.execute("DROP INDEX IF EXISTS scalars_name")
+        con.execute("DROP INDEX IF EXISTS samples_epoch")
+        notes.append("query indexes dropped (small runs scan fast)")
         text = "; ".join(notes)
         con.execute("INSERT OR REPLACE INTO run(key, value) VALUES ('thinned', ?)", (json.dumps(text),))
         con.commit()
