@@ -205,3 +205,17 @@ def test_captum_agrees_with_exact_shapley_in_ranking(method):
         v = subset_value_fn(model, batch, y, "classification")
         full = v(frozenset(["audio", "visual"]))
         assert cap["audio"] == pytest.approx(full - v(frozenset(["visual"])), rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numpy_em_matches_sklearn_gaussian_mixture(seed):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0.0, 0.1, 1500), rng.normal(-0.7, 0.15, 700)])
+    a, b = fit_gap_mixture(x, backend="numpy"), fit_gap_mixture(x, backend="sklearn")
+    oa, ob = np.argsort(a.means), np.argsort(b.means)
+    np.testing.assert_allclose(a.means[oa], b.means[ob], atol=0.01)
+    np.testing.assert_allclose(a.weights[oa], b.weights[ob], atol=0.01)
+    np.testing.assert_allclose(a.variances[oa], b.variances[ob], rtol=0.05)
+    assert a.bic2 == pytest.approx(b.bic2, abs=2.0)
+    assert a.bic1 == pytest.approx(b.bic1, abs=1e-6)
+    assert a.means[a.balanced] == pytest.approx(b.means[b.balanced], abs=0.01)

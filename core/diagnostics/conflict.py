@@ -47,21 +47,15 @@ def cosine(a: Grads, b: Grads) -> float:
     la, lb = _as_list(a), _as_list(b)
     if len(la) != len(lb):
         raise ValueError(f"gradient lists differ in length ({len(la)} vs {len(lb)})")
-    dot = na = nb = None
-    for x, y in zip(la, lb):
-        if x is not None:
-            xx = x.detach().double()
-            na = (xx * xx).sum() if na is None else na + (xx * xx).sum()
-        if y is not None:
-            yy = y.detach().double()
-            nb = (yy * yy).sum() if nb is None else nb + (yy * yy).sum()
-        if x is not None and y is not None:
-            d = (x.detach().double() * y.detach().double()).sum()
-            dot = d if dot is None else dot + d
-    if dot is None or na is None or nb is None:
+    xa = [x.detach().reshape(-1) for x in la if x is not None]
+    xb = [y.detach().reshape(-1) for y in lb if y is not None]
+    both = [(x.detach().reshape(-1), y.detach().reshape(-1)) for x, y in zip(la, lb) if x is not None and y is not None]
+    if not both:
         return 0.0
-    vals = torch.stack([dot, na, nb]).tolist()
-    d, n1, n2 = vals
+    va, vb = torch.cat(xa).double(), torch.cat(xb).double()
+    pa = torch.cat([x for x, _ in both]).double()
+    pb = torch.cat([y for _, y in both]).double()
+    d, n1, n2 = torch.stack([pa @ pb, va @ va, vb @ vb]).tolist()
     if n1 <= 0.0 or n2 <= 0.0:
         return 0.0
     c = d / (n1**0.5 * n2**0.5)
