@@ -59,7 +59,8 @@ class DiagnosticsMonitor:
         uni = {m: task_loss(z, y, ctx.task) for m, z in live_unimodal_logits(model, out).items()}
         enc = {m: model.encoder_params(m) for m in ctx.modalities}
         fusion = model.param_groups().get("fusion", [])
-        return conflict_cosines(fused, uni, enc, fusion)
+        separable = getattr(model, "feature_hook", None) is None and getattr(model, "fusion_kind", "") in ("concat", "sum", "gated")
+        return conflict_cosines(fused, uni, enc, fusion, separable=separable)
 
     def after_backward(self, ctx: "StepContext") -> dict[str, float]:
         """Raw gradients (before any method modulation)."""
