@@ -240,3 +240,7 @@ def test_separable_shortcut_equals_per_modality_backward():
     assert a.keys() == b.keys() == {"conflict/cos/audio", "conflict/cos/visual", "conflict/cos_fusion"}
     for k in a:
         assert a[k] == pytest.approx(b[k], abs=1e-6)
+
+
+def test_confidence_regression_is_inverse_one_plus_mae():
+    assert confidence(torch.tensor([[1.0], [3.0]]), torch.tensor([2.0, 2.0]), task="regression") == pytest.approx(0.5)
