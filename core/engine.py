@@ -146,12 +146,17 @@ def set_rng_state(state: dict) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write-then-rename: a crash or a full disk leaves the previous file intact, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -440,9 +445,9 @@ class Trainer:
         self.writer.log_scalars(self.global_step, epoch, metrics)
         if self.scheduler is not None:
             self.scheduler.step()
+        self.writer.flush()
         if self.cfg.log.checkpoint:
             self.save_checkpoint(epoch)
-        self.writer.flush()
         fused = metrics.get("acc/test/fused", float("nan"))
         per = " ".join(f"{m}={metrics.get(f'acc/test/{m}', float('nan')):.3f}" for m in self.bundle.modalities)
         self._log_line(f"epoch {epoch + 1}/{self.cfg.epochs} test fused={fused:.3f} {per} ({train_time:.1f}s)")
