@@ -217,6 +217,10 @@ class Trainer:
                     run_dir = Path(cfg.runs_dir) / f"{name}-{k}"
                     k += 1
         self.run_dir = Path(run_dir)
+        # Checkpoints are read and applied before the run folder is touched, so a bad
+        # --init-from or --resume file is refused without changing anything on disk.
+        init_note = self._init_weights(Path(init_from)) if init_from is not None else None
+        resumed = self._load_resume_state() if resume else None
         if not resume:
             if (self.run_dir / "metrics.sqlite").exists():
                 raise StoreError(f"run {self.run_dir} already exists (use --resume {self.run_dir} or another --name)")
@@ -245,10 +249,10 @@ class Trainer:
                 "thinned": "",
             }
         )
-        if init_from is not None:
-            self._init_weights(Path(init_from))
+        if init_note:
+            self.event("init", init_note)
         if resume:
-            self._resume()
+            self._resume(resumed)
         self.diagnostics = DiagnosticsMonitor(self)
         self.log_file = open(self.run_dir / "log.txt", "a", encoding="utf-8")
 
@@ -281,23 +285,22 @@ class Trainer:
         loader.set_epoch(epoch)
         return loader
 
-    def _init_weights(self, run: Path) -> None:
+    def _init_weights(self, run: Path) -> str:
         ck = run / CHECKPOINT if run.is_dir() else run
         if not ck.is_file():
             raise StoreError(f"--init-from {run}: no checkpoint.pt found")
         state = load_checkpoint(ck)
         try:
             self.model.load_state_dict(state["model"])
-        except (RuntimeError, KeyError) as e:
+        except (RuntimeError, KeyError, TypeError) as e:
             raise StoreError(f"checkpoint {ck} does not fit this model: {str(e).splitlines()[0][:160]}") from None
-        self.event("init", f"weights initialised from {run}")
+        return f"weights initialised from {run}"
 
-    def _resume(self) -> None:
+    def _load_resume_state(self) -> dict | None:
+        """Load the last checkpoint into model, optimiser, method and RNGs (None: no checkpoint yet)."""
         ck = self.run_dir / CHECKPOINT
         if not ck.is_file():
-            self.writer.truncate_after(-1, -1)
-            self.event("resume", "no checkpoint yet: restarting from epoch 0")
-            return
+            return None
         state = load_checkpoint(ck)
         try:
             self.model.load_state_dict(state["model"])
@@ -307,11 +310,19 @@ class Trainer:
             for name, mod in self.method.extra_modules().items():
                 mod.load_state_dict(state["extra"][name])
             self.method.load_state_dict(state.get("method", {}))
-        except (RuntimeError, KeyError, ValueError) as e:
+            set_rng_state(state["rng"])
+            self.start_epoch = int(state["epoch"]) + 1
+            self.global_step = int(state["step"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
             raise StoreError(f"checkpoint {ck} does not fit this run's model: {str(e).splitlines()[0][:160]}") from None
-        set_rng_state(state["rng"])
-        self.start_epoch = int(state["epoch"]) + 1
-        self.global_step = int(state["step"])
+        return state
+
+    def _resume(self, state: dict | None) -> None:
+        """Drop rows logged after the checkpoint, so the store replays exactly what training will redo."""
+        if state is None:
+            self.writer.truncate_after(-1, -1)
+            self.event("resume", "no checkpoint yet: restarting from epoch 0")
+            return
         self.writer.truncate_after(self.global_step, int(state["epoch"]))
         self.event("resume", f"resumed after epoch {state['epoch']} (step {self.global_step})")
 
