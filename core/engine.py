@@ -160,11 +160,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """``torch.load(weights_only=True)``: a checkpoint can never execute code on load."""
+    """``torch.load(weights_only=True)``: a checkpoint can never execute code on load.
+
+    torch's own refusal text tells the reader how to load the file unsafely; the user sees
+    instead what was refused (e.g. ``Unsupported global: GLOBAL io.open``).
+    """
+    import pickle
+    import re
+    import warnings
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(e))
+        why = f" ({m.group(0)})" if m else ""
+        raise StoreError(
+            f"cannot read checkpoint {path}: refused by weights_only loading, it holds pickled objects other than tensors{why}"
+        ) from None
     except Exception as e:  # noqa: BLE001 - any unreadable file gets one line
-        raise StoreError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        first = re.split(r"(?<=\.)\s", str(e).strip(), maxsplit=1)[0]
+        raise StoreError(f"cannot read checkpoint {path}: truncated or not a checkpoint ({type(e).__name__}: {first[:160]})") from None
 
 
 def build_bundle(cfg: RunConfig) -> DatasetBundle:
