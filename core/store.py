@@ -101,6 +101,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _create_store(path: Path) -> None:
+    """Build schema and liveness rows in a side file, then rename it into place.
+
+    A dashboard polling the runs root may open ``metrics.sqlite`` the instant it appears;
+    created in place, it would briefly have no tables and read as unreadable.
+    """
+    tmp = path.with_name(path.name + ".init")
+    tmp.unlink(missing_ok=True)
+    con = sqlite3.connect(str(tmp))
+    try:
+        con.executescript(SCHEMA)
+        con.executemany(
+            "INSERT OR REPLACE INTO run(key, value) VALUES (?, ?)",
+            [("schema_version", json.dumps(SCHEMA_VERSION)), ("status", "running"), ("pid", json.dumps(os.getpid())),
+             ("host", socket.gethostname()), ("heartbeat", json.dumps(time.time()))],
+        )
+        con.commit()
+    finally:
+        con.close()
+    os.replace(tmp, path)
+
+
 class RunWriter:
     """The single writer of one run. Buffered, thread-safe, crash-consistent."""
 
@@ -123,6 +145,8 @@ class RunWriter:
         self.rows_written = 0
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                _create_store(self.path)
             self.con = _connect(self.path)
             mode = self.con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self.con.execute("PRAGMA synchronous=NORMAL")

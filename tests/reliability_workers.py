@@ -52,7 +52,7 @@ def synthetic_writer(run_dir: str, writer: int, seconds: float, flush_rows: int,
 
 
 def trainer_writer(cfg_json: str, seconds: float, result: str) -> None:
-    """A real Trainer on a tiny config with many epochs, stopped by SIGTERM-equivalent after ``seconds``."""
+    """A real Trainer on a tiny config with endless epochs, stopped by SIGTERM after ``seconds``."""
     import signal
     import threading
 
@@ -60,10 +60,12 @@ def trainer_writer(cfg_json: str, seconds: float, result: str) -> None:
     from core.engine import StopRequested, Trainer
 
     out: dict = {"error": ""}
+    timer = None
     try:
         cfg = build_config(json.loads(cfg_json))
         t = Trainer(cfg)
-        threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+        timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        timer.start()
         try:
             t.fit()
             out["status"] = "finished"
@@ -72,59 +74,79 @@ def trainer_writer(cfg_json: str, seconds: float, result: str) -> None:
         out.update(rows=t.writer.rows_written, steps=t.global_step, run_dir=str(t.run_dir))
     except Exception as e:  # noqa: BLE001
         out["error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+    finally:
+        if timer is not None:
+            timer.cancel()
     Path(result).write_text(json.dumps(out))
 
 
 def reader(root: str, stop_file: str, result: str, synthetic_runs: list[str]) -> None:
     """Poll a runs root through the store API until ``stop_file`` appears; record every error.
 
-    Besides "no error", each poll checks what it sees of the synthetic runs: the rows
-    are a gap-free prefix of what the writer logs, with the exact values.
+    Like a live dashboard page it reads scalars incrementally (``since_id``). Each poll
+    checks what it sees of the synthetic runs: the new rows continue the previous ones
+    with no gap (ids and steps) and carry the exact values written. After the stop, one
+    last pass counts every table of every run.
     """
     from core.store import RunReader, list_runs
 
-    polls, errors, rows_seen, prefix_checks = 0, [], 0, 0
-    last_seen: dict[str, int] = {}
+    polls, errors, prefix_checks = 0, [], 0
+    last_id: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    k_names = len(SCALAR_NAMES)
 
-    def check_prefix(name: str, df) -> None:
+    def check_continuation(name: str, df, before: int) -> None:
         nonlocal prefix_checks
         writer = int(name.rsplit("-", 1)[1])
         n = len(df)
-        if n % len(SCALAR_NAMES):
-            raise AssertionError(f"{name}: {n} rows is not a whole number of steps (torn transaction)")
-        steps = df["step"].to_numpy()
-        expect_steps = np.repeat(np.arange(n // len(SCALAR_NAMES)), len(SCALAR_NAMES))
-        if not np.array_equal(steps, expect_steps):
-            raise AssertionError(f"{name}: steps are not a gap-free prefix")
-        k = np.tile(np.arange(len(SCALAR_NAMES)), n // len(SCALAR_NAMES))
-        if not np.array_equal(df["value"].to_numpy(), writer * 1_000_000.0 + expect_steps * 10.0 + k):
+        if n % k_names or before % k_names:
+            raise AssertionError(f"{name}: {before}+{n} rows is not a whole number of steps (torn transaction)")
+        ids = df["id"].to_numpy()
+        if not np.array_equal(ids, np.arange(before + 1, before + n + 1)):
+            raise AssertionError(f"{name}: row ids have a gap after id {before}")
+        steps = np.repeat(np.arange(before // k_names, (before + n) // k_names), k_names)
+        if not np.array_equal(df["step"].to_numpy(), steps):
+            raise AssertionError(f"{name}: steps do not continue from step {before // k_names}")
+        k = np.tile(np.arange(k_names), n // k_names)
+        if not np.array_equal(df["value"].to_numpy(), writer * 1_000_000.0 + steps * 10.0 + k):
             raise AssertionError(f"{name}: values differ from what was written")
-        if n < last_seen.get(name, 0):
-            raise AssertionError(f"{name}: row count went backwards ({last_seen[name]} -> {n})")
-        last_seen[name] = n
         prefix_checks += 1
+
+    def poll() -> None:
+        df = list_runs(root)
+        if not df.empty and (df["status"] == "unreadable").any():
+            bad = df[df["status"] == "unreadable"]
+            raise AssertionError(f"list_runs reported unreadable: {bad['error'].tolist()}")
+        for d in sorted(Path(root).iterdir()):
+            if not (d / "metrics.sqlite").exists():
+                continue
+            r = RunReader(d)
+            r.status()
+            new = r.scalars(since_id=last_id.get(d.name, 0))
+            before = seen.get(d.name, 0)
+            if d.name in synthetic_runs:
+                check_continuation(d.name, new, before)
+                r.histograms()
+            if len(new):
+                last_id[d.name] = int(new["id"].iloc[-1])
+                seen[d.name] = before + len(new)
 
     while not os.path.exists(stop_file):
         polls += 1
         try:
-            df = list_runs(root)
-            if not df.empty and (df["status"] == "unreadable").any():
-                bad = df[df["status"] == "unreadable"]
-                raise AssertionError(f"list_runs reported unreadable: {bad['error'].tolist()}")
-            for d in sorted(Path(root).iterdir()):
-                if not (d / "metrics.sqlite").exists():
-                    continue
-                r = RunReader(d)
-                r.status()
-                df = r.scalars()
-                rows_seen += len(df)
-                if d.name in synthetic_runs:
-                    check_prefix(d.name, df)
-                    r.histograms()
+            poll()
         except Exception as e:  # noqa: BLE001 - every error is a failure the test reports
             errors.append(f"{type(e).__name__}: {e}")
         time.sleep(0.05)
-    Path(result).write_text(json.dumps({"polls": polls, "errors": errors, "rows_seen": rows_seen, "prefix_checks": prefix_checks}))
+    final: dict[str, dict] = {}
+    try:
+        poll()
+        for d in sorted(Path(root).iterdir()):
+            r = RunReader(d)
+            final[d.name] = {"counts": r.counts(), "status": r.status(), "scalars_seen_incrementally": seen.get(d.name, 0)}
+    except Exception as e:  # noqa: BLE001
+        errors.append(f"final read: {type(e).__name__}: {e}")
+    Path(result).write_text(json.dumps({"polls": polls, "errors": errors, "prefix_checks": prefix_checks, "final": final}))
 
 
 def slow_train(delay: float, argv: list[str]) -> int:
