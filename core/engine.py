@@ -184,6 +184,14 @@ def load_checkpoint(path: Path) -> dict:
         raise StoreError(f"cannot read checkpoint {path}: truncated or not a checkpoint ({type(e).__name__}: {first[:160]})") from None
 
 
+def _first_detail(e: Exception) -> str:
+    """The informative line of a state-dict error (torch puts a generic header first)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    return lines[0][:200]
+
+
 def build_bundle(cfg: RunConfig) -> DatasetBundle:
     return get_dataset(cfg.data.name).build(cfg.data)
 
@@ -310,7 +318,7 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
         except (RuntimeError, KeyError, TypeError) as e:
-            raise StoreError(f"checkpoint {ck} does not fit this model: {str(e).splitlines()[0][:160]}") from None
+            raise StoreError(f"checkpoint {ck} does not fit this model: {_first_detail(e)}") from None
         return f"weights initialised from {run}"
 
     def _load_resume_state(self) -> dict | None:
@@ -331,7 +339,7 @@ class Trainer:
             self.start_epoch = int(state["epoch"]) + 1
             self.global_step = int(state["step"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
-            raise StoreError(f"checkpoint {ck} does not fit this run's model: {str(e).splitlines()[0][:160]}") from None
+            raise StoreError(f"checkpoint {ck} does not fit this run's model: {_first_detail(e)}") from None
         return state
 
     def _resume(self, state: dict | None) -> None:

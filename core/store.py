@@ -83,7 +83,7 @@ def _retry(fn, attempts: int = 50, delay: float = 0.05):
     for i in range(attempts):
         try:
             return fn()
-        except sqlite3.OperationalError as e:
+        except (sqlite3.OperationalError, pd.errors.DatabaseError) as e:  # pandas wraps the reader's errors
             msg = str(e).lower()
             if ("locked" in msg or "busy" in msg) and i < attempts - 1:
                 time.sleep(delay * (1 + i % 5))
@@ -353,7 +353,7 @@ class RunReader:
         try:
             return _retry(do)
         except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
-            raise StoreError(f"cannot read {self.path}: {e}") from None
+            raise StoreError(f"cannot read {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
 
     def _check(self) -> None:
         try:

@@ -36,6 +36,7 @@ class Env:
     monkeypatch: pytest.MonkeyPatch
     donor: Path
     other: Path
+    shallow: Path
 
     def copy_donor(self, name: str = "copy") -> Path:
         dst = self.tmp / "runs" / name
@@ -314,15 +315,16 @@ CASES = [
     Case("disk-full-checkpoint", lambda e: _disk_full_checkpoint(e), "checkpoint.pt: No space left on device", check=_check_disk_full_checkpoint, before_training=False),
     Case("export-into-missing-folder", lambda e: ["runs", "export", str(e.donor), "--out", str(e.tmp / "nope" / "x.csv")], "Cannot save file into a non-existent directory"),
     # --- run stores ---
-    Case("store-garbage", lambda e: ["runs", "show", _corrupt(e, "garbage")], "cannot read", tags=("not a database",)),
-    Case("store-truncated", lambda e: ["runs", "show", _corrupt(e, "truncated")], "cannot read"),
+    Case("store-garbage", lambda e: ["runs", "show", _corrupt(e, "garbage")], "metrics.sqlite: file is not a database"),
+    Case("store-truncated", lambda e: ["runs", "show", _corrupt(e, "truncated")], "metrics.sqlite: database disk image is malformed"),
     Case("store-bad-header-resume", lambda e: ["train", "--resume", _corrupt(e, "header"), "--no-progress"], "cannot open run store", tags=("not a database",)),
     Case("store-newer-schema", lambda e: ["runs", "show", _newer_store(e)], "uses store schema 7, newer than this ModalScope (1)"),
     Case("run-config-json-malformed", lambda e: ["train", "--resume", _bad_config_json(e)], "malformed JSON in"),
     Case("run-config-newer-schema", lambda e: ["train", "--resume", _newer_config_json(e)], "config schema 3 is newer"),
     # --- checkpoints ---
-    Case("resume-foreign-checkpoint", lambda e: ["train", "--resume", _swap_checkpoint(e), "--no-progress"], "does not fit this run's model", check=_unchanged_store),
-    Case("init-from-foreign-model", lambda e: ["train", "--name", "init", *e.tiny(), "--init-from", str(e.other)], "does not fit this model", check=lambda e: _assert_absent(e.tmp / "runs" / "init")),
+    Case("resume-foreign-checkpoint", lambda e: ["train", "--resume", _swap_checkpoint(e), "--no-progress"], "does not fit this run's model: size mismatch for encoders.audio", check=_unchanged_store),
+    Case("init-from-foreign-model", lambda e: ["train", "--name", "init", *e.tiny(), "--init-from", str(e.other)], "does not fit this model: size mismatch for encoders.audio", check=lambda e: _assert_absent(e.tmp / "runs" / "init")),
+    Case("init-from-other-depth", lambda e: ["train", "--name", "init", *e.tiny(), "--init-from", str(e.shallow)], "does not fit this model: Missing key(s) in state_dict: \"encoders.audio.net.4.weight\""),
     Case("init-from-no-checkpoint", lambda e: ["train", "--name", "init", *e.tiny(), "--init-from", _no_checkpoint_run(e)], "no checkpoint.pt found"),
     Case("checkpoint-truncated", lambda e: ["train", "--resume", _truncated_checkpoint(e), "--no-progress"], "cannot read checkpoint", check=_unchanged_store, tags=("truncated",)),
     Case("checkpoint-random-bytes", lambda e: ["train", "--name", "init", *e.tiny(), "--init-from", e.file("junk.pt", b"\x80\x04junk" * 99)], "cannot read checkpoint"),
@@ -340,15 +342,17 @@ def _assert_absent(p: Path) -> None:
 
 @pytest.fixture(scope="module")
 def donors(tmp_path_factory):
-    """A finished tiny run (matching ``tiny_cli_args``) and one of a different model width."""
+    """A finished tiny run (matching ``tiny_cli_args``), one of another width and one of another depth."""
     root = tmp_path_factory.mktemp("donors")
     from core.cli import build_parser, config_from_args
 
     cfg = config_from_args(build_parser().parse_args(["train", *tiny_cli_args(root), "--name", "donor", "--epochs", "1"]))
     Trainer(cfg).fit()
-    other = tiny_config(root, name="other", epochs=1, model={"hidden": 8})
+    other = config_from_args(build_parser().parse_args(["train", *tiny_cli_args(root), "--name", "other", "--epochs", "1",
+                                                         "--set", "model.hidden=8"]))
     Trainer(other).fit()
-    return root / "runs" / "donor", root / "runs" / "other"
+    Trainer(tiny_config(root, name="shallow", epochs=1, model={"depth": 1})).fit()
+    return root / "runs" / "donor", root / "runs" / "other", root / "runs" / "shallow"
 
 
 def test_at_least_thirty_distinct_cases():
