@@ -401,3 +401,9 @@ def test_real_process_prints_one_line_without_traceback(tmp_path):
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "pwned").exists()
     assert not (tmp_path / "runs").exists(), "a refused --init-from must not create a run folder"
+
+
+def test_docs_table_lists_every_case():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "reliability.md").read_text()
+    missing = [c.id for c in CASES if f"| `{c.id}` |" not in doc]
+    assert missing == []
