@@ -144,7 +144,7 @@ def _same_floats(a, b) -> bool:
     return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=25)
 @given(ops=ops, flush_rows=st.integers(1, 25))
 def test_store_returns_exactly_the_rows_written_in_any_batch_pattern(ops, flush_rows):
     with tempfile.TemporaryDirectory() as d:
@@ -183,21 +183,31 @@ def test_store_returns_exactly_the_rows_written_in_any_batch_pattern(ops, flush_
 # --------------------------------------------------------------------------- histograms
 
 
+@pytest.fixture(scope="module")
+def hist_store(tmp_path_factory):
+    """One live store for all examples (a writer per example would dominate the run time)."""
+    d = tmp_path_factory.mktemp("hist") / "r"
+    w = RunWriter(d, heartbeat_seconds=3600)
+    yield w, d
+    w.close("finished")
+
+
 @SETTINGS
 @given(
     gaps=st.lists(st.floats(allow_nan=False, allow_infinity=True, width=64), min_size=0, max_size=300),
     bins=st.integers(4, 200),
 )
-def test_gap_histogram_counts_sum_to_the_sample_count(gaps, bins):
+def test_gap_histogram_counts_sum_to_the_sample_count(hist_store, gaps, bins):
     """Modality-gap histograms use fixed edges over [-1, 1] with values clipped into range."""
+    w, d = hist_store
     edges = np.linspace(-1.0, 1.0, bins + 1)
     counts, _ = np.histogram(np.clip(np.asarray(gaps, dtype=np.float64), -1.0, 1.0), bins=edges)
     assert counts.sum() == len(gaps)
-    with tempfile.TemporaryDirectory() as d:
-        w = RunWriter(Path(d) / "r", heartbeat_seconds=3600)
-        w.log_histogram(0, "train", "gap", edges, counts)
-        w.close("finished")
-        h = RunReader(Path(d) / "r").histograms()
+    epoch = w.rows_written
+    w.log_histogram(epoch, "train", "gap", edges, counts)
+    w.flush()
+    h = RunReader(d).histograms()
+    h = h[h["epoch"] == epoch]
     assert len(h) == 1
     assert np.array_equal(h["edges"].iloc[0], edges)
     assert np.array_equal(h["counts"].iloc[0], counts) and h["counts"].iloc[0].sum() == len(gaps)
