@@ -14,6 +14,9 @@ from core.data.base import (
 )
 
 from core.data import synthetic  # noqa: F401,E402
+from core.data import npz  # noqa: F401,E402
+from core.data import parquet  # noqa: F401,E402
+from core.data import mfeat  # noqa: F401,E402
 
 __all__ = [
     "BatchLoader",
