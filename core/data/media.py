@@ -59,9 +59,9 @@ def spectrogram_shape(sample_rate: int, seconds: float, n_fft: int, hop: int) ->
 
 def log_spectrogram(x: np.ndarray, rate: int, sample_rate: int = 22050, seconds: float = 3.0, n_fft: int = 512, hop: int = 353) -> np.ndarray:
     """``log(|STFT(x)| + 1e-7)`` of the tiled, clipped clip; shape (n_fft/2+1, frames)."""
-    from scipy.signal import resample_poly
-
     if rate != sample_rate:
+        from scipy.signal import resample_poly
+
         g = math.gcd(rate, sample_rate)
         x = resample_poly(x, sample_rate // g, rate // g).astype(np.float32)
     n = int(round(sample_rate * seconds))
