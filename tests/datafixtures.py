@@ -109,3 +109,19 @@ def write_pickle(path: Path, obj) -> Path:
     with open(path, "wb") as f:
         pickle.dump(obj, f)
     return path
+
+
+def train_config(tmp_path: Path, data: dict, **over):
+    """A tiny 1-epoch RunConfig on ``data`` (small encoders, no progress bar)."""
+    from core.config import resolve_config
+
+    base = {
+        "runs_dir": str(tmp_path / "runs"),
+        "epochs": 1,
+        "batch_size": 8,
+        "data": data,
+        "model": {"hidden": 16, "embed_dim": 8, "depth": 1},
+        "log": {"progress": False},
+    }
+    base.update(over)
+    return resolve_config(base=base)
