@@ -80,7 +80,7 @@ def split_names(src: str, split: np.ndarray) -> np.ndarray:
     if s.dtype.kind == "S":
         s = np.char.decode(s, "utf-8")
     s = s.astype(str)
-    bad = sorted(set(np.unique(s)) - set(SPLITS))
+    bad = sorted(set(np.unique(s).tolist()) - set(SPLITS))
     if bad:
         raise DataError(f"{src}: split has values {', '.join(map(repr, bad[:3]))}; allowed: train, valid, test")
     return s
