@@ -57,6 +57,16 @@ def test_kinetics_sounds_npy_and_ave_pt_with_valid_split(tmp_path):
     assert it["label"].item() == 1 and torch.all(it["audio"] == 1.0) and it["visual"].shape == (3, 3, 16, 16)
 
 
+def test_split_placeholder_in_media_folders(tmp_path):
+    root = ks_tree(tmp_path / "k")
+    for split in ("train", "test"):
+        (root / f"{split}_spec").mkdir()
+        for f in (root / "audio").glob(f"ks_{split}_*.npy"):
+            f.rename(root / f"{split}_spec" / f.name)
+    b = KineticsSounds.build(KineticsSoundsParams(path=str(root), audio_dir="{split}_spec", image_size=16))
+    assert len(b.splits["train"]) == 9 and b.splits["test"].clips[0].audio == root / "test_spec" / "ks_test_0.npy"
+
+
 def test_only_one_modality_can_be_loaded(tmp_path):
     cremad_tree(tmp_path / "c")
     b = Cremad.build(CremadParams(path=str(tmp_path / "c"), modalities=["visual"], **AV_FAST))
