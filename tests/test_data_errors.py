@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from core.data import get_dataset
 from core.errors import ConfigError, DataError

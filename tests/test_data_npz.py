@@ -61,3 +61,12 @@ def test_npz_one_epoch_training(tmp_path, task):
     assert 0.0 <= final["acc/test/fused"] <= 1.0
     if task == "regression":
         assert final["mae/test/fused"] >= 0.0
+
+
+def test_class_name_labels_map_to_sorted_indices(tmp_path):
+    arrs = planted()
+    arrs["label"] = np.array(["dog", "cat", "emu"])[np.arange(90) % 3]
+    np.savez(tmp_path / "f.npz", **arrs)
+    b = Npz.build(NpzParams(path=str(tmp_path / "f.npz")))
+    assert b.class_names == ["cat", "dog", "emu"]
+    assert b.splits["train"].labels[:3].tolist() == [1, 0, 2]

@@ -1,6 +1,7 @@
 """Generic pre-extracted features in one ``.npz`` file: how anyone brings their own data.
 
-Layout: one array per modality ``(N, ...)``, ``label`` ``(N,)``, ``split`` ``(N,)`` with
+Layout: one array per modality ``(N, ...)``, ``label`` ``(N,)`` (class indices, class
+names, or real values with ``task=regression``), ``split`` ``(N,)`` with
 values ``train|valid|test``, optional ``sample_id`` ``(N,)``, ``class_names`` ``(K,)`` and
 ``<m>_len`` ``(N,)`` sequence lengths. Modality names are the array names. Arrays are read
 with ``allow_pickle=False`` unless ``data.allow_pickle`` is set (object arrays are
@@ -52,8 +53,22 @@ def split_fields(src: str, raw: dict[str, np.ndarray]):
     return arrays, raw["label"], raw["split"], raw.get("sample_id"), names, lengths
 
 
+def named_labels(src: str, label: np.ndarray, names: list[str] | None) -> tuple[np.ndarray, list[str]]:
+    """Class-name labels → indices into ``names`` (default: the sorted distinct labels)."""
+    text = np.char.decode(label, "utf-8") if label.dtype.kind == "S" else label.astype(str)
+    names = names or sorted(set(text.tolist()))
+    index = {c: i for i, c in enumerate(names)}
+    unknown = sorted(set(text.tolist()) - set(index))
+    if unknown:
+        raise DataError(f"{src}: label {unknown[0]!r} is not one of class_names ({', '.join(names[:8])})")
+    return np.array([index[t] for t in text.tolist()], dtype=np.int64), names
+
+
 def build_from_raw(src: str, params, raw: dict[str, np.ndarray]) -> DatasetBundle:
     arrays, label, split, sid, names, lengths = split_fields(src, raw)
+    label = np.asarray(label)
+    if params.task == "classification" and label.dtype.kind in "US":
+        label, names = named_labels(src, label, names)
     k = params.n_classes if params.n_classes is not None else (len(names) if names else None)
     return bundle_from_arrays(
         src, arrays, label, split, task=params.task, modalities=params.modalities, n_classes=k,
