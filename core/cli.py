@@ -20,6 +20,7 @@ from typing import Callable
 from core.errors import ModalScopeError
 
 SUBCOMMANDS: list[str] = [
+    "core.gallery",
     "core.data.check",
 ]
 
