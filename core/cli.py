@@ -19,7 +19,10 @@ from typing import Callable
 
 from core.errors import ModalScopeError
 
-SUBCOMMANDS: list[str] = []
+SUBCOMMANDS: list[str] = [
+    "core.gallery",
+    "core.data.check",
+]
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:

@@ -63,7 +63,8 @@ class MultimodalModel(nn.Module):
             x = batch[m]
             if m in drop:
                 x = fill[m].expand_as(x) if fill and m in fill else torch.zeros_like(x)
-            feats[m] = self.encoders[m](x)
+            enc = self.encoders[m]
+            feats[m] = enc(x, batch.get(f"{m}_len")) if getattr(enc, "takes_lengths", False) else enc(x)
         if self.feature_hook is not None:
             feats = self.feature_hook(feats)
         return feats
@@ -80,10 +81,15 @@ class MultimodalModel(nn.Module):
         return ModelOutput(fused=fused, logits=logits, features=feats)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by role; computed once (the module tree is fixed after construction)."""
+        cached = self.__dict__.get("_groups")
+        if cached is not None:
+            return cached
         groups = {f"encoder/{m}": list(self.encoders[m].parameters()) for m in self.modalities}
         groups["fusion"] = list(self.fusion.parameters())
         if self.heads is not None:
             groups["heads"] = list(self.heads.parameters())
+        self.__dict__["_groups"] = groups
         return groups
 
     def encoder_params(self, m: str) -> list[nn.Parameter]:
