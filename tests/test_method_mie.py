@@ -95,6 +95,25 @@ def test_projection_uses_previous_modality_layer_input_covariance(tiny):
     assert 0 < ctx.logs["mie/proj_ratio/visual"] < 1
 
 
+def test_joint_variant_projects_the_fusion_block_with_the_other_modality_features(tiny):
+    t = Trainer(tiny(set=["method.name=mie", "method.variant=joint", "method.rho=0"]))
+    t.method.on_epoch_start(StepContext(t, epoch=0, step=0))
+    with torch.no_grad():
+        hbar = t.model.encoders["visual"](t.bundle.splits["train"].tensors["visual"]).mean(0).double()
+    u = hbar / hbar.norm()
+    expect = torch.eye(len(u), dtype=torch.float64) - (1 - math.exp(-0.4)) * torch.outer(u, u)
+    torch.testing.assert_close(t.method.P["audio/fusion"].double(), expect, rtol=1e-5, atol=1e-6)
+    ctx, _ = first_step(t)
+    w = t.model.fusion.fc.weight
+    raw = w.grad.detach().clone()
+    seen = {}
+    t.optimizer.step = lambda: seen.setdefault("g", w.grad.detach().clone())
+    t.method.optimizer_step(ctx, t._closure(ctx.batch, ctx))
+    sa, sv = t.model.fusion.input_slice("audio"), t.model.fusion.input_slice("visual")
+    torch.testing.assert_close(seen["g"][:, sa], raw[:, sa] @ t.method.P["audio/fusion"], rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(seen["g"][:, sv], raw[:, sv] @ t.method.P["visual/fusion"], rtol=1e-5, atol=1e-8)
+
+
 def test_staged_training_leaves_the_other_encoder_untouched(tiny):
     t = Trainer(tiny(epochs=1, set=["method.name=mie", "method.stage_epochs=[1, 1]"]))
     before = copy.deepcopy(t.model.state_dict())

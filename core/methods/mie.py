@@ -101,7 +101,8 @@ class MIE(Method):
     over the training set. staged: the other modality is the one of the previous stage, P is
     built once at each stage start (stage ≥ 2). joint: C sums over all other modalities and
     P is rebuilt every epoch; the concat fusion layer's column block of modality m uses the
-    other modalities' blocks of the fusion-input covariance.
+    other modalities' fusion inputs (their features h_n: the diagonal blocks of the
+    concat-input covariance).
 
     Then ``optimizer.step()``. Logged: ``loss/total`` (= L0), ``mie/flat_loss``, ``mie/stage``,
     ``mie/p_gain/<m>`` (mean eigen-gain of m's P), ``mie/proj_ratio/<m>`` (‖W.grad·P‖/‖W.grad‖).
@@ -266,12 +267,7 @@ class MIE(Method):
                 hooks.append(lin.register_forward_pre_hook(hook_for((n, f"enc{i}"))))
             for i, lin in enumerate(linear_layers(self.heads.heads[n])):
                 hooks.append(lin.register_forward_pre_hook(hook_for((n, f"head{i}"))))
-        joint = self.params.variant == "joint"
-        if joint and model.fusion_kind == "concat":
-            hooks.append(model.fusion.fc.register_forward_pre_hook(hook_for(("*", "fusion"))))
-        elif joint and model.fusion_kind == "sum":
-            for n in sources:
-                hooks.append(model.fusion.fc[n].register_forward_pre_hook(hook_for((n, "fusion"))))
+        joint = self.params.variant == "joint" and model.fusion_kind in ("concat", "sum")
         was = model.training
         model.eval()
         try:
@@ -279,9 +275,9 @@ class MIE(Method):
                 batch = move_batch(batch, trainer.device)
                 if joint:
                     feats = model.encode(batch)
-                    model.head(feats)
                     for n in sources:
                         self.heads(n, feats[n])
+                        hook_for((n, "fusion"))(None, (feats[n],))
                 else:
                     for n in sources:
                         self.heads(n, model.encoders[n](batch[n]))
@@ -289,11 +285,6 @@ class MIE(Method):
             for h in hooks:
                 h.remove()
             model.train(was)
-        if ("*", "fusion") in cov:
-            full = cov.pop(("*", "fusion"))
-            for n in sources:
-                s = model.fusion.input_slice(n)
-                cov[(n, "fusion")] = full[s, s]
         return cov
 
     def _rebuild(self, ctx, targets: list[str], sources: list[str]) -> None:
