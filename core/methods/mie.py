@@ -36,6 +36,10 @@ class MIEParams(WindowParams):
     )
     temperature: float = Field(0.4, ge=0.0, le=100.0, description="T in P = U·diag(exp(−T·(σ−σ_min)/(σ_max−σ_min)))·Uᵀ.")
     project: bool = Field(True, description="Apply the cross-modal gradient projection W.grad ← W.grad·P.")
+    fuse: Literal["mean_prob", "sum_logprob"] = Field(
+        "mean_prob",
+        description="staged prediction: mean of the heads' softmaxes (reference) or sum of their log-softmaxes (product of experts).",
+    )
     head_hidden: int = Field(64, ge=0, le=8192, description="Hidden width of each per-modality MLP head (0 = linear head).")
 
 
@@ -88,7 +92,7 @@ class MIE(Method):
 
     **staged** (reference): stage k (lengths ``stage_epochs``, cycled) trains modality
     ``m = modalities[k mod M]`` only: ``L0 = CE(head_m(φ_m(x_m)), y)``. Prediction:
-    ``p = mean_m softmax(head_m(h_m))``. **joint**: ``L0 = CE(z, y) + Σ_m CE(head_m(h_m), y)``
+    ``p = mean_m softmax(head_m(h_m))`` (``fuse=sum_logprob``: ``Σ_m log_softmax(head_m(h_m))``). **joint**: ``L0 = CE(z, y) + Σ_m CE(head_m(h_m), y)``
     on the fused model; prediction = the fused logits.
 
     Per step: ``g0 = ∇L0(θ)``; ``ε = ρ·g0/‖g0‖``; ``g1 = ∇L0(θ+ε)`` (full recompute);
@@ -165,8 +169,11 @@ class MIE(Method):
         fused, _ = model.head(feats)
         logits = {m: self.heads(m, feats[m]) for m in self.modalities}
         if self.params.variant == "staged":
-            probs = torch.stack([torch.softmax(z, 1) for z in logits.values()]).mean(0)
-            fused = torch.log(probs.clamp_min(1e-12))
+            if self.params.fuse == "mean_prob":
+                probs = torch.stack([torch.softmax(z, 1) for z in logits.values()]).mean(0)
+                fused = torch.log(probs.clamp_min(1e-12))
+            else:
+                fused = torch.stack([torch.log_softmax(z, 1) for z in logits.values()]).sum(0)
         return ModelOutput(fused=fused, logits=logits, features=feats)
 
     def loss(self, batch, out, ctx) -> LossParts:
