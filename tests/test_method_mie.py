@@ -159,3 +159,9 @@ def test_cli_end_to_end(tmp_path):
     p = run_cli("train", "--method", "mie", "--set", "method.stage_epochs=[1]", *tiny_cli_args(tmp_path))
     assert p.returncode == 0, p.stderr
     assert "acc/test/fused=" in p.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_runs_on_cuda(tiny):
+    run_dir, final = run(tiny, ["method.name=mie", "device=cuda"], data=THREE_MODAL)
+    assert 0.0 <= final["acc/test/fused"] <= 1.0
