@@ -120,14 +120,15 @@ def run_trial(cfg) -> dict:
     from core.store import open_run
 
     t = Trainer(cfg)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     final = t.fit()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     times = open_run(t.run_dir).scalars("time/epoch")["value"].tolist()
     return {
         "metrics": final,
         "time_per_epoch": sum(times) / len(times),
         "wall_s": wall,
+        "cpu_per_epoch": cpu / len(times),
         "bayes": t.bundle.info.get("bayes", {}),
         "modalities": t.bundle.modalities,
         "run_dir": str(t.run_dir),
@@ -140,11 +141,31 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
+def timing_ratios(rows: list[dict], preset: str) -> dict[str, tuple[float, float]]:
+    """(wall, cpu) time per epoch relative to joint: median over the interleaved timing rounds."""
+    per: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        if r.get("kind") == "timing" and r["preset"] == preset:
+            per.setdefault(r["label"], {})[r["rep"]] = r
+    if "joint" not in per:
+        return {}
+    out = {}
+    for lab, reps in per.items():
+        common = [k for k in reps if k in per["joint"]]
+        if not common:
+            continue
+        wall = statistics.median(reps[k]["time_per_epoch"] / per["joint"][k]["time_per_epoch"] for k in common)
+        cpu = statistics.median(reps[k]["cpu_per_epoch"] / per["joint"][k]["cpu_per_epoch"] for k in common)
+        out[lab] = (wall, cpu)
+    return out
+
+
 def summarise(rows: list[dict], preset: str) -> list[dict]:
     """One line per method label: means over seeds (latest result per key)."""
+    timing = timing_ratios(rows, preset)
     latest: dict[tuple, dict] = {}
     for r in rows:
-        if r["preset"] == preset:
+        if r["preset"] == preset and r.get("kind", "trial") == "trial":
             latest[(r["label"], r["seed"], r["hash"])] = r
     by_label: dict[str, list[dict]] = {}
     for r in latest.values():
@@ -162,9 +183,10 @@ def summarise(rows: list[dict], preset: str) -> list[dict]:
                 per[m] = mean_std(vals)
         bayes = rs[0]["bayes"].get("fused", float("nan"))
         t = statistics.fmean(r["time_per_epoch"] for r in rs)
+        wall, cpu = timing.get(lab, (t / joint_time if joint_time == joint_time else float("nan"), float("nan")))
         out.append(
             {"label": lab, "n": len(rs), "fused": mean_std(fused), "per": per, "bayes": bayes,
-             "gap": bayes - statistics.fmean(fused), "rel_time": t / joint_time if joint_time == joint_time else float("nan")}
+             "gap": bayes - statistics.fmean(fused), "rel_time": wall, "rel_cpu": cpu}
         )
     def rank(lab: str) -> int:
         if lab == "joint":
@@ -181,7 +203,7 @@ def fmt(ms: tuple[float, float]) -> str:
     return f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"
 
 
-def report(rows: list[dict], presets: list[str], epochs: int) -> str:
+def report(rows: list[dict], presets: list[str], epochs: int, timing: str = "") -> str:
     lines = [
         "# Method results on the synthetic presets",
         "",
@@ -197,8 +219,11 @@ def report(rows: list[dict], presets: list[str], epochs: int) -> str:
         "  own inside the trained model; it is not a re-trained linear probe.",
         "* **gap to Bayes**: Bayes-optimal fused accuracy of the preset minus the mean fused accuracy",
         "  (percentage points; smaller is better).",
-        "* **time/epoch**: mean training wall time per epoch relative to `joint` on the same preset",
-        "  (CPU, one thread; evaluation excluded).",
+        "* **time/epoch**: training wall time per epoch relative to `joint` on the same preset (CPU,",
+        "  one thread; evaluation excluded), from a separate timing pass in which every method runs",
+        f"  {timing} in turn, round after round, so load on the shared machine hits all alike; the",
+        "  median ratio over rounds is shown. **CPU/epoch** is the same for process CPU time (which",
+        "  includes the per-epoch test evaluation, identical for all methods, so it understates ratios).",
         "* rows named `method(knob=value)` are ablations run with `--variant` (defaults otherwise).",
         "",
     ]
@@ -209,13 +234,13 @@ def report(rows: list[dict], presets: list[str], epochs: int) -> str:
         mods = PRESETS[preset]["modalities"]
         bayes = summ[0]["bayes"]
         lines += [f"## {preset}", "", f"Bayes ceiling (fused): {100 * bayes:.1f}%.", ""]
-        head = ["method", "seeds", "fused acc", *[f"{m} head acc" for m in mods], "gap to Bayes (pp)", "time/epoch vs joint"]
+        head = ["method", "seeds", "fused acc", *[f"{m} head acc" for m in mods], "gap to Bayes (pp)", "time/epoch vs joint", "CPU/epoch vs joint"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for s in summ:
             per = [fmt(s["per"][m]) if m in s["per"] else "–" for m in mods]
             lines.append(
-                f"| {s['label']} | {s['n']} | {fmt(s['fused'])} | " + " | ".join(per) + f" | {100 * s['gap']:.1f} | {s['rel_time']:.2f}× |"
+                f"| {s['label']} | {s['n']} | {fmt(s['fused'])} | " + " | ".join(per) + f" | {100 * s['gap']:.1f} | {s['rel_time']:.2f}× | {s['rel_cpu']:.2f}× |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -231,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", default=str(REPORT), help="markdown report to write")
     ap.add_argument("--variant", action="append", default=[], metavar="METHOD:KEY=VALUE",
                     help="extra configuration of a method, e.g. cpsl:aux_weight=0 (repeatable; row cpsl(aux_weight=0))")
+    ap.add_argument("--timing-reps", type=int, default=3, help="rounds of the interleaved timing pass (0 = skip)")
+    ap.add_argument("--timing-epochs", type=int, default=3, help="epochs per timing run")
     ap.add_argument("--report-only", action="store_true", help="only rebuild the report from the cache")
     args = ap.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -261,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from tqdm import tqdm
 
-        done = {(r["label"], r["preset"], r["seed"], r["hash"]) for r in load_results(results)}
+        done = {(r["label"], r["preset"], r["seed"], r["hash"]) for r in load_results(results) if r.get("kind", "trial") == "trial"}
         todo = [(k, c) for k, c in wanted.items() if k not in done]
         try:
             bar = tqdm(todo, desc="trials", unit="run", dynamic_ncols=True)
@@ -274,8 +301,36 @@ def main(argv: list[str] | None = None) -> int:
                     f.write(json.dumps(row, sort_keys=True) + "\n")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    rows = [r for r in load_results(results) if (r["label"], r["preset"], r["seed"], r["hash"]) in wanted]
-    text = report(rows, presets, args.epochs)
+    timing_wanted = {}
+    for (lab, preset, seed, _), cfg in wanted.items():
+        if seed != 0:
+            continue
+        tcfg = cfg.model_copy(update={"epochs": args.timing_epochs})
+        for rep in range(args.timing_reps):
+            timing_wanted[(lab, preset, rep, config_hash(tcfg))] = tcfg
+    if not args.report_only and timing_wanted:
+        from tqdm import tqdm
+
+        done = {(r["label"], r["preset"], r["rep"], r["hash"]) for r in load_results(results) if r.get("kind") == "timing"}
+        todo = sorted((k for k in timing_wanted if k not in done), key=lambda k: (k[1], k[2]))
+        tmp = tempfile.mkdtemp(prefix="modalscope-bench-")
+        try:
+            for key in tqdm(todo, desc="timing", unit="run", dynamic_ncols=True):
+                cfg = timing_wanted[key].model_copy(update={"runs_dir": tmp})
+                res = run_trial(cfg)
+                shutil.rmtree(res.pop("run_dir"), ignore_errors=True)
+                row = {"kind": "timing", "label": key[0], "preset": key[1], "rep": key[2], "hash": key[3],
+                       "epochs": args.timing_epochs, "time_per_epoch": res["time_per_epoch"], "cpu_per_epoch": res["cpu_per_epoch"]}
+                with open(results, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row, sort_keys=True) + "\n")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    rows = [
+        r for r in load_results(results)
+        if (r.get("kind") == "timing" and (r["label"], r["preset"], r["rep"], r["hash"]) in timing_wanted)
+        or (r.get("kind", "trial") == "trial" and (r["label"], r["preset"], r["seed"], r["hash"]) in wanted)
+    ]
+    text = report(rows, presets, args.epochs, f"{args.timing_epochs} epochs (seed 0)")
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(text + "\n")
     print(text)
