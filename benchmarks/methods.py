@@ -203,10 +203,11 @@ def fmt(ms: tuple[float, float]) -> str:
     return f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"
 
 
-def report(rows: list[dict], presets: list[str], epochs: int, timing: str = "") -> str:
+def report(rows: list[dict], presets: list[str], epochs: int, timing: str = "", command: str = "") -> str:
     lines = [
         "# Method results on the synthetic presets",
         "",
+        *([f"Command: `{command}`", ""] if command else []),
         "Produced by `benchmarks/methods.py` (do not edit by hand). Every method runs with the",
         f"RunConfig defaults (default model: 2-layer MLP encoders, concat fusion; SGD lr 0.05, momentum 0.9;",
         f"batch 64; {epochs} epochs) and its own default hyperparameters; only the method and the seed",
@@ -330,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         if (r.get("kind") == "timing" and (r["label"], r["preset"], r["rep"], r["hash"]) in timing_wanted)
         or (r.get("kind", "trial") == "trial" and (r["label"], r["preset"], r["seed"], r["hash"]) in wanted)
     ]
-    text = report(rows, presets, args.epochs, f"{args.timing_epochs} epochs (seed 0)")
+    command = "OMP_NUM_THREADS=1 python benchmarks/methods.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")
+    text = report(rows, presets, args.epochs, f"{args.timing_epochs} epochs (seed 0)", command)
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(text + "\n")
     print(text)
