@@ -110,3 +110,24 @@ def test_cli_end_to_end(tmp_path):
 def test_runs_on_cuda(tiny):
     run_dir, final = run(tiny, ["method.name=cpsl", "device=cuda"], data=THREE_MODAL)
     assert 0.0 <= final["acc/test/fused"] <= 1.0
+
+
+@pytest.mark.filterwarnings("ignore:unpickling")
+@pytest.mark.parametrize("stats", ["batch", "running"])
+def test_regression_on_a_mosi_pickle(tmp_path, stats):
+    from tests.datafixtures import mmsa_dict, train_config, write_pickle
+
+    write_pickle(tmp_path / "aligned_50.pkl", mmsa_dict(aligned=True))
+    data = {"name": "mosi", "path": str(tmp_path / "aligned_50.pkl"), "allow_pickle": True}
+    t = Trainer(train_config(tmp_path, data, epochs=2, method={"name": "cpsl", "sl_stats": stats, "tau": 1.0, "warmup_epochs": 0}))
+    ctx, parts = first_step(t)
+    y = ctx.batch["label"].float()
+    pred = ctx.out.fused.detach().reshape(-1)
+    sl = (pred.mean() - y.mean()) ** 2 + (pred.std(unbiased=False) - y.std(unbiased=False)) ** 2
+    assert ctx.logs["cpsl/stat_loss"] == pytest.approx(float(sl), rel=1e-5)
+    final = t.fit()
+    assert final["mae/test/fused"] >= 0
+    r = open_run(t.run_dir)
+    assert set(r.scalars("cpsl/share/vision")["epoch"]) == {0, 1}
+    if stats == "running":
+        assert t.method.run_mean.shape == ()

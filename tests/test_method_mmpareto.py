@@ -102,3 +102,16 @@ def test_cli_end_to_end(tmp_path):
 def test_runs_on_cuda(tiny):
     run_dir, final = run(tiny, ["method.name=mmpareto", "device=cuda"], data=THREE_MODAL)
     assert 0.0 <= final["acc/test/fused"] <= 1.0
+
+
+@pytest.mark.filterwarnings("ignore:unpickling")
+def test_regression_with_sequence_encoders(tmp_path):
+    from tests.datafixtures import mmsa_dict, train_config, write_pickle
+
+    write_pickle(tmp_path / "aligned_50.pkl", mmsa_dict(aligned=True))
+    data = {"name": "mosi", "path": str(tmp_path / "aligned_50.pkl"), "allow_pickle": True}
+    t = Trainer(train_config(tmp_path, data, epochs=1, method={"name": "mmpareto"}))
+    final = t.fit()
+    assert final["mae/test/fused"] >= 0
+    cos = open_run(t.run_dir).scalars("mmpareto/cos/text")["value"]
+    assert len(cos) == 3 and ((cos >= -1) & (cos <= 1)).all()

@@ -108,3 +108,14 @@ def test_cli_end_to_end(tmp_path):
 def test_runs_on_cuda(tiny):
     run_dir, final = run(tiny, ["method.name=ogm_ge", "device=cuda"], data=THREE_MODAL)
     assert 0.0 <= final["acc/test/fused"] <= 1.0
+
+
+@pytest.mark.filterwarnings("ignore:unpickling")
+def test_regression_task_is_refused_with_one_line(tmp_path):
+    from core.errors import ConfigError
+    from tests.datafixtures import mmsa_dict, train_config, write_pickle
+
+    write_pickle(tmp_path / "aligned_50.pkl", mmsa_dict(aligned=True))
+    data = {"name": "mosi", "path": str(tmp_path / "aligned_50.pkl"), "allow_pickle": True}
+    with pytest.raises(ConfigError, match="'ogm_ge' needs a classification task"):
+        Trainer(train_config(tmp_path, data, method={"name": "ogm_ge"}))
