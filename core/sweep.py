@@ -19,7 +19,8 @@ batch-size, lr, seed, device``), RunConfig field names or dotted RunConfig paths
 not have that knob (when another method does), so ``method: [joint, ogm_ge]`` crossed with
 ``method.alpha: [0.1, 0.5]`` gives one joint trial and two ogm_ge trials.
 
-Every trial config is validated with :func:`core.config.resolve_config` before anything
+Run folders are addressed by absolute path (a Ray worker's working directory is not the
+driver's). Every trial config is validated with :func:`core.config.resolve_config` before anything
 runs. Trial ``i`` is named ``<sweep>_<field>-<value>_...`` over the fields that vary and
 carries ``tags.sweep``, ``tags.swept`` (the varying dotted paths, comma-separated) and
 ``tags.trial``. Re-running a sweep skips finished trials, resumes interrupted ones from
@@ -342,6 +343,7 @@ def expand(spec: dict[str, Any], runs_dir: str | Path, overrides: list[str] | No
     except ConfigError as e:
         raise SweepSpecError(f"sweep name: {e}") from None
     name = str(name)
+    runs_dir = Path(runs_dir).absolute()
     base = parse_base(spec.get("base"))
     for item in overrides or []:
         path, value = parse_override(item)

@@ -100,17 +100,19 @@ def _init_worker(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
-def local_threads(resources: dict[str, float], workers: int) -> int:
-    if resources.get("cpus"):
-        return max(1, int(resources["cpus"]))
-    return max(1, (os.cpu_count() or 1) // workers)
+def trial_threads(resources: dict[str, float]) -> int:
+    """Torch threads of one trial: ``resources.cpus`` (default 1). One thread by default because
+    the small models here gain little from intra-op threads, parallel trials use the cores
+    better, oversubscribed OpenMP threads slow down badly on a busy machine, and an equal
+    thread count makes a trial's numbers identical whichever executor ran it."""
+    return max(1, int(resources.get("cpus") or 1))
 
 
 def run_local(sweep, trials: list, on_result: Callable[[dict], None], workers: int = 1) -> None:
     """``workers == 1``: trials run one after another in this process; otherwise a spawn-context
     ``ProcessPoolExecutor`` of ``workers`` processes. A worker that dies (killed, out of memory)
     breaks the pool: its trial and the ones not yet started are reported failed."""
-    threads = local_threads(sweep.resources, workers)
+    threads = trial_threads(sweep.resources)
     payloads = [_payload(t, threads) for t in trials]
     if workers == 1:
         for p in payloads:
@@ -178,15 +180,14 @@ def run_ray(sweep, trials: list, on_result: Callable[[dict], None], address: str
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ModalScopeError(f"cannot start or join Ray{f' at {address}' if address else ''}: {_one_line(e)}") from None
         started = True
+    pending: list = []
     try:
         res = sweep.resources
-        cpus = float(res.get("cpus", 1))
-        opts: dict[str, Any] = {"num_cpus": cpus, "num_gpus": float(res.get("gpus", 0)), "max_retries": 0}
+        opts: dict[str, Any] = {"num_cpus": float(res.get("cpus", 1)), "num_gpus": float(res.get("gpus", 0)), "max_retries": 0}
         if res.get("memory_mb"):
             opts["memory"] = int(res["memory_mb"] * 1024 * 1024)
         task = ray.remote(**opts)(run_trial)
-        payloads = [_payload(t, max(1, int(cpus))) for t in trials]
-        refs = {task.remote(p): p for p in payloads}
+        refs = {task.remote(p): p for p in (_payload(t, trial_threads(res)) for t in trials)}
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -197,7 +198,7 @@ def run_ray(sweep, trials: list, on_result: Callable[[dict], None], address: str
                     out = _lost(refs[ref], f"ray task failed: {_one_line(e)}")
                 on_result(out)
     except BaseException:
-        for ref in list(locals().get("pending", [])):
+        for ref in pending:
             ray.cancel(ref, force=True)
         raise
     finally:

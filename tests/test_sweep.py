@@ -33,7 +33,7 @@ def _sets() -> list[str]:
 
 def _write_spec(tmp_path: Path, spec: dict, name: str = "spec.yaml") -> Path:
     p = tmp_path / name
-    p.write_text(yaml.safe_dump(spec))
+    p.write_text(yaml.safe_dump(spec, sort_keys=False))
     return p
 
 
