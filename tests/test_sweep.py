@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.cli import main
 from core.errors import ConfigError
 from core.store import RunReader, is_run_dir
 from core.sweep import expand, plan, run_sweep
@@ -116,12 +117,13 @@ def test_bad_specs_are_one_line_errors(tmp_path, spec, expected):
     assert expected in str(e.value) and "\n" not in str(e.value)
 
 
-def test_bad_trial_value_is_caught_before_anything_runs(tmp_path):
+def test_bad_trial_value_is_caught_before_anything_runs(tmp_path, capsys):
     spec = _write_spec(tmp_path, {"name": "bad", "grid": {"seed": [0, 1], "optim.momentum": [0.5, 1.5]}})
     runs = tmp_path / "runs"
-    r = run_cli("sweep", str(spec), "--runs-dir", str(runs), *_sets())
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    rc = main(["sweep", str(spec), "--runs-dir", str(runs), *_sets()])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert lines[0] == "error: sweep bad: trial 001 (seed=0, optim.momentum=1.5): optim.momentum: Input should be less than 1 (got 1.5)"
     assert not runs.exists()
 
@@ -253,15 +255,16 @@ def test_trial_dying_before_its_store_opens_still_leaves_a_failed_run(tmp_path):
     assert reader.meta()["status"] == "failed" and reader.config()["tags"]["sweep"] == "d"
 
 
-def test_dry_run_lists_actions_and_runs_nothing(local_sweep, tmp_path):
+def test_dry_run_lists_actions_and_runs_nothing(local_sweep, tmp_path, capsys):
     spec, runs, r = local_sweep
     assert r.returncode == 0, r.stderr
     spec2 = dict(SPEC, grid={"method": ["joint", "unimodal"], "seed": [0, 1, 2]})
     p = _write_spec(tmp_path, spec2)
-    d = run_cli("sweep", str(p), "--runs-dir", str(runs), "--dry-run", *_sets())
-    assert d.returncode == 0, d.stderr
-    assert "6 trials (2 new, 4 skip)" in d.stderr
-    actions = {ln.split()[2]: ln.split()[1] for ln in d.stdout.strip().splitlines()}
+    rc = main(["sweep", str(p), "--runs-dir", str(runs), "--dry-run", *_sets()])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "6 trials (2 new, 4 skip)" in err
+    actions = {ln.split()[2]: ln.split()[1] for ln in out.strip().splitlines()}
     assert actions == {**{n: "skip" for n in NAMES}, "demo_method-joint_seed-2": "new", "demo_method-unimodal_seed-2": "new"}
     assert sorted(x.name for x in runs.iterdir()) == NAMES
 
