@@ -34,7 +34,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -120,7 +119,7 @@ def canonical(key: Any, value: Any, where: str) -> list[tuple[str, Any]]:
     path = FLAG_PATHS.get(key, key)
     if any(not part for part in path.split(".")):
         raise SweepSpecError(f"{where}: empty part in key {key!r}")
-    if isinstance(value, dict) and value and path != "data.dims":
+    if isinstance(value, dict) and value:
         out: list[tuple[str, Any]] = []
         for k, v in value.items():
             out.extend(canonical(f"{path}.{k}", v, where))

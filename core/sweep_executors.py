@@ -111,12 +111,16 @@ def trial_threads(resources: dict[str, float]) -> int:
 def run_local(sweep, trials: list, on_result: Callable[[dict], None], workers: int = 1) -> None:
     """``workers == 1``: trials run one after another in this process; otherwise a spawn-context
     ``ProcessPoolExecutor`` of ``workers`` processes. A worker that dies (killed, out of memory)
-    breaks the pool: its trial and the ones not yet started are reported failed."""
+    breaks the pool: its trial and the ones not yet started are reported failed. Ctrl-C or
+    SIGTERM stops the running trials as ``interrupted`` (resumable) and ends the sweep."""
     threads = trial_threads(sweep.resources)
     payloads = [_payload(t, threads) for t in trials]
     if workers == 1:
         for p in payloads:
-            on_result(run_trial(p))
+            res = run_trial(p)
+            on_result(res)
+            if res["status"] == "interrupted":
+                raise KeyboardInterrupt
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
