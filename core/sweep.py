@@ -579,6 +579,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 vals = " ".join(f"{p}={_fmt(v)}" for p, v in t.values.items())
                 print(f"{t.config.tags['trial']}  {t.action:<8} {t.name}  {vals}".rstrip())
 
+    import signal
+
+    def term(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old_term = signal.signal(signal.SIGTERM, term)
+    except ValueError:
+        old_term = None
     try:
         result = run_sweep(
             args.spec, runs_dir=args.runs_dir, executor=args.executor, workers=args.workers, address=args.address,
@@ -586,8 +595,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             progress=not args.no_progress, dry_run=args.dry_run, on_plan=show,
         )
     except KeyboardInterrupt:
-        print(f"sweep interrupted; run the same command again to resume (finished trials are skipped)", file=sys.stderr)
+        print("sweep interrupted; run the same command again to resume (finished trials are skipped)", file=sys.stderr)
         return 130
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     if args.dry_run:
         return 0
     print(result.table())

@@ -13,6 +13,7 @@ This module imports nothing heavy at the top: a spawned worker imports it first,
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +21,7 @@ from typing import Any, Callable
 from core.errors import ModalScopeError
 
 ROOT = Path(__file__).resolve().parent.parent
+_STOP = {"requested": False}
 
 
 def _payload(t, threads: int) -> dict[str, Any]:
@@ -61,6 +63,8 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     from core.store import RunReader, delete_run
 
     t0 = time.perf_counter()
+    if _STOP["requested"]:
+        return _lost(payload, "not started: the sweep was stopped", status="interrupted")
     old_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(payload["threads"])))
     run_dir = Path(payload["run_dir"])
@@ -90,14 +94,22 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _lost(payload: dict[str, Any], error: str) -> dict[str, Any]:
+def _lost(payload: dict[str, Any], error: str, status: str = "failed") -> dict[str, Any]:
     return {"index": payload["index"], "trial": payload["trial"], "name": payload["name"], "run_dir": payload["run_dir"],
-            "status": "failed", "metrics": {}, "error": error, "seconds": 0.0, "trained": False}
+            "status": status, "metrics": {}, "error": error, "seconds": 0.0, "trained": False}
+
+
+def _request_stop(signum, frame) -> None:
+    _STOP["requested"] = True
 
 
 def _init_worker(threads: int) -> None:
+    """Pin thread counts before torch loads; SIGINT/SIGTERM between trials stop the worker
+    from starting queued trials (a running trial's own handler marks it ``interrupted``)."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
 
 
 def trial_threads(resources: dict[str, float]) -> int:
@@ -136,6 +148,11 @@ def run_local(sweep, trials: list, on_result: Callable[[dict], None], workers: i
                 res = _lost(futures[fut], f"worker lost: {_one_line(e)}")
             on_result(res)
     except BaseException:
+        for pid in list(getattr(pool, "_processes", None) or {}):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)

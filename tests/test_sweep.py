@@ -208,6 +208,7 @@ def test_rerun_skips_finished_and_resumes_interrupted(local_sweep, tmp_path, mon
     assert calls == [] and {x["status"] for x in again.results} == {"skipped"}
 
 
+@pytest.mark.slow
 def test_changed_spec_over_finished_runs_is_refused(local_sweep, tmp_path):
     spec, runs, r = local_sweep
     assert r.returncode == 0, r.stderr
@@ -254,6 +255,7 @@ def test_trial_dying_before_its_store_opens_still_leaves_a_failed_run(tmp_path):
     assert reader.meta()["status"] == "failed" and reader.config()["tags"]["sweep"] == "d"
 
 
+@pytest.mark.slow
 def test_dry_run_lists_actions_and_runs_nothing(local_sweep, tmp_path, capsys):
     spec, runs, r = local_sweep
     assert r.returncode == 0, r.stderr
