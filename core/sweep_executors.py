@@ -184,6 +184,23 @@ def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None):
     return ray
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Ray retries an unreachable ``host:port`` for a long time; fail fast with one line instead.
+    ``auto`` (find this node's cluster) is left to Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ModalScopeError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ModalScopeError(f"cannot reach Ray at {address}: {e.strerror or e}") from None
+
+
 def run_ray(sweep, trials: list, on_result: Callable[[dict], None], address: str | None = None, workers: int | None = None) -> None:
     """Each trial is one Ray task with ``num_cpus``/``num_gpus``/``memory`` from the spec's
     ``resources`` (default 1 CPU). Joins ``address`` (``auto`` or ``ray://host:port`` or
@@ -194,6 +211,7 @@ def run_ray(sweep, trials: list, on_result: Callable[[dict], None], address: str
     if not ray.is_initialized():
         try:
             if address:
+                check_reachable(address)
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
             else:

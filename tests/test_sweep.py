@@ -289,3 +289,23 @@ def test_ray_local_runtime_gives_the_same_metrics_as_the_local_pool(local_sweep,
         a = RunReader(runs / name).scalars("loss/fused")["value"].tolist()
         b = RunReader(ray_runs / name).scalars("loss/fused")["value"].tolist()
         assert a == b and len(a) == 16
+
+
+@pytest.mark.ray
+def test_unreachable_ray_address_is_one_line_and_runs_nothing(tmp_path, capsys):
+    pytest.importorskip("ray")
+    spec = _write_spec(tmp_path, SPEC)
+    runs = tmp_path / "runs"
+    rc = main(["sweep", str(spec), "--runs-dir", str(runs), "--executor", "ray", "--address", "127.0.0.1:9", "--no-progress", *_sets()])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1] == "error: cannot reach Ray at 127.0.0.1:9: Connection refused" and not runs.exists()
+
+
+def test_malformed_spec_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid: {seed: [0, 1]\nbase: x")
+    assert main(["sweep", str(bad), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: malformed YAML in {bad}") and "\n" not in err
+    assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: sweep spec not found: {tmp_path / 'missing.yaml'}"
