@@ -22,6 +22,7 @@ from core.errors import ModalScopeError
 SUBCOMMANDS: list[str] = [
     "core.gallery",
     "core.data.check",
+    "core.sweep",
 ]
 
 
