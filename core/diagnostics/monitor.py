@@ -3,26 +3,63 @@
 ``DiagnosticsMonitor`` reads the model, its gradients and the per-epoch evaluation arrays;
 it never changes parameters, gradients or RNG state, so switching diagnostics on or off
 leaves the training trajectory unchanged.
+
+Cadence (``RunConfig.diagnostics``):
+
+* every logged step — gradient norms, shares, dominance ratio, conflict flag
+  (:mod:`~core.diagnostics.gradients`);
+* every ``conflict_every`` steps — fused-vs-unimodal gradient cosines
+  (:mod:`~core.diagnostics.conflict`);
+* every ``gap_every`` epochs (and the last) — modality-gap histograms, GMM fits and the
+  per-sample snapshot on ``gap_splits`` (:mod:`~core.diagnostics.gap`,
+  :mod:`~core.diagnostics.gmm`);
+* every epoch — Shapley information I(m), confidence D(m), contribution W^m and the captum
+  cross-check on a fixed set of test batches (:mod:`~core.diagnostics.contribution`,
+  :mod:`~core.diagnostics.attribution`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
+
 from core.diagnostics.gradients import gradient_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.engine import EvalResult, StepContext, Trainer
+
+GMM_MIN_SAMPLES = 10
+SNAPSHOT_SEED = 12345
 
 
 class DiagnosticsMonitor:
     def __init__(self, trainer: "Trainer"):
         self.trainer = trainer
         self.cfg = trainer.cfg.diagnostics
+        self._contrib_batch: dict | None = None
+        self._mean_fill: dict | None = None
+        self._snapshot: dict[tuple[str, int], np.ndarray] = {}
 
+    # ------------------------------------------------------------------ per step
     def before_backward(self, ctx: "StepContext", parts) -> dict[str, float]:
         """Runs on the live graph before the method's backward (extra autograd.grad allowed here)."""
-        return {}
+        if not self.cfg.conflict or ctx.step % self.cfg.conflict_every != 0:
+            return {}
+        out, batch = ctx.out, ctx.batch
+        if out is None or batch is None or not out.fused.requires_grad:
+            return {}
+        from core.diagnostics.conflict import conflict_cosines, live_unimodal_logits
+        from core.methods.base import task_loss
+
+        model = ctx.model
+        y = batch["label"]
+        fused = task_loss(out.fused, y, ctx.task)
+        uni = {m: task_loss(z, y, ctx.task) for m, z in live_unimodal_logits(model, out).items()}
+        enc = {m: model.encoder_params(m) for m in ctx.modalities}
+        fusion = model.param_groups().get("fusion", [])
+        return conflict_cosines(fused, uni, enc, fusion)
 
     def after_backward(self, ctx: "StepContext") -> dict[str, float]:
         """Raw gradients (before any method modulation)."""
@@ -30,5 +67,153 @@ class DiagnosticsMonitor:
             return {}
         return gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
 
+    # ------------------------------------------------------------------ per epoch
     def on_epoch_end(self, ctx: "StepContext", evals: dict[str, "EvalResult"]) -> dict[str, float]:
-        return {}
+        out: dict[str, float] = {}
+        devices = [torch.cuda.current_device()] if ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            if self.cfg.gap and self._gap_due(ctx.epoch) and ctx.task == "classification":
+                for split in self.cfg.gap_splits:
+                    if split in evals:
+                        out.update(self.gap_diagnostics(ctx.epoch, evals[split]))
+            if self.cfg.contrib:
+                out.update(self.contributions(ctx))
+        return out
+
+    def _gap_due(self, epoch: int) -> bool:
+        return (epoch + 1) % self.cfg.gap_every == 0 or epoch + 1 == self.trainer.cfg.epochs
+
+    def gap_diagnostics(self, epoch: int, ev: "EvalResult") -> dict[str, float]:
+        """Histogram, GMM fit and per-sample snapshot for every gap series of one split."""
+        from core.diagnostics.gap import gap_histogram, gap_series, primary_series
+        from core.diagnostics.gmm import fit_gap_mixture
+
+        writer = self.trainer.writer
+        mods = self.trainer.bundle.modalities
+        series = gap_series(ev.logits, ev.labels, mods)
+        if not series:
+            return {}
+        split = ev.split
+        main = primary_series(list(series))
+        correct = np.asarray(ev.fused).argmax(1) == np.asarray(ev.labels) if np.ndim(ev.fused) == 2 else np.zeros(len(ev.labels), bool)
+        corrupted = self._corruption_mask(split, ev.idx)
+        sel = self._snapshot_rows(split, len(ev.idx))
+        logs: dict[str, float] = {}
+        for name, g in series.items():
+            edges, counts = gap_histogram(g, self.cfg.gap_bins)
+            writer.log_histogram(epoch, split, name, edges, counts)
+            logs[f"gap/{split}/{name}/mean"] = float(g.mean())
+            logs[f"gap/{split}/{name}/std"] = float(g.std())
+            post = None
+            if self.cfg.gmm and len(g) >= GMM_MIN_SAMPLES:
+                mix = fit_gap_mixture(g, seed=self.trainer.cfg.seed)
+                writer.log_gmm(epoch, split, name, mix.weights, mix.means, mix.variances, mix.bic1, mix.bic2, mix.threshold, mix.balanced)
+                post = mix.posterior_imbalanced(g)
+                stats = {
+                    "evidence": mix.evidence,
+                    "frac_imbalanced": float((post > 0.5).mean()),
+                    "mean_imbalanced": float(mix.means[mix.imbalanced]),
+                    "mean_balanced": float(mix.means[mix.balanced]),
+                }
+                if corrupted is not None and corrupted.any():
+                    flagged = post > 0.5
+                    tp = float((flagged & corrupted).sum())
+                    stats["corrupt_precision"] = tp / flagged.sum() if flagged.any() else 0.0
+                    stats["corrupt_recall"] = tp / corrupted.sum()
+                for k, v in stats.items():
+                    logs[f"gmm/{split}/{name}/{k}"] = v
+                    if name == main:
+                        logs[f"gmm/{split}/{k}"] = v
+            if self.cfg.samples and len(sel):
+                writer.log_samples(
+                    epoch, split, name, ev.idx[sel], g[sel], None if post is None else post[sel], np.asarray(ev.labels)[sel], correct[sel]
+                )
+        return logs
+
+    def _snapshot_rows(self, split: str, n: int) -> np.ndarray:
+        """The same (sorted) rows every epoch, so a sample can be followed through training."""
+        k = min(n, self.cfg.samples_max)
+        key = (split, n)
+        if key not in self._snapshot:
+            if k >= n:
+                rows = np.arange(n)
+            else:
+                rows = np.sort(np.random.default_rng(SNAPSHOT_SEED).choice(n, size=k, replace=False))
+            self._snapshot[key] = rows
+        return self._snapshot[key]
+
+    def _corruption_mask(self, split: str, idx: np.ndarray) -> np.ndarray | None:
+        masks = self.trainer.full_bundle.info.get("corrupted") if isinstance(self.trainer.full_bundle.info, dict) else None
+        if not isinstance(masks, dict) or split not in masks:
+            return None
+        mask = np.asarray(masks[split], dtype=bool)
+        if mask.shape[0] <= int(np.max(idx, initial=0)):
+            return None
+        return mask[np.asarray(idx, dtype=np.int64)]
+
+    # ------------------------------------------------------------------ contributions
+    def contribution_batch(self) -> dict:
+        """The fixed evaluation batches: the first ``contrib_batches`` batches of the test split."""
+        if self._contrib_batch is None:
+            from core.data import BatchLoader, move_batch
+
+            t = self.trainer
+            parts = []
+            for i, b in enumerate(BatchLoader(t.bundle.splits["test"], t.cfg.batch_size, shuffle=False)):
+                if i >= self.cfg.contrib_batches:
+                    break
+                parts.append(b)
+            batch = {k: torch.cat([torch.as_tensor(p[k]) for p in parts]) for k in parts[0]}
+            self._contrib_batch = move_batch(batch, t.device)
+        return self._contrib_batch
+
+    def mean_fill(self) -> dict:
+        """Training-set mean input per modality (the 'absent = mean' baseline)."""
+        if self._mean_fill is None:
+            from core.data import BatchLoader
+
+            t = self.trainer
+            ds = t.bundle.splits["train"]
+            sums: dict[str, torch.Tensor] = {}
+            n = 0
+            for b in BatchLoader(ds, 1024, shuffle=False):
+                for m in t.bundle.modalities:
+                    s = b[m].double().sum(0)
+                    sums[m] = s if m not in sums else sums[m] + s
+                n += len(b["label"])
+            self._mean_fill = {m: (s / max(n, 1)).to(t.device, dtype=torch.float32) for m, s in sums.items()}
+        return self._mean_fill
+
+    def contributions(self, ctx: "StepContext") -> dict[str, float]:
+        from core.diagnostics.contribution import confidence, contribution_weights, shapley_values, subset_value_fn
+
+        t = self.trainer
+        model = t.model
+        mods = list(t.bundle.modalities)
+        batch = self.contribution_batch()
+        y = batch["label"]
+        fill = self.mean_fill() if self.cfg.contrib_absent == "mean" else None
+        was = model.training
+        model.eval()
+        try:
+            info = shapley_values(subset_value_fn(model, batch, y, ctx.task, self.cfg.contrib_absent, fill), mods)
+            with torch.no_grad():
+                logits = model(batch).logits
+            conf = {m: confidence(logits[m], y, ctx.task) if m in logits else float("nan") for m in mods}
+            w = contribution_weights(info, {m: (0.0 if np.isnan(c) else c) for m, c in conf.items()}, self.cfg.contrib_temperature)
+            cap: dict[str, float] = {}
+            if self.cfg.captum:
+                from core.diagnostics.attribution import captum_contributions
+
+                cap = captum_contributions(model, batch, y, ctx.task, self.cfg.captum_method, self.cfg.contrib_absent, fill)
+        finally:
+            model.train(was)
+        logs: dict[str, float] = {}
+        for m in mods:
+            t.writer.log_contribution(ctx.epoch, m, info[m], conf[m], w[m], cap.get(m))
+            logs[f"contrib/info/{m}"] = info[m]
+            logs[f"contrib/conf/{m}"] = conf[m]
+            logs[f"contrib/w/{m}"] = w[m]
+            if m in cap:
+                logs[f"contrib/captum/{m}"] = cap[m]
+        return logs

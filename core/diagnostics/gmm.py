@@ -1,0 +1,120 @@
+"""Two-component Gaussian mixture on the modality gap: balanced vs imbalanced samples.
+
+Following Liu, Yu, Liu (arXiv 2510.21797), the gaps g_i of the training set are modelled as
+
+    p(g) = π_b N(g; μ_b, σ_b²) + π_u N(g; μ_u, σ_u²)
+
+fitted by EM (scikit-learn ``GaussianMixture``). The **balanced** component b is the one
+whose mean is closer to zero (smaller |μ|); the other, u, is **imbalanced**. A sample's
+soft membership is the Bayes posterior
+
+    γ_i = π_u N(g_i; μ_u, σ_u²) / Σ_k π_k N(g_i; μ_k, σ_k²).
+
+Bimodality evidence compares a one-component fit by BIC: ``evidence = BIC₁ − BIC₂``
+(BIC = −2 log L + k log n, k = 2 free parameters for one Gaussian, 5 for two). Positive
+evidence favours two components; negative means a single Gaussian explains the gaps as
+well once the extra parameters are paid for. ``threshold`` is the gap between the two
+means at which γ crosses 0.5 (NaN when the posterior never crosses there).
+
+Cost: EM on N scalars; about 0.2 s for N = 100 000 on one CPU core (see
+``benchmarks/diagnostics_cost.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class GapMixture:
+    weights: np.ndarray
+    means: np.ndarray
+    variances: np.ndarray
+    balanced: int
+    bic1: float
+    bic2: float
+    threshold: float
+    use_abs: bool = field(default=False)
+
+    @property
+    def imbalanced(self) -> int:
+        return 1 - self.balanced
+
+    @property
+    def evidence(self) -> float:
+        """``BIC₁ − BIC₂``: > 0 favours two components (bimodal gaps), < 0 one."""
+        return float(self.bic1 - self.bic2)
+
+    def log_joint(self, x: np.ndarray) -> np.ndarray:
+        """(n, 2) ``log π_k + log N(x; μ_k, σ_k²)``."""
+        g = np.asarray(x, dtype=np.float64).reshape(-1)
+        if self.use_abs:
+            g = np.abs(g)
+        w = np.asarray(self.weights, dtype=np.float64)
+        mu = np.asarray(self.means, dtype=np.float64)
+        var = np.asarray(self.variances, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            logw = np.log(w)
+        return logw[None, :] - 0.5 * np.log(2 * math.pi * var)[None, :] - (g[:, None] - mu[None, :]) ** 2 / (2 * var[None, :])
+
+    def posterior_imbalanced(self, x: np.ndarray) -> np.ndarray:
+        """γ(x): posterior probability of the imbalanced component for each gap value."""
+        lj = self.log_joint(x)
+        u, b = lj[:, self.imbalanced], lj[:, self.balanced]
+        return 1.0 / (1.0 + np.exp(np.clip(b - u, -700, 700)))
+
+
+def _crossing(w, mu, var, u: int, b: int) -> float:
+    """The x between μ_b and μ_u where π_u N(x; μ_u) = π_b N(x; μ_b), or NaN."""
+    if w[u] <= 0 or w[b] <= 0:
+        return float("nan")
+    a = 1.0 / (2 * var[b]) - 1.0 / (2 * var[u])
+    bb = mu[u] / var[u] - mu[b] / var[b]
+    c = (
+        mu[b] ** 2 / (2 * var[b]) - mu[u] ** 2 / (2 * var[u])
+        + math.log(w[u]) - math.log(w[b]) + 0.5 * math.log(var[b]) - 0.5 * math.log(var[u])
+    )
+    if abs(a) < 1e-12 * max(abs(bb), 1.0):
+        roots = [-c / bb] if bb != 0 else []
+    else:
+        disc = bb * bb - 4 * a * c
+        if disc < 0:
+            roots = []
+        else:
+            s = math.sqrt(disc)
+            roots = [(-bb - s) / (2 * a), (-bb + s) / (2 * a)]
+    lo, hi = min(mu), max(mu)
+    inside = [r for r in roots if lo <= r <= hi]
+    return float(inside[0]) if inside else float("nan")
+
+
+def fit_gap_mixture(x: np.ndarray, seed: int = 0, use_abs: bool = False) -> GapMixture:
+    """Fit one- and two-component Gaussian mixtures to gaps ``x`` (1-D); see module docstring."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    g = np.asarray(x, dtype=np.float64).reshape(-1)
+    g = g[np.isfinite(g)]
+    if use_abs:
+        g = np.abs(g)
+    if len(g) < 2:
+        raise ValueError(f"a gap mixture needs at least 2 finite values, got {len(g)}")
+    X = g[:, None]
+    n = len(g)
+    var1 = float(g.var()) + 1e-6
+    loglik1 = float(np.sum(-0.5 * np.log(2 * math.pi * var1) - (g - g.mean()) ** 2 / (2 * var1)))
+    bic1 = -2.0 * loglik1 + 2 * math.log(n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(2, covariance_type="full", random_state=seed, reg_covar=1e-6).fit(X)
+    bic2 = float(gm.bic(X))
+    w = gm.weights_.astype(np.float64)
+    mu = gm.means_.reshape(-1).astype(np.float64)
+    var = gm.covariances_.reshape(-1).astype(np.float64)
+    balanced = int(np.argmin(np.abs(mu)))
+    thr = _crossing(w, mu, var, 1 - balanced, balanced)
+    return GapMixture(weights=w, means=mu, variances=var, balanced=balanced, bic1=bic1, bic2=bic2, threshold=thr, use_abs=use_abs)
