@@ -5,6 +5,9 @@ Usage (full-size default presets; results are cached per (preset, variant, seed)
     OMP_NUM_THREADS=1 python benchmarks/gmm_cal.py --presets imbalanced noisy --seeds 0 1 2
     python benchmarks/gmm_cal.py --report            # markdown tables from the cache
 
+Variants ending in ``/th`` use ``model.heads=trained`` (a separate unimodal head per
+modality, trained with its encoder) instead of the default fusion-layer slices.
+
 Per run it records final test accuracies, the end-of-run robustness scalars and, for the
 purifying variants, precision/recall of the *removed* training samples against the
 generator's corruption mask (``bundle.info["corrupted"]["train"]``).
@@ -33,9 +36,16 @@ VARIANTS: dict[str, dict] = {
     "cal": {"method": {"name": "cal"}},
     "purify(joint)": {"method": {"name": "purify"}, "init": "joint", "epochs": 5},
 }
+VARIANTS["gmm_adaptive+purify/ema"] = {"method": {"name": "gmm_adaptive", "purify_epochs": 5, "gap_source": "ema"}}
+VARIANTS["gmm_adaptive+purify/w3"] = {"method": {"name": "gmm_adaptive", "purify_epochs": 5, "warmup_epochs": 3}}
+TRAINED = {"heads": "trained"}
+for _v in ("joint+uni", "gmm_adaptive", "gmm_adaptive+purify", "cal"):
+    VARIANTS[f"{_v}/th"] = {**VARIANTS[_v], "model": TRAINED}
 PER_PRESET = {
-    "imbalanced": ["joint", "joint+uni", "gmm_adaptive", "cal"],
-    "noisy": ["joint", "joint+uni", "gmm_adaptive", "gmm_adaptive+purify", "cal", "purify(joint)"],
+    "imbalanced": ["joint", "joint+uni", "gmm_adaptive", "cal", "joint+uni/th", "gmm_adaptive/th", "cal/th"],
+    "noisy": ["joint", "joint+uni", "gmm_adaptive", "gmm_adaptive+purify", "cal", "purify(joint)",
+              "joint+uni/th", "gmm_adaptive/th", "gmm_adaptive+purify/th", "cal/th",
+              "gmm_adaptive+purify/ema", "gmm_adaptive+purify/w3"],
 }
 
 
@@ -58,11 +68,12 @@ def run_one(preset: str, variant: str, seed: int, epochs: int, runs_dir: Path) -
     spec = VARIANTS[variant]
     base = {
         "runs_dir": str(runs_dir),
-        "name": f"{variant.replace('(', '-').replace(')', '').replace('+', '-')}_{preset}_s{seed}",
+        "name": f"{variant.replace('(', '-').replace(')', '').replace('+', '-').replace('/', '-')}_{preset}_s{seed}",
         "seed": seed,
         "epochs": spec.get("epochs", epochs),
         "data": {"name": "synthetic", "preset": preset},
         "method": dict(spec["method"]),
+        "model": dict(spec.get("model", {})),
         "log": {"progress": False},
         "diagnostics": {"captum": False, "samples": False},
     }

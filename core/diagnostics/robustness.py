@@ -6,6 +6,7 @@ For every modality ``m`` the test split is evaluated again with ``x_m`` replaced
   per-feature standard deviation of ``x_m`` over the training split (so a level means the
   same thing for every modality and feature scale);
 * ``blank``: ``x_m = 0`` (the "absent modality" convention of the Shapley contributions).
+  Non-float inputs (token ids) are only blanked.
 
 Everything else is unchanged, so a drop against the clean accuracy is caused by that
 modality alone. The noise uses its own seeded generator: the evaluation is reproducible and
@@ -78,8 +79,10 @@ def evaluate_robustness(trainer: "Trainer", levels: list[float], seed: int = 0, 
     moments = feature_moments(trainer.bundle.splits["train"], mods)
     scalars = {"robust/clean": clean}
     rows = []
+    probe = next(iter(BatchLoader(trainer.bundle.splits[split], 1, shuffle=False)))
     for i, m in enumerate(mods):
-        runs = [("noise", float(lv)) for lv in levels] + [("blank", 1.0)]
+        noise = [("noise", float(lv)) for lv in levels] if probe[m].is_floating_point() else []
+        runs = noise + [("blank", 1.0)]
         for kind, level in runs:
             tf = corruption(m, kind, level, moments[m][1], seed=seed * 1009 + i)
             acc = trainer.predict_split(split, transform=tf).metrics[key]
