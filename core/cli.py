@@ -19,7 +19,9 @@ from typing import Callable
 
 from core.errors import ModalScopeError
 
-SUBCOMMANDS: list[str] = []
+SUBCOMMANDS: list[str] = [
+    "core.gallery",
+]
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:

@@ -438,6 +438,7 @@ class Trainer:
         self._flush_logs(ctx, epoch_level=True)
         indices = self.method.train_indices(ctx)
         loader = self._train_loader(epoch, indices)
+        self._running = _RunningAccuracy(self.bundle.task)
         for batch in loader:
             self._train_step(move_batch(batch, self.device), epoch)
             if bar is not None:
@@ -446,9 +447,10 @@ class Trainer:
         train_time = time.perf_counter() - t0
         evals = self.evaluate(epoch)
         ctx = StepContext(self, epoch=epoch, step=self.global_step, evals=evals)
-        metrics: dict[str, float] = {}
-        for ev in evals.values():
-            metrics.update(ev.metrics)
+        metrics: dict[str, float] = self._running.compute()
+        for split, ev in evals.items():
+            if split != "train":
+                metrics.update(ev.metrics)
         metrics.update(self.diagnostics.on_epoch_end(ctx, evals))
         self.method.on_epoch_end(ctx)
         metrics.update(ctx.logs)
@@ -505,10 +507,11 @@ class Trainer:
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.optim.grad_clip)
         self.method.optimizer_step(ctx, self._closure(batch, ctx))
+        self._running.update(self.method.predict(out).detach(), {m: z.detach() for m, z in out.logits.items()}, batch["label"])
         if log_now:
-            logs["loss/total"] = float(parts.total.detach())
-            for k, v in parts.parts.items():
-                logs[f"loss/{k}"] = float(v.detach())
+            keys = ["loss/total", *(f"loss/{k}" for k in parts.parts)]
+            vals = torch.stack([parts.total.detach(), *(v.detach().reshape(()) for v in parts.parts.values())]).tolist()
+            logs.update(zip(keys, vals))
             logs.update(ctx.logs)
             self.writer.log_scalars(self.global_step, epoch, logs)
         self.global_step += 1
@@ -551,15 +554,47 @@ class Trainer:
     def _epoch_or0(self) -> int:
         return getattr(self, "_epoch", 0)
 
+    def needs_train_eval(self, epoch: int) -> bool:
+        """A no-grad pass over the training split costs about a third of an epoch: only when asked."""
+        d = self.cfg.diagnostics
+        gap = d.gap and "train" in d.gap_splits and epoch % d.gap_every == 0
+        return self.cfg.log.eval_train or gap or getattr(self.method, "needs_train_eval", False)
+
     def evaluate(self, epoch: int) -> dict[str, EvalResult]:
         out = {}
         for split in ("train", "valid", "test"):
             if split not in self.bundle.splits:
                 continue
-            if split == "train" and not self.cfg.log.eval_train:
+            if split == "train" and not self.needs_train_eval(epoch):
                 continue
             out[split] = self.predict_split(split)
         return out
+
+
+class _RunningAccuracy:
+    """``acc/train/*``: accuracy of the training forward passes of the epoch (train mode, no extra pass)."""
+
+    def __init__(self, task: str):
+        self.task = task
+        self.hits: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def update(self, fused: torch.Tensor, logits: dict[str, torch.Tensor], y: torch.Tensor) -> None:
+        if self.task == "regression":
+            nz = y != 0
+            hit = lambda z: ((z.reshape(-1) > 0) == (y > 0))[nz].sum()  # noqa: E731
+            self.n += int(nz.sum())
+        else:
+            hit = lambda z: (z.argmax(1) == y).sum()  # noqa: E731
+            self.n += len(y)
+        for key, z in [("fused", fused), *logits.items()]:
+            h = hit(z)
+            self.hits[key] = self.hits[key] + h if key in self.hits else h
+
+    def compute(self) -> dict[str, float]:
+        if self.n == 0:
+            return {}
+        return {f"acc/train/{k}": float(v) / self.n for k, v in self.hits.items()}
 
 
 def _progress(total: int, enabled: bool, desc: str):

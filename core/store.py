@@ -44,8 +44,9 @@ DB_NAME = "metrics.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS run(key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS scalars(id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER, name TEXT, value REAL);
-CREATE INDEX IF NOT EXISTS scalars_name ON scalars(name, step);
+CREATE TABLE IF NOT EXISTS names(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS scalars(id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER, name_id INTEGER, value REAL);
+CREATE INDEX IF NOT EXISTS scalars_name ON scalars(name_id, step);
 CREATE TABLE IF NOT EXISTS histograms(id INTEGER PRIMARY KEY, epoch INTEGER, split TEXT, name TEXT, edges BLOB, counts BLOB);
 CREATE TABLE IF NOT EXISTS gmm(id INTEGER PRIMARY KEY, epoch INTEGER, split TEXT, name TEXT, weights TEXT, means TEXT,
     variances TEXT, bic1 REAL, bic2 REAL, threshold REAL, balanced INTEGER);
@@ -59,7 +60,7 @@ CREATE TABLE IF NOT EXISTS tables(name TEXT PRIMARY KEY, data TEXT);
 """
 
 ROW_TABLES = {
-    "scalars": ("step", "epoch", "name", "value"),
+    "scalars": ("step", "epoch", "name_id", "value"),
     "histograms": ("epoch", "split", "name", "edges", "counts"),
     "gmm": ("epoch", "split", "name", "weights", "means", "variances", "bic1", "bic2", "threshold", "balanced"),
     "samples": ("epoch", "split", "name", "sample_id", "gap", "posterior", "label", "correct"),
@@ -133,6 +134,8 @@ class RunWriter:
         except OSError as e:
             raise StoreError(f"cannot write run folder {self.dir}: {e.strerror or e}") from None
         self.journal_mode = mode
+        self._names: dict[str, int] = dict(self.con.execute("SELECT name, id FROM names").fetchall())
+        self._new_names: list[tuple[int, str]] = []
         existing = dict(self.con.execute("SELECT key, value FROM run").fetchall())
         sv = int(existing.get("schema_version", SCHEMA_VERSION))
         if sv > SCHEMA_VERSION:
@@ -189,13 +192,24 @@ class RunWriter:
             if self._n >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
                 self.flush()
 
+    def _name_id(self, name: str) -> int:
+        """Scalar names are interned (a run repeats a few dozen names millions of times)."""
+        i = self._names.get(name)
+        if i is None:
+            i = len(self._names) + 1
+            self._names[name] = i
+            self._new_names.append((i, name))
+        return i
+
     def log_scalar(self, step: int, epoch: int, name: str, value: float) -> None:
-        self._add("scalars", (int(step), int(epoch), name, float(value)))
+        with self._lock:
+            self._add("scalars", (int(step), int(epoch), self._name_id(name), float(value)))
 
     def log_scalars(self, step: int, epoch: int, values: dict[str, float]) -> None:
         with self._lock:
+            step, epoch = int(step), int(epoch)
             for k, v in values.items():
-                self._buf["scalars"].append((int(step), int(epoch), k, float(v)))
+                self._buf["scalars"].append((step, epoch, self._name_id(k), float(v)))
             self._n += len(values)
             if self._n >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
                 self.flush()
@@ -244,9 +258,12 @@ class RunWriter:
                 self._last_flush = time.monotonic()
                 return
             buf = {t: rows for t, rows in self._buf.items() if rows}
+            new_names = list(self._new_names)
 
             def write():
                 try:
+                    if new_names:
+                        self.con.executemany("INSERT OR IGNORE INTO names(id, name) VALUES (?, ?)", new_names)
                     for t, rows in buf.items():
                         cols = ROW_TABLES[t]
                         self.con.executemany(
@@ -263,6 +280,7 @@ class RunWriter:
             except sqlite3.OperationalError as e:
                 raise StoreError(f"cannot write to {self.path}: {e}") from None
             self.rows_written += self._n
+            self._new_names = self._new_names[len(new_names):]
             self._buf = {t: [] for t in ROW_TABLES}
             self._n = 0
             self._last_flush = time.monotonic()
@@ -376,11 +394,11 @@ class RunReader:
 
     # ------------------------------------------------------------------ series
     def scalar_names(self) -> list[str]:
-        return self._query("SELECT DISTINCT name FROM scalars ORDER BY name")["name"].tolist()
+        return self._query("SELECT name FROM names WHERE id IN (SELECT DISTINCT name_id FROM scalars) ORDER BY name")["name"].tolist()
 
     def scalars(self, names: Iterable[str] | str | None = None, prefix: str | None = None, since_id: int = 0) -> pd.DataFrame:
         """Columns ``id, step, epoch, name, value``; filter by exact names or a name prefix."""
-        sql = "SELECT id, step, epoch, name, value FROM scalars WHERE id > ?"
+        sql = "SELECT s.id, s.step, s.epoch, n.name, s.value FROM scalars s JOIN names n ON n.id = s.name_id WHERE s.id > ?"
         params: list[Any] = [since_id]
         if isinstance(names, str):
             names = [names]
@@ -388,12 +406,12 @@ class RunReader:
             names = list(names)
             if not names:
                 return pd.DataFrame(columns=["id", "step", "epoch", "name", "value"])
-            sql += f" AND name IN ({', '.join('?' * len(names))})"
+            sql += f" AND n.name IN ({', '.join('?' * len(names))})"
             params += names
         if prefix is not None:
-            sql += " AND name >= ? AND name < ?"
+            sql += " AND n.name >= ? AND n.name < ?"
             params += [prefix, prefix + "\uffff"]
-        return self._query(sql + " ORDER BY id", params)
+        return self._query(sql + " ORDER BY s.id", params)
 
     def last_id(self) -> int:
         df = self._query("SELECT MAX(id) AS m FROM scalars")
@@ -403,7 +421,8 @@ class RunReader:
     def final_scalars(self, prefix: str = "") -> dict[str, float]:
         """The last value of every scalar whose name starts with ``prefix``."""
         df = self._query(
-            "SELECT name, value FROM scalars WHERE id IN (SELECT MAX(id) FROM scalars WHERE name >= ? AND name < ? GROUP BY name)",
+            "SELECT n.name, s.value FROM scalars s JOIN names n ON n.id = s.name_id "
+            "WHERE s.id IN (SELECT MAX(id) FROM scalars GROUP BY name_id) AND n.name >= ? AND n.name < ?",
             [prefix, prefix + "\uffff"],
         )
         return dict(zip(df["name"], df["value"]))
@@ -465,7 +484,9 @@ class RunReader:
         meta = self.meta()
         cfg = self.config()
         finals = self.final_scalars("acc/test/")
-        epochs_done = self._query("SELECT MAX(epoch) AS e FROM scalars WHERE name = 'acc/test/fused'")["e"].iloc[0]
+        epochs_done = self._query(
+            "SELECT MAX(s.epoch) AS e FROM scalars s JOIN names n ON n.id = s.name_id WHERE n.name = 'acc/test/fused'"
+        )["e"].iloc[0]
         method = (cfg.get("method") or {}).get("name", "?")
         if method == "unimodal":
             method = f"unimodal:{cfg['method'].get('modality')}"

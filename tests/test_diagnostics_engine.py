@@ -69,12 +69,15 @@ def test_joint_run_stores_histograms_gmm_samples_contributions(tiny):
         assert sum(r[4] for r in contrib if r[0] == e) == pytest.approx(1.0)
         assert all(r[5] is not None for r in contrib if r[0] == e)
 
-    names = {r[0] for r in con.execute("SELECT DISTINCT name FROM scalars")}
+    from core.store import RunReader
+
+    reader = RunReader(t.run_dir)
+    names = set(reader.scalar_names())
     for n in ("conflict/cos/audio", "conflict/cos/visual", "conflict/cos_fusion", "gap/train/audio-visual/mean",
               "gmm/train/evidence", "gmm/test/frac_imbalanced", "contrib/w/audio", "contrib/info/visual",
               "contrib/conf/audio", "contrib/captum/visual", "grad_share/audio", "grad_ratio"):
         assert n in names, n
-    steps = [r[0] for r in con.execute("SELECT step FROM scalars WHERE name='conflict/cos/audio' ORDER BY step")]
+    steps = reader.scalars("conflict/cos/audio")["step"].tolist()
     assert steps and all(s % 2 == 0 for s in steps)
 
 

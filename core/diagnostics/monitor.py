@@ -10,7 +10,7 @@ Cadence (``RunConfig.diagnostics``):
   (:mod:`~core.diagnostics.gradients`);
 * every ``conflict_every`` steps — fused-vs-unimodal gradient cosines
   (:mod:`~core.diagnostics.conflict`);
-* every ``gap_every`` epochs (and the last) — modality-gap histograms, GMM fits and the
+* every ``gap_every`` epochs (epochs 0, k, 2k, …) — modality-gap histograms, GMM fits and the
   per-sample snapshot on ``gap_splits`` (:mod:`~core.diagnostics.gap`,
   :mod:`~core.diagnostics.gmm`);
 * every epoch — Shapley information I(m), confidence D(m), contribution W^m and the captum
@@ -81,7 +81,8 @@ class DiagnosticsMonitor:
         return out
 
     def _gap_due(self, epoch: int) -> bool:
-        return (epoch + 1) % self.cfg.gap_every == 0 or epoch + 1 == self.trainer.cfg.epochs
+        """Same cadence as ``Trainer.needs_train_eval`` (which provides the train-split pass)."""
+        return epoch % self.cfg.gap_every == 0
 
     def gap_diagnostics(self, epoch: int, ev: "EvalResult") -> dict[str, float]:
         """Histogram, GMM fit and per-sample snapshot for every gap series of one split."""

@@ -65,6 +65,7 @@ class Method:
     name: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
     family: ClassVar[str] = "baseline"
+    needs_train_eval: ClassVar[bool] = False
     min_modalities: ClassVar[int] = 1
     max_modalities: ClassVar[int | None] = None
 

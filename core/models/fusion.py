@@ -25,13 +25,15 @@ class ConcatFusion(nn.Module):
         self.fc = nn.Linear(dim * len(modalities), n_out)
 
     def forward(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        h = torch.cat([feats[m] for m in self.modalities], dim=1)
-        fused = self.fc(h)
         n = len(self.modalities)
+        bias = self.fc.bias / n
         logits = {}
         for i, m in enumerate(self.modalities):
             w = self.fc.weight[:, i * self.dim : (i + 1) * self.dim]
-            logits[m] = feats[m] @ w.t() + self.fc.bias / n
+            logits[m] = torch.addmm(bias, feats[m], w.t())
+        fused = logits[self.modalities[0]]
+        for m in self.modalities[1:]:
+            fused = fused + logits[m]
         return fused, logits
 
     def input_slice(self, modality: str) -> slice:

@@ -80,10 +80,15 @@ class MultimodalModel(nn.Module):
         return ModelOutput(fused=fused, logits=logits, features=feats)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by role; computed once (the module tree is fixed after construction)."""
+        cached = self.__dict__.get("_groups")
+        if cached is not None:
+            return cached
         groups = {f"encoder/{m}": list(self.encoders[m].parameters()) for m in self.modalities}
         groups["fusion"] = list(self.fusion.parameters())
         if self.heads is not None:
             groups["heads"] = list(self.heads.parameters())
+        self.__dict__["_groups"] = groups
         return groups
 
     def encoder_params(self, m: str) -> list[nn.Parameter]:

@@ -1,0 +1,225 @@
+"""``modalscope sample-runs``: regenerate the shipped gallery of finished runs, deterministically.
+
+What is generated (every registered method is picked up automatically):
+
+* preset ``imbalanced`` (the default): ``unimodal`` on each modality, ``joint`` and every
+  other method, seeds 0, 1, 2 (so Compare can draw mean ± std bands);
+* preset ``noisy``: every method, seed 0;
+* preset ``three_modal``: one run per method family, seed 0.
+
+Methods that need another run to start from (``purify``) are initialised from the
+``joint`` run of the same preset and seed.
+
+To keep the folder small (target < 15 MB) the gallery is thinned after training, and what
+was thinned is written into each run's ``thinned`` meta key so the dashboard can say so:
+per-sample snapshots are kept for seed 0 only and only at a few epochs; checkpoints are
+removed (re-run the stored config to get one); the SQLite files are vacuumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_EPOCHS = 20
+NEEDS_INIT = {"purify": "joint"}
+
+
+@dataclass(frozen=True)
+class GalleryRun:
+    name: str
+    overrides: tuple[str, ...]
+    seed: int
+    preset: str
+    init_from: str | None = None
+
+
+def _method_family(name: str) -> str:
+    from core.methods import get_method
+
+    return getattr(get_method(name), "family", "baseline") or "baseline"
+
+
+def plan(seeds: int = 3, epochs: int = DEFAULT_EPOCHS, presets: tuple[str, ...] = ("imbalanced", "noisy", "three_modal")) -> list[GalleryRun]:
+    """The gallery's runs in dependency order (a run's init source comes before it)."""
+    from core.data.synthetic import PRESETS
+    from core.methods import list_methods
+
+    methods = [m for m in list_methods() if m not in ("unimodal", "joint")]
+    runs: list[GalleryRun] = []
+
+    def add(method: str, preset: str, seed: int, extra: tuple[str, ...] = (), label: str | None = None):
+        label = label or method
+        init = None
+        if method in NEEDS_INIT:
+            init = f"{NEEDS_INIT[method]}_{preset}_s{seed}"
+        runs.append(
+            GalleryRun(
+                name=f"{label}_{preset}_s{seed}",
+                overrides=(f"method.name={method}", f"data.preset={preset}", f"seed={seed}", f"epochs={epochs}", *extra),
+                seed=seed,
+                preset=preset,
+                init_from=init,
+            )
+        )
+
+    for preset in presets:
+        mods = PRESETS[preset]["modalities"]
+        if preset == "three_modal":
+            seen: set[str] = set()
+            add("joint", preset, 0)
+            for m in methods:
+                fam = _method_family(m)
+                if fam in seen or fam == "baseline" or m in NEEDS_INIT:
+                    continue
+                seen.add(fam)
+                add(m, preset, 0)
+            continue
+        n_seeds = seeds if preset == "imbalanced" else 1
+        for seed in range(n_seeds):
+            for mod in mods:
+                add("unimodal", preset, seed, (f"method.modality={mod}",), label=f"unimodal-{mod}")
+            add("joint", preset, seed)
+            for m in methods:
+                add(m, preset, seed)
+    return runs
+
+
+def _train_one(args: tuple[GalleryRun, str]) -> tuple[str, dict]:
+    import torch
+
+    from core.config import resolve_config
+    from core.engine import Trainer
+
+    torch.set_num_threads(1)
+    run, root = args
+    cfg = resolve_config(base={"runs_dir": root, "name": run.name, "device": "cpu", "log": {"progress": False}}, overrides=list(run.overrides))
+    init = str(Path(root) / run.init_from) if run.init_from else None
+    t = Trainer(cfg, init_from=init)
+    metrics = t.fit()
+    return run.name, metrics
+
+
+def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int]) -> str:
+    """Thin one finished run in place; returns the description stored under ``thinned``."""
+    notes = []
+    db = run_dir / "metrics.sqlite"
+    con = sqlite3.connect(db)
+    try:
+        if keep_samples:
+            kept = ",".join(str(e) for e in sample_epochs)
+            con.execute(f"DELETE FROM samples WHERE epoch NOT IN ({kept})")
+            notes.append(f"per-sample snapshots kept only for epochs {kept}")
+        else:
+            con.execute("DELETE FROM samples")
+            notes.append("per-sample snapshots removed (kept for seed 0 runs only)")
+        ck = run_dir / "checkpoint.pt"
+        if ck.exists():
+            ck.unlink()
+            notes.append("checkpoint.pt removed (re-run the stored config to get one)")
+        con.execute("DROP INDEX IF EXISTS scalars_name")
+        con.execute("DROP INDEX IF EXISTS samples_epoch")
+        notes.append("query indexes dropped (small runs scan fast)")
+        text = "; ".join(notes)
+        con.execute("INSERT OR REPLACE INTO run(key, value) VALUES ('thinned', ?)", (json.dumps(text),))
+        con.commit()
+        con.execute("VACUUM")
+    finally:
+        con.close()
+    return text
+
+
+def readme_table(out: Path) -> str:
+    """The generated sample_runs/README.md (the test checks it against the stored metrics)."""
+    from core.store import open_run
+
+    lines = [
+        "# sample_runs",
+        "",
+        "Finished runs shipped with ModalScope; `make dashboard` opens on them. Generated by",
+        "`modalscope sample-runs --out sample_runs` (deterministic: fixed seeds, CPU). Per-sample",
+        "snapshots are thinned and checkpoints removed to keep the folder small; each run's",
+        "`thinned` meta key says what (the dashboard shows it).",
+        "",
+        "| run | method | preset | seed | fused acc | per-modality acc | Bayes ceiling (fused) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in sorted(p for p in out.iterdir() if (p / "metrics.sqlite").is_file()):
+        r = open_run(d)
+        s = r.summary()
+        final = r.final_scalars("acc/test/")
+        per = ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in sorted(final.items()) if not k.endswith("/fused"))
+        bayes = ((r.meta().get("reference") or {}).get("bayes") or {}).get("fused")
+        b = f"{bayes:.4f}" if bayes is not None else "–"
+        lines.append(f"| {s['name']} | {s['method']} | {s['preset']} | {s['seed']} | {final.get('acc/test/fused', float('nan')):.4f} | {per} | {b} |")
+    return "\n".join(lines) + "\n"
+
+
+def generate(out: Path, seeds: int = 3, epochs: int = DEFAULT_EPOCHS, jobs: int = 2, only: str | None = None, progress: bool = True) -> list[str]:
+    import fnmatch
+
+    runs = plan(seeds=seeds, epochs=epochs)
+    if only:
+        wanted = {r.name for r in runs if fnmatch.fnmatch(r.name, only)}
+        deps = {r.init_from for r in runs if r.name in wanted and r.init_from}
+        runs = [r for r in runs if r.name in wanted or r.name in deps]
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="modalscope-gallery-") as tmp:
+        first = [r for r in runs if r.init_from is None]
+        second = [r for r in runs if r.init_from is not None]
+        done: list[str] = []
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(runs), desc="sample runs", unit="run", file=sys.stderr)
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=mp.get_context("spawn")) as pool:
+            for batch in (first, second):
+                for name, _ in pool.map(_train_one, [(r, tmp) for r in batch]):
+                    done.append(name)
+                    if bar is not None:
+                        bar.update(1)
+        if bar is not None:
+            bar.close()
+        epochs_kept = sorted({0, epochs // 2, epochs - 1})
+        for r in runs:
+            src = Path(tmp) / r.name
+            thin(src, keep_samples=r.seed == 0, sample_epochs=epochs_kept)
+            dst = out / r.name
+            if dst.exists():
+                shutil.rmtree(dst)
+            shutil.copytree(src, dst)
+    (out / "README.md").write_text(readme_table(out))
+    return done
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def cmd_sample_runs(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    names = generate(out, seeds=args.seeds, epochs=args.epochs, jobs=args.jobs, only=args.only, progress=not args.no_progress)
+    size = folder_size(out)
+    print(f"{len(names)} runs written to {out} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sample-runs", help="regenerate the shipped gallery of finished runs")
+    p.add_argument("--out", default="sample_runs")
+    p.add_argument("--seeds", type=int, default=3, help="seeds for the default preset")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    p.add_argument("--jobs", type=int, default=2, help="parallel training processes")
+    p.add_argument("--only", help="regenerate only runs whose name matches this glob")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_sample_runs)

@@ -1,0 +1,59 @@
+"""The shipped gallery: every run opens, is finished, and the README table matches the store."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from core.gallery import folder_size, plan, readme_table
+from core.store import list_runs, open_run
+
+ROOT = Path(__file__).resolve().parent.parent
+GALLERY = ROOT / "sample_runs"
+RUNS = sorted(p for p in GALLERY.iterdir() if (p / "metrics.sqlite").is_file()) if GALLERY.is_dir() else []
+
+
+def test_gallery_is_complete_and_small():
+    names = {p.name for p in RUNS}
+    expected = {r.name for r in plan()}
+    assert expected <= names, f"missing sample runs: {sorted(expected - names)}"
+    assert folder_size(GALLERY) < 15e6
+
+
+@pytest.mark.parametrize("run_dir", RUNS, ids=[p.name for p in RUNS])
+def test_every_sample_run_opens_finished(run_dir):
+    r = open_run(run_dir)
+    assert r.status() == "finished"
+    assert r.final_scalars("acc/test/")["acc/test/fused"] > 0
+    assert r.meta()["thinned"]
+    assert r.config()["method"]["name"]
+
+
+def test_readme_table_matches_stored_metrics():
+    text = (GALLERY / "README.md").read_text()
+    assert text == readme_table(GALLERY)
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| run ")]
+    assert len(rows) == len(RUNS)
+    df = list_runs(GALLERY).set_index("name")
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        name, fused = cells[0], float(cells[4])
+        assert fused == pytest.approx(df.loc[name, "acc_fused"], abs=5e-5)
+        for mod, val in re.findall(r"(\w+) ([0-9.]+)", cells[5]):
+            assert float(val) == pytest.approx(df.loc[name, f"acc_{mod}"], abs=5e-5)
+
+
+@pytest.mark.slow
+def test_regenerating_a_sample_run_reproduces_its_metrics(tmp_path):
+    """Same stored config, CPU: final accuracies within 0.01 (bitwise on the machine that made them)."""
+    from core.config import build_config
+    from core.engine import train
+
+    src = GALLERY / "joint_imbalanced_s0"
+    raw = open_run(src).config()
+    raw.update({"runs_dir": str(tmp_path), "name": "regen", "device": "cpu"})
+    raw["log"]["progress"] = False
+    _, final = train(build_config(raw))
+    stored = open_run(src).final_scalars("acc/test/")
+    for k, v in stored.items():
+        assert final[k] == pytest.approx(v, abs=0.01), k
