@@ -262,3 +262,19 @@ def test_cli_purify_from_a_finished_run(tmp_path):
     assert 0 < kept < 256
     lr = r.scalars("lr")["value"].tolist()
     assert lr == pytest.approx([0.005, 0.005])
+
+
+def test_trained_heads_exist_and_train_the_encoder(tiny):
+    from core.models import build_model
+
+    cfg = tiny(model={"hidden": 8, "embed_dim": 4, "depth": 1, "heads": "trained"})
+    from core.engine import build_bundle
+
+    model = build_model(cfg, build_bundle(cfg))
+    assert model.heads is not None and set(model.heads) == {"audio", "visual"}
+    batch = {"audio": torch.randn(3, 16), "visual": torch.randn(3, 24)}
+    out = model(batch)
+    out.logits["visual"].sum().backward()
+    assert model.heads["visual"].weight.grad is not None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder_params("visual"))
+    assert all(p.grad is None for p in model.fusion.parameters())
