@@ -41,11 +41,15 @@ VARIANTS["gmm_adaptive+purify/w3"] = {"method": {"name": "gmm_adaptive", "purify
 TRAINED = {"heads": "trained"}
 for _v in ("joint+uni", "gmm_adaptive", "gmm_adaptive+purify", "cal"):
     VARIANTS[f"{_v}/th"] = {**VARIANTS[_v], "model": TRAINED}
+VARIANTS["gmm_adaptive/th+detach"] = {"method": {"name": "gmm_adaptive", "detach_strong": True}, "model": TRAINED}
+VARIANTS["cal/th-noaib"] = {"method": {"name": "cal", "bottleneck": False}, "model": TRAINED}
+VARIANTS["cal/th-noaccel"] = {"method": {"name": "cal", "kappa": 0.0}, "model": TRAINED}
+ABLATIONS = ["gmm_adaptive/th+detach", "cal/th-noaib", "cal/th-noaccel"]
 PER_PRESET = {
-    "imbalanced": ["joint", "joint+uni", "gmm_adaptive", "cal", "joint+uni/th", "gmm_adaptive/th", "cal/th"],
+    "imbalanced": ["joint", "joint+uni", "gmm_adaptive", "cal", "joint+uni/th", "gmm_adaptive/th", "cal/th", *ABLATIONS],
     "noisy": ["joint", "joint+uni", "gmm_adaptive", "gmm_adaptive+purify", "cal", "purify(joint)",
               "joint+uni/th", "gmm_adaptive/th", "gmm_adaptive+purify/th", "cal/th",
-              "gmm_adaptive+purify/ema", "gmm_adaptive+purify/w3"],
+              "gmm_adaptive+purify/ema", "gmm_adaptive+purify/w3", *ABLATIONS],
 }
 
 
