@@ -94,3 +94,18 @@ def test_contribution_scalars_match_direct_recomputation(tiny):
     t.model.eval()
     exact = shapley_values(subset_value_fn(t.model, batch, batch["label"], "classification", "mean", fill), ["audio", "visual"])
     assert stored == pytest.approx(exact, rel=1e-4, abs=1e-6)
+
+
+def test_three_modalities_store_every_pair_and_strong_weak(tiny):
+    data = {"name": "synthetic", "preset": "three_modal", "n_train": 128, "n_test": 64, "dims": {"audio": 8, "visual": 8, "text": 8}}
+    _, t = _params_after(tiny, {"conflict_every": 1, "captum": False}, data=data, epochs=1)
+    con = sqlite3.connect(t.run_dir / "metrics.sqlite")
+    names = {r[0] for r in con.execute("SELECT DISTINCT name FROM histograms")}
+    assert names == {"audio-visual", "audio-text", "visual-text", "strong-weak"}
+    assert {r[0] for r in con.execute("SELECT DISTINCT name FROM gmm")} == names
+    (n,) = con.execute("SELECT COUNT(*) FROM contributions").fetchone()
+    assert n == 3
+    from core.store import RunReader
+
+    scal = set(RunReader(t.run_dir).scalar_names())
+    assert {"conflict/cos_fusion", "conflict/cos_fusion/audio-visual", "conflict/cos/text", "gmm/train/evidence"} <= scal

@@ -205,3 +205,38 @@ def test_captum_agrees_with_exact_shapley_in_ranking(method):
         v = subset_value_fn(model, batch, y, "classification")
         full = v(frozenset(["audio", "visual"]))
         assert cap["audio"] == pytest.approx(full - v(frozenset(["visual"])), rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numpy_em_matches_sklearn_gaussian_mixture(seed):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0.0, 0.1, 1500), rng.normal(-0.7, 0.15, 700)])
+    a, b = fit_gap_mixture(x, backend="numpy"), fit_gap_mixture(x, backend="sklearn")
+    oa, ob = np.argsort(a.means), np.argsort(b.means)
+    np.testing.assert_allclose(a.means[oa], b.means[ob], atol=0.01)
+    np.testing.assert_allclose(a.weights[oa], b.weights[ob], atol=0.01)
+    np.testing.assert_allclose(a.variances[oa], b.variances[ob], rtol=0.05)
+    assert a.bic2 == pytest.approx(b.bic2, abs=2.0)
+    assert a.bic1 == pytest.approx(b.bic1, abs=1e-6)
+    assert a.means[a.balanced] == pytest.approx(b.means[b.balanced], abs=0.01)
+
+
+def test_separable_shortcut_equals_per_modality_backward():
+    """On a sliced concat model, one backward of Σ L_m gives the same cosines as M separate ones."""
+    from core.models.multimodal import MultimodalModel
+
+    torch.manual_seed(0)
+    model = MultimodalModel(["audio", "visual"], {"audio": "vector", "visual": "vector"}, {"audio": (6,), "visual": (5,)}, 3,
+                            hidden=8, embed_dim=4, depth=1)
+    batch = {"audio": torch.randn(16, 6), "visual": torch.randn(16, 5), "label": torch.randint(0, 3, (16,))}
+    out = model(batch)
+    ce = torch.nn.functional.cross_entropy
+    fused = ce(out.fused, batch["label"])
+    uni = {m: ce(z, batch["label"]) for m, z in out.logits.items()}
+    enc = {m: model.encoder_params(m) for m in model.modalities}
+    fus = model.param_groups()["fusion"]
+    a = conflict_cosines(fused, uni, enc, fus, separable=False)
+    b = conflict_cosines(fused, uni, enc, fus, separable=True)
+    assert a.keys() == b.keys() == {"conflict/cos/audio", "conflict/cos/visual", "conflict/cos_fusion"}
+    for k in a:
+        assert a[k] == pytest.approx(b[k], abs=1e-6)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from core.data.synthetic import Synthetic, SyntheticParams, analytic_ceiling, bayes_ceilings, class_codes
 
@@ -27,14 +28,28 @@ def test_imbalanced_preset_leaves_room_for_fusion():
 
 
 def test_corruption_lowers_the_corrupted_modality_ceiling_and_mask_rate():
-    clean = bayes_ceilings(SyntheticParams(preset="imbalanced"), n_mc=50_000)
     noisy_p = SyntheticParams(preset="noisy")
+    clean = bayes_ceilings(SyntheticParams(preset="noisy", corrupt_rate=0.0), n_mc=50_000)
     noisy = bayes_ceilings(noisy_p, n_mc=50_000)
     m = noisy_p.corrupt_modality
     assert noisy[m] < clean[m] - 0.03
     bundle = Synthetic.build(noisy_p.model_copy(update={"n_train": 4000}))
     mask = bundle.info["corrupted"]["train"]
     assert mask.mean() == pytest.approx(noisy_p.corrupt_rate, abs=0.03)
+
+
+def test_missing_corruption_zeroes_the_input_and_has_the_mixture_ceiling():
+    """``missing``: corrupted rows are all-zero; audio alone is Bayes on clean rows, chance (1/K) on the rest."""
+    p = SyntheticParams(preset="noisy", n_train=2000, n_test=10)
+    assert p.corrupt_kind == "missing" and p.corrupt_modality == "audio"
+    bundle = Synthetic.build(p)
+    x = bundle.splits["train"].tensors["audio"]
+    mask = torch.from_numpy(bundle.info["corrupted"]["train"])
+    assert (x[mask] == 0).all() and (x[~mask].abs().sum(1) > 0).all()
+    assert (bundle.splits["train"].tensors["visual"][mask].abs().sum(1) > 0).all()
+    r = p.corrupt_rate
+    expected = (1 - r) * analytic_ceiling([p.strength["audio"]]) + r / p.n_classes
+    assert bayes_ceilings(p, n_mc=50_000)["audio"] == pytest.approx(expected, abs=0.01)
 
 
 def test_generation_is_deterministic_and_shaped():

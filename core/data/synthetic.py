@@ -13,7 +13,9 @@ Generative model (per split, per sample):
   *slow* modality has a small scale, the fast one a large scale — the mechanism by which
   the fast modality saturates the joint loss and suppresses the slow one.
 * corruption: a fraction ``corrupt_rate`` of samples has modality ``corrupt_modality``
-  replaced by a pure-noise latent (``noise``) or by another class's signal (``swap``).
+  replaced by a pure-noise latent (``noise``), by another class's signal (``swap``), or
+  dropped altogether — the whole observed vector is zero (``missing``: a dead sensor, a
+  silent track; nothing per-sample is left to memorise).
   The per-sample mask is kept in ``bundle.info["corrupted"][split]`` so diagnostics can be
   scored against it.
 
@@ -53,9 +55,11 @@ PRESETS: dict[str, dict] = {
     },
     "noisy": {
         "modalities": ["audio", "visual"],
-        "strength": {"audio": [2.2, 2.2, 0.3], "visual": [0.8, 0.8, 1.6]},
+        "strength": {"audio": [3.0, 3.0, 3.0], "visual": [3.0, 3.0, 3.0]},
         "scale": {"audio": 1.0, "visual": 0.3},
         "corrupt_rate": 0.3,
+        "corrupt_kind": "missing",
+        "dims": {"audio": 16, "visual": 16},
     },
     "three_modal": {
         "modalities": ["audio", "visual", "text"],
@@ -86,7 +90,9 @@ class SyntheticParams(DatasetParams):
     dims: dict[str, int] | None = Field(None, description="Per-modality feature dimension (signal + nuisance).")
     corrupt_rate: float | None = Field(None, ge=0.0, lt=1.0, description="Fraction of samples with a corrupted modality.")
     corrupt_modality: str = Field("audio", description="Which modality the corrupted subset loses.")
-    corrupt_kind: Literal["noise", "swap"] = Field("noise", description="noise: signal removed; swap: another class's signal.")
+    corrupt_kind: Literal["noise", "swap", "missing"] | None = Field(
+        None, description="noise: signal removed; swap: another class's signal; missing: the whole input zeroed."
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Data seed (independent of the training seed).")
 
     @model_validator(mode="after")
@@ -98,7 +104,9 @@ class SyntheticParams(DatasetParams):
         if self.scale is None:
             object.__setattr__(self, "scale", dict(p["scale"]))
         if self.dims is None:
-            object.__setattr__(self, "dims", {m: DIMS[m] for m in mods})
+            object.__setattr__(self, "dims", dict(p.get("dims") or {m: DIMS[m] for m in mods}))
+        if self.corrupt_kind is None:
+            object.__setattr__(self, "corrupt_kind", p.get("corrupt_kind", "noise"))
         if self.corrupt_rate is None:
             object.__setattr__(self, "corrupt_rate", p["corrupt_rate"])
         names = list(self.strength)
@@ -159,6 +167,8 @@ def sample_latents(p: SyntheticParams, n: int, rng: np.random.Generator) -> tupl
         k = int(mask.sum())
         if p.corrupt_kind == "noise":
             lat[m][mask] = rng.standard_normal((k, codes.shape[1]))
+        elif p.corrupt_kind == "missing":
+            lat[m][mask] = 0.0
         else:
             other = (y[mask] + rng.integers(1, p.n_classes, size=k)) % p.n_classes
             lat[m][mask] = w[None, :] * codes[other] + rng.standard_normal((k, codes.shape[1]))
@@ -176,7 +186,10 @@ def log_likelihoods(p: SyntheticParams, lat: dict[str, np.ndarray], modalities: 
         d2 = ((lat[m][:, None, :] - means[None, :, :]) ** 2).sum(-1)
         clean = -0.5 * d2
         r = p.corrupt_rate if m == p.corrupt_modality else 0.0
-        if r:
+        if r and p.corrupt_kind == "missing":
+            missing = ~lat[m].any(axis=1)
+            total += np.where(missing[:, None], 0.0, clean)
+        elif r:
             if p.corrupt_kind == "noise":
                 alt = np.repeat((-0.5 * (lat[m] ** 2).sum(-1))[:, None], p.n_classes, axis=1)
             else:
@@ -254,6 +267,8 @@ class Synthetic(DatasetSource):
                 b = lat[m].shape[1]
                 full = np.concatenate([lat[m], rng.standard_normal((n, params.dims[m] - b))], axis=1)
                 x = params.scale[m] * full @ rot[m].T
+                if params.corrupt_kind == "missing" and m == params.corrupt_modality:
+                    x[mask] = 0.0
                 tensors[m] = torch.from_numpy(x.astype(np.float32))
             splits[split] = TensorMultimodalDataset(tensors, torch.from_numpy(y.astype(np.int64)))
             masks[split] = mask

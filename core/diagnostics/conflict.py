@@ -18,8 +18,9 @@ Negative values mean the modalities compete for the shared layer. For the sliced
 layer the weight gradients of different modalities live on disjoint column blocks, so the
 cosine is carried by the shared bias.
 
-Cost: 1 + M extra ``autograd.grad`` calls on the live graph (``retain_graph=True``), paid
-only every ``conflict_every`` steps; they never touch ``.grad`` or any RNG, so the training
+Cost: two backward passes through the encoders (fused loss; sum of unimodal losses, which
+separates per encoder when each z_m depends on θ_m alone — otherwise one pass per
+modality) plus M passes through the fusion layer only, paid every ``conflict_every`` steps; they never touch ``.grad`` or any RNG, so the training
 trajectory is unchanged.
 """
 
@@ -47,21 +48,15 @@ def cosine(a: Grads, b: Grads) -> float:
     la, lb = _as_list(a), _as_list(b)
     if len(la) != len(lb):
         raise ValueError(f"gradient lists differ in length ({len(la)} vs {len(lb)})")
-    dot = na = nb = None
-    for x, y in zip(la, lb):
-        if x is not None:
-            xx = x.detach().double()
-            na = (xx * xx).sum() if na is None else na + (xx * xx).sum()
-        if y is not None:
-            yy = y.detach().double()
-            nb = (yy * yy).sum() if nb is None else nb + (yy * yy).sum()
-        if x is not None and y is not None:
-            d = (x.detach().double() * y.detach().double()).sum()
-            dot = d if dot is None else dot + d
-    if dot is None or na is None or nb is None:
+    xa = [x.detach().reshape(-1) for x in la if x is not None]
+    xb = [y.detach().reshape(-1) for y in lb if y is not None]
+    both = [(x.detach().reshape(-1), y.detach().reshape(-1)) for x, y in zip(la, lb) if x is not None and y is not None]
+    if not both:
         return 0.0
-    vals = torch.stack([dot, na, nb]).tolist()
-    d, n1, n2 = vals
+    va, vb = torch.cat(xa).double(), torch.cat(xb).double()
+    pa = torch.cat([x for x, _ in both]).double()
+    pb = torch.cat([y for _, y in both]).double()
+    d, n1, n2 = torch.stack([pa @ pb, va @ va, vb @ vb]).tolist()
     if n1 <= 0.0 or n2 <= 0.0:
         return 0.0
     c = d / (n1**0.5 * n2**0.5)
@@ -86,8 +81,15 @@ def conflict_cosines(
     unimodal_losses: dict[str, torch.Tensor],
     encoder_params: dict[str, list[torch.nn.Parameter]],
     fusion_params: list[torch.nn.Parameter],
+    separable: bool = False,
 ) -> dict[str, float]:
-    """``conflict/cos/<m>`` per modality and ``conflict/cos_fusion`` (see module docstring)."""
+    """``conflict/cos/<m>`` per modality and ``conflict/cos_fusion`` (see module docstring).
+
+    ``separable=True`` asserts that each L_m depends on no encoder but θ_m (true for sliced
+    and per-modality heads with no cross-modal feature hook). Then ``∇θ_m Σ_k L_k = ∇θ_m L_m``
+    and all unimodal encoder gradients come from one backward pass instead of M; the
+    per-modality fusion gradients only traverse the fusion layer.
+    """
     mods = [m for m in encoder_params if m in unimodal_losses]
     out: dict[str, float] = {}
     enc = {m: [p for p in encoder_params[m] if p.requires_grad] for m in mods}
@@ -95,24 +97,33 @@ def conflict_cosines(
     flat = [p for m in mods for p in enc[m]]
     if not flat:
         return out
-    if fused_loss.requires_grad:
-        gf = torch.autograd.grad(fused_loss, flat, retain_graph=True, allow_unused=True)
-    else:
-        gf = (None,) * len(flat)
-    by_m: dict[str, list] = {}
-    i = 0
+
+    def split(g) -> dict[str, list]:
+        res, i = {}, 0
+        for m in mods:
+            res[m] = list(g[i : i + len(enc[m])])
+            i += len(enc[m])
+        return res
+
+    gf = torch.autograd.grad(fused_loss, flat, retain_graph=True, allow_unused=True) if fused_loss.requires_grad else (None,) * len(flat)
+    by_m = split(gf)
+    live = [m for m in mods if unimodal_losses[m].requires_grad]
     for m in mods:
-        by_m[m] = list(gf[i : i + len(enc[m])])
-        i += len(enc[m])
-    fusion_grads: dict[str, list] = {}
-    for m in mods:
-        lm = unimodal_losses[m]
-        if not lm.requires_grad:
+        if m not in live:
             out[f"conflict/cos/{m}"] = 0.0
-            continue
-        g = torch.autograd.grad(lm, enc[m] + fus, retain_graph=True, allow_unused=True)
-        out[f"conflict/cos/{m}"] = cosine(by_m[m], list(g[: len(enc[m])]))
-        fusion_grads[m] = list(g[len(enc[m]) :])
+    fusion_grads: dict[str, list] = {}
+    if separable and live:
+        total = sum(unimodal_losses[m] for m in live)
+        uni = split(torch.autograd.grad(total, flat, retain_graph=True, allow_unused=True))
+        for m in live:
+            out[f"conflict/cos/{m}"] = cosine(by_m[m], uni[m])
+            if fus:
+                fusion_grads[m] = list(torch.autograd.grad(unimodal_losses[m], fus, retain_graph=True, allow_unused=True))
+    else:
+        for m in live:
+            g = torch.autograd.grad(unimodal_losses[m], enc[m] + fus, retain_graph=True, allow_unused=True)
+            out[f"conflict/cos/{m}"] = cosine(by_m[m], list(g[: len(enc[m])]))
+            fusion_grads[m] = list(g[len(enc[m]) :])
     pairs = []
     for a, b in combinations([m for m in mods if m in fusion_grads], 2):
         shared = [k for k in range(len(fus)) if fusion_grads[a][k] is not None and fusion_grads[b][k] is not None]

@@ -4,7 +4,8 @@ Following Liu, Yu, Liu (arXiv 2510.21797), the gaps g_i of the training set are 
 
     p(g) = π_b N(g; μ_b, σ_b²) + π_u N(g; μ_u, σ_u²)
 
-fitted by EM (scikit-learn ``GaussianMixture``). The **balanced** component b is the one
+fitted by EM (a vectorised numpy EM by default; scikit-learn ``GaussianMixture`` with
+``backend="sklearn"`` — same model, same answer to EM tolerance). The **balanced** component b is the one
 whose mean is closer to zero (smaller |μ|); the other, u, is **imbalanced**. A sample's
 soft membership is the Bayes posterior
 
@@ -16,8 +17,8 @@ evidence favours two components; negative means a single Gaussian explains the g
 well once the extra parameters are paid for. ``threshold`` is the gap between the two
 means at which γ crosses 0.5 (NaN when the posterior never crosses there).
 
-Cost: EM on N scalars; about 0.2 s for N = 100 000 on one CPU core (see
-``benchmarks/diagnostics_cost.py``).
+Cost: EM on N scalars — O(N log N) for the exact 2-means start plus O(N) per EM
+iteration; see ``benchmarks/diagnostics_cost.py`` for the 100 000-sample figure.
 """
 
 from __future__ import annotations
@@ -92,29 +93,84 @@ def _crossing(w, mu, var, u: int, b: int) -> float:
     return float(inside[0]) if inside else float("nan")
 
 
-def fit_gap_mixture(x: np.ndarray, seed: int = 0, use_abs: bool = False) -> GapMixture:
-    """Fit one- and two-component Gaussian mixtures to gaps ``x`` (1-D); see module docstring."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.mixture import GaussianMixture
+def _two_means_split(sorted_g: np.ndarray) -> int:
+    """Size of the left cluster of the exact (globally optimal) 1-D 2-means partition."""
+    n = len(sorted_g)
+    c, c2 = np.cumsum(sorted_g), np.cumsum(sorted_g * sorted_g)
+    k = np.arange(1, n)
+    left = c2[k - 1] - c[k - 1] ** 2 / k
+    rs, rq = c[-1] - c[k - 1], c2[-1] - c2[k - 1]
+    right = rq - rs**2 / (n - k)
+    return int(np.argmin(left + right)) + 1
 
+
+def _em_two(g: np.ndarray, max_iter: int = 100, tol: float = 1e-3, reg: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """EM for a 1-D two-component Gaussian mixture, started from the exact 2-means split.
+
+    Same model, convergence rule (change of mean log-likelihood < ``tol``) and variance
+    floor (``reg``) as scikit-learn's ``GaussianMixture``; vectorised numpy without its
+    per-call validation overhead, so an epoch-level refit costs about a millisecond.
+    """
+    n = len(g)
+    s = np.sort(g)
+    k = _two_means_split(s)
+    parts = (s[:k], s[k:])
+    w = np.array([len(p) / n for p in parts])
+    mu = np.array([p.mean() for p in parts])
+    var = np.array([p.var() for p in parts]) + reg
+    prev = -np.inf
+    x = g[:, None]
+    for _ in range(max_iter):
+        lj = np.log(w)[None, :] - 0.5 * np.log(2 * math.pi * var)[None, :] - (x - mu[None, :]) ** 2 / (2 * var[None, :])
+        lse = np.logaddexp(lj[:, 0], lj[:, 1])
+        ll = float(lse.mean())
+        r = np.exp(lj - lse[:, None])
+        nk = r.sum(0) + 10 * np.finfo(float).eps
+        w = nk / n
+        mu = (r * x).sum(0) / nk
+        var = (r * (x - mu[None, :]) ** 2).sum(0) / nk + reg
+        if abs(ll - prev) < tol:
+            break
+        prev = ll
+    lj = np.log(w)[None, :] - 0.5 * np.log(2 * math.pi * var)[None, :] - (x - mu[None, :]) ** 2 / (2 * var[None, :])
+    loglik = float(np.logaddexp(lj[:, 0], lj[:, 1]).sum())
+    return w, mu, var, loglik
+
+
+def fit_gap_mixture(x: np.ndarray, seed: int = 0, use_abs: bool = False, backend: str = "numpy") -> GapMixture:
+    """Fit one- and two-component Gaussian mixtures to gaps ``x`` (1-D); see module docstring.
+
+    ``backend="numpy"`` (default) runs the vectorised EM of :func:`_em_two`;
+    ``backend="sklearn"`` runs ``sklearn.mixture.GaussianMixture(2)`` (k-means start,
+    ``random_state=seed``). Both fit the same model and agree to EM tolerance.
+    """
     g = np.asarray(x, dtype=np.float64).reshape(-1)
     g = g[np.isfinite(g)]
     if use_abs:
         g = np.abs(g)
     if len(g) < 2:
         raise ValueError(f"a gap mixture needs at least 2 finite values, got {len(g)}")
-    X = g[:, None]
     n = len(g)
     var1 = float(g.var()) + 1e-6
     loglik1 = float(np.sum(-0.5 * np.log(2 * math.pi * var1) - (g - g.mean()) ** 2 / (2 * var1)))
     bic1 = -2.0 * loglik1 + 2 * math.log(n)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gm = GaussianMixture(2, covariance_type="full", random_state=seed, reg_covar=1e-6).fit(X)
-    bic2 = float(gm.bic(X))
-    w = gm.weights_.astype(np.float64)
-    mu = gm.means_.reshape(-1).astype(np.float64)
-    var = gm.covariances_.reshape(-1).astype(np.float64)
+    if backend == "numpy":
+        w, mu, var, loglik2 = _em_two(g)
+        bic2 = -2.0 * loglik2 + 5 * math.log(n)
+    elif backend == "sklearn":
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.mixture import GaussianMixture
+
+        X = g[:, None]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gm = GaussianMixture(2, covariance_type="full", random_state=seed, reg_covar=1e-6).fit(X)
+        bic2 = float(gm.bic(X))
+        w = gm.weights_.astype(np.float64)
+        mu = gm.means_.reshape(-1).astype(np.float64)
+        var = gm.covariances_.reshape(-1).astype(np.float64)
+    else:
+        raise ValueError(f"backend must be 'numpy' or 'sklearn', got {backend!r}")
     balanced = int(np.argmin(np.abs(mu)))
     thr = _crossing(w, mu, var, 1 - balanced, balanced)
     return GapMixture(weights=w, means=mu, variances=var, balanced=balanced, bic1=bic1, bic2=bic2, threshold=thr, use_abs=use_abs)

@@ -59,7 +59,8 @@ class DiagnosticsMonitor:
         uni = {m: task_loss(z, y, ctx.task) for m, z in live_unimodal_logits(model, out).items()}
         enc = {m: model.encoder_params(m) for m in ctx.modalities}
         fusion = model.param_groups().get("fusion", [])
-        return conflict_cosines(fused, uni, enc, fusion)
+        separable = getattr(model, "feature_hook", None) is None and getattr(model, "fusion_kind", "") in ("concat", "sum", "gated")
+        return conflict_cosines(fused, uni, enc, fusion, separable=separable)
 
     def after_backward(self, ctx: "StepContext") -> dict[str, float]:
         """Raw gradients (before any method modulation)."""
@@ -187,6 +188,7 @@ class DiagnosticsMonitor:
 
     def contributions(self, ctx: "StepContext") -> dict[str, float]:
         from core.diagnostics.contribution import confidence, contribution_weights, shapley_values, subset_value_fn
+        from core.methods.base import task_loss
 
         t = self.trainer
         model = t.model
@@ -197,9 +199,13 @@ class DiagnosticsMonitor:
         was = model.training
         model.eval()
         try:
-            info = shapley_values(subset_value_fn(model, batch, y, ctx.task, self.cfg.contrib_absent, fill), mods)
             with torch.no_grad():
-                logits = model(batch).logits
+                full = model(batch)
+            logits = full.logits
+            v_full = -float(task_loss(full.fused, y, ctx.task))
+            value = subset_value_fn(model, batch, y, ctx.task, self.cfg.contrib_absent, fill)
+            everyone = frozenset(mods)
+            info = shapley_values(lambda s: v_full if s == everyone else value(s), mods)
             conf = {m: confidence(logits[m], y, ctx.task) if m in logits else float("nan") for m in mods}
             w = contribution_weights(info, {m: (0.0 if np.isnan(c) else c) for m, c in conf.items()}, self.cfg.contrib_temperature)
             cap: dict[str, float] = {}

@@ -1,0 +1,41 @@
+"""On the ``noisy`` preset the stored train-set gap is bimodal and its imbalanced component is the corrupted subset."""
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from core.config import resolve_config
+from core.engine import Trainer
+from core.store import RunReader
+
+pytestmark = pytest.mark.slow
+
+
+def test_noisy_preset_gap_mixture_finds_the_corrupted_samples(tmp_path):
+    cfg = resolve_config(base={"runs_dir": str(tmp_path), "name": "noisy", "log": {"progress": False, "checkpoint": False},
+                               "diagnostics": {"conflict": False, "contrib": False, "captum": False, "gap_splits": ["train"]}},
+                         overrides=["data.preset=noisy", "method.name=joint"])
+    t = Trainer(cfg)
+    t.fit()
+    last = cfg.epochs - 1
+    con = sqlite3.connect(t.run_dir / "metrics.sqlite")
+    bic1, bic2, means, bal = con.execute(
+        "SELECT bic1, bic2, means, balanced FROM gmm WHERE epoch=? AND split='train' AND name='audio-visual'", (last,)).fetchone()
+    means = json.loads(means)
+    assert bic1 - bic2 > 100, "train-set gap histogram is not bimodal by BIC"
+    assert abs(means[bal]) < 0.2 and means[1 - bal] < -0.5, means
+
+    ids, post = map(np.array, zip(*con.execute(
+        "SELECT sample_id, posterior FROM samples WHERE epoch=? AND split='train' ORDER BY sample_id", (last,)).fetchall()))
+    mask = t.full_bundle.info["corrupted"]["train"][ids]
+    flagged = post > 0.5
+    precision = (flagged & mask).sum() / flagged.sum()
+    recall = (flagged & mask).sum() / mask.sum()
+    assert precision >= 0.8 and recall >= 0.5, (precision, recall)
+
+    logged = RunReader(t.run_dir).scalars(["gmm/train/corrupt_precision", "gmm/train/corrupt_recall"])
+    final = dict(zip(logged[logged.epoch == last].name, logged[logged.epoch == last].value))
+    assert final["gmm/train/corrupt_precision"] == pytest.approx(precision)
+    assert final["gmm/train/corrupt_recall"] == pytest.approx(recall)
