@@ -112,11 +112,13 @@ def report(rows: list[dict]) -> str:
     import pandas as pd
 
     df = pd.DataFrame(rows)
+    rob = [c for c in df.columns if c.startswith("robust/") and c != "robust/clean"]
+    df["robust mean"] = df[rob].mean(axis=1)
     lines = []
     for preset, g in df.groupby("preset", sort=False):
         lines.append(f"\n### {preset} (test accuracy, mean ± std over seeds {sorted(g['seed'].unique().tolist())})\n")
         cols = ["acc/test/fused", "acc/test/audio", "acc/test/visual", "robust/audio/noise/1", "robust/audio/noise/2",
-                "robust/audio/blank/1", "robust/visual/noise/2", "robust/visual/blank/1"]
+                "robust/audio/blank/1", "robust/visual/noise/2", "robust/visual/blank/1", "robust mean"]
         cols = [c for c in cols if c in g]
         lines.append("| variant | n | " + " | ".join(c.replace("acc/test/", "") for c in cols) + " |")
         lines.append("|---|---|" + "---|" * len(cols))
