@@ -278,3 +278,17 @@ def test_trained_heads_exist_and_train_the_encoder(tiny):
     assert model.heads["visual"].weight.grad is not None
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder_params("visual"))
     assert all(p.grad is None for p in model.fusion.parameters())
+
+
+def test_purify_stage_removes_the_planted_corrupted_samples(tiny):
+    """noisy preset: the audio of ~30 % of the samples is missing; those are the imbalanced ones."""
+    cfg = tiny(epochs=6, name="planted", data={"preset": "noisy", "dims": {"audio": 16, "visual": 16}, "n_train": 400},
+               set=["method.name=gmm_adaptive", "method.warmup_epochs=5", "method.purify_epochs=1", "diagnostics.robust=false"])
+    t = Trainer(cfg)
+    t.fit()
+    mask = t.full_bundle.info["corrupted"]["train"]
+    removed = np.ones(len(mask), dtype=bool)
+    removed[t.method.subset] = False
+    precision = (removed & mask).sum() / removed.sum()
+    recall = (removed & mask).sum() / mask.sum()
+    assert precision > 0.9 and recall > 0.9, (precision, recall)
