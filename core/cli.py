@@ -21,6 +21,7 @@ from core.errors import ModalScopeError
 
 SUBCOMMANDS: list[str] = [
     "core.gallery",
+    "core.data.check",
 ]
 
 
@@ -173,7 +174,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="modalscope", description="Modality-imbalance training engine and dashboard.")
+    p = _Parser(prog="modalscope", description="Modality-imbalance training engine and dashboard.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one run")
@@ -212,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Parser(argparse.ArgumentParser):
-    pass
+    """Usage mistakes get the same one-line ``error: ...`` (exit 2) as every other user error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        print(f"error: {e.strerror or e}: {e.filename}" if e.filename else f"error: {e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -147,20 +147,50 @@ def set_rng_state(state: dict) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write-then-rename: a crash or a full disk leaves the previous file intact, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def load_checkpoint(path: Path) -> dict:
-    """``torch.load(weights_only=True)``: a checkpoint can never execute code on load."""
+    """``torch.load(weights_only=True)``: a checkpoint can never execute code on load.
+
+    torch's own refusal text tells the reader how to load the file unsafely; the user sees
+    instead what was refused (e.g. ``Unsupported global: GLOBAL io.open``).
+    """
+    import pickle
+    import re
+    import warnings
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(e))
+        why = f" ({m.group(0)})" if m else ""
+        raise StoreError(
+            f"cannot read checkpoint {path}: refused by weights_only loading, it holds pickled objects other than tensors{why}"
+        ) from None
     except Exception as e:  # noqa: BLE001 - any unreadable file gets one line
-        raise StoreError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        first = re.split(r"(?<=\.)\s", str(e).strip(), maxsplit=1)[0]
+        raise StoreError(f"cannot read checkpoint {path}: truncated or not a checkpoint ({type(e).__name__}: {first[:160]})") from None
+
+
+def _first_detail(e: Exception) -> str:
+    """The informative line of a state-dict error (torch puts a generic header first)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    return lines[0][:200]
 
 
 def build_bundle(cfg: RunConfig) -> DatasetBundle:
@@ -214,6 +244,10 @@ class Trainer:
                     run_dir = Path(cfg.runs_dir) / f"{name}-{k}"
                     k += 1
         self.run_dir = Path(run_dir)
+        # Checkpoints are read and applied before the run folder is touched, so a bad
+        # --init-from or --resume file is refused without changing anything on disk.
+        init_note = self._init_weights(Path(init_from)) if init_from is not None else None
+        resumed = self._load_resume_state() if resume else None
         if not resume:
             if (self.run_dir / "metrics.sqlite").exists():
                 raise StoreError(f"run {self.run_dir} already exists (use --resume {self.run_dir} or another --name)")
@@ -242,10 +276,10 @@ class Trainer:
                 "thinned": "",
             }
         )
-        if init_from is not None:
-            self._init_weights(Path(init_from))
+        if init_note:
+            self.event("init", init_note)
         if resume:
-            self._resume()
+            self._resume(resumed)
         self.diagnostics = DiagnosticsMonitor(self)
         self.log_file = open(self.run_dir / "log.txt", "a", encoding="utf-8")
 
@@ -278,23 +312,22 @@ class Trainer:
         loader.set_epoch(epoch)
         return loader
 
-    def _init_weights(self, run: Path) -> None:
+    def _init_weights(self, run: Path) -> str:
         ck = run / CHECKPOINT if run.is_dir() else run
         if not ck.is_file():
             raise StoreError(f"--init-from {run}: no checkpoint.pt found")
         state = load_checkpoint(ck)
         try:
             self.model.load_state_dict(state["model"])
-        except (RuntimeError, KeyError) as e:
-            raise StoreError(f"checkpoint {ck} does not fit this model: {str(e).splitlines()[0][:160]}") from None
-        self.event("init", f"weights initialised from {run}")
+        except (RuntimeError, KeyError, TypeError) as e:
+            raise StoreError(f"checkpoint {ck} does not fit this model: {_first_detail(e)}") from None
+        return f"weights initialised from {run}"
 
-    def _resume(self) -> None:
+    def _load_resume_state(self) -> dict | None:
+        """Load the last checkpoint into model, optimiser, method and RNGs (None: no checkpoint yet)."""
         ck = self.run_dir / CHECKPOINT
         if not ck.is_file():
-            self.writer.truncate_after(-1, -1)
-            self.event("resume", "no checkpoint yet: restarting from epoch 0")
-            return
+            return None
         state = load_checkpoint(ck)
         try:
             self.model.load_state_dict(state["model"])
@@ -305,11 +338,19 @@ class Trainer:
                 mod.load_state_dict(state["extra"][name])
             self.method.load_state_dict(state.get("method", {}))
             self.sample_stores = {k: SampleStore.from_state_dict(v, self.device) for k, v in state.get("sample_stores", {}).items()}
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise StoreError(f"checkpoint {ck} does not fit this run's model: {str(e).splitlines()[0][:160]}") from None
-        set_rng_state(state["rng"])
-        self.start_epoch = int(state["epoch"]) + 1
-        self.global_step = int(state["step"])
+            set_rng_state(state["rng"])
+            self.start_epoch = int(state["epoch"]) + 1
+            self.global_step = int(state["step"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            raise StoreError(f"checkpoint {ck} does not fit this run's model: {_first_detail(e)}") from None
+        return state
+
+    def _resume(self, state: dict | None) -> None:
+        """Drop rows logged after the checkpoint, so the store replays exactly what training will redo."""
+        if state is None:
+            self.writer.truncate_after(-1, -1)
+            self.event("resume", "no checkpoint yet: restarting from epoch 0")
+            return
         self.writer.truncate_after(self.global_step, int(state["epoch"]))
         self.event("resume", f"resumed after epoch {state['epoch']} (step {self.global_step})")
 
@@ -459,9 +500,9 @@ class Trainer:
         self.writer.log_scalars(self.global_step, epoch, metrics)
         if self.scheduler is not None:
             self.scheduler.step()
+        self.writer.flush()
         if self.cfg.log.checkpoint:
             self.save_checkpoint(epoch)
-        self.writer.flush()
         fused = metrics.get("acc/test/fused", float("nan"))
         per = " ".join(f"{m}={metrics.get(f'acc/test/{m}', float('nan')):.3f}" for m in self.bundle.modalities)
         self._log_line(f"epoch {epoch + 1}/{self.cfg.epochs} test fused={fused:.3f} {per} ({train_time:.1f}s)")

@@ -12,17 +12,51 @@ def classification_metrics(split: str, fused: np.ndarray, per_modality: dict[str
     return out
 
 
+def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Support-weighted mean of per-class F1 (sklearn's ``average="weighted"``); classes of ``y_true``."""
+    if len(y_true) == 0:
+        return float("nan")
+    total = 0.0
+    for c in np.unique(y_true):
+        tp = float(np.sum((y_pred == c) & (y_true == c)))
+        fp = float(np.sum((y_pred == c) & (y_true != c)))
+        fn = float(np.sum((y_pred != c) & (y_true == c)))
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0
+        total += f1 * np.mean(y_true == c)
+    return float(total)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r; NaN when either side is constant (undefined)."""
+    if len(a) < 2:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
 def regression_metrics(split: str, fused: np.ndarray, per_modality: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
-    """MOSI-style: Acc-2 (non-zero labels, sign agreement) and MAE for fused and each modality."""
+    """MOSI's standard metrics (as in thuiar/MMSA) for the fused prediction and each modality.
+
+    * ``acc2``: over samples with non-zero label, ``mean(1[ŷ > 0] = 1[y > 0])``;
+    * ``f1``: support-weighted F1 of the same positive/negative decision (non-zero labels);
+    * ``acc7``: ``mean(round(clip(ŷ, −3, 3)) = round(clip(y, −3, 3)))`` (7 classes −3..3);
+    * ``mae``: ``mean |ŷ − y|``; ``corr``: Pearson r between ŷ and y.
+
+    ``acc/<split>/<key>`` repeats Acc-2 so accuracy-based views work for regression too.
+    """
     out: dict[str, float] = {}
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    nz = y != 0
     for key, pred in [("fused", fused), *per_modality.items()]:
-        p = pred.reshape(-1)
-        nz = y != 0
+        p = np.asarray(pred, dtype=np.float64).reshape(-1)
+        empty = len(y) == 0
         out[f"acc2/{split}/{key}"] = float(((p[nz] > 0) == (y[nz] > 0)).mean()) if nz.any() else float("nan")
-        out[f"mae/{split}/{key}"] = float(np.abs(p - y).mean()) if len(y) else float("nan")
-    out[f"acc/{split}/fused"] = out[f"acc2/{split}/fused"]
-    for m in per_modality:
-        out[f"acc/{split}/{m}"] = out[f"acc2/{split}/{m}"]
+        out[f"f1/{split}/{key}"] = weighted_f1(y[nz] > 0, p[nz] > 0) if nz.any() else float("nan")
+        out[f"acc7/{split}/{key}"] = float("nan") if empty else float((np.round(np.clip(p, -3, 3)) == np.round(np.clip(y, -3, 3))).mean())
+        out[f"mae/{split}/{key}"] = float("nan") if empty else float(np.abs(p - y).mean())
+        out[f"corr/{split}/{key}"] = pearson(p, y)
+        out[f"acc/{split}/{key}"] = out[f"acc2/{split}/{key}"]
     return out
 
 

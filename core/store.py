@@ -84,7 +84,7 @@ def _retry(fn, attempts: int = 50, delay: float = 0.05):
     for i in range(attempts):
         try:
             return fn()
-        except sqlite3.OperationalError as e:
+        except (sqlite3.OperationalError, pd.errors.DatabaseError) as e:  # pandas wraps the reader's errors
             msg = str(e).lower()
             if ("locked" in msg or "busy" in msg) and i < attempts - 1:
                 time.sleep(delay * (1 + i % 5))
@@ -100,6 +100,28 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _create_store(path: Path) -> None:
+    """Build schema and liveness rows in a side file, then rename it into place.
+
+    A dashboard polling the runs root may open ``metrics.sqlite`` the instant it appears;
+    created in place, it would briefly have no tables and read as unreadable.
+    """
+    tmp = path.with_name(path.name + ".init")
+    tmp.unlink(missing_ok=True)
+    con = sqlite3.connect(str(tmp))
+    try:
+        con.executescript(SCHEMA)
+        con.executemany(
+            "INSERT OR REPLACE INTO run(key, value) VALUES (?, ?)",
+            [("schema_version", json.dumps(SCHEMA_VERSION)), ("status", "running"), ("pid", json.dumps(os.getpid())),
+             ("host", socket.gethostname()), ("heartbeat", json.dumps(time.time()))],
+        )
+        con.commit()
+    finally:
+        con.close()
+    os.replace(tmp, path)
 
 
 class RunWriter:
@@ -124,6 +146,8 @@ class RunWriter:
         self.rows_written = 0
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                _create_store(self.path)
             self.con = _connect(self.path)
             mode = self.con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self.con.execute("PRAGMA synchronous=NORMAL")
@@ -347,7 +371,7 @@ class RunReader:
         try:
             return _retry(do)
         except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
-            raise StoreError(f"cannot read {self.path}: {e}") from None
+            raise StoreError(f"cannot read {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
 
     def _check(self) -> None:
         try:

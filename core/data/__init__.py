@@ -14,6 +14,11 @@ from core.data.base import (
 )
 
 from core.data import synthetic  # noqa: F401,E402
+from core.data import npz  # noqa: F401,E402
+from core.data import parquet  # noqa: F401,E402
+from core.data import mfeat  # noqa: F401,E402
+from core.data import audiovisual  # noqa: F401,E402
+from core.data import mmsa  # noqa: F401,E402
 
 __all__ = [
     "BatchLoader",

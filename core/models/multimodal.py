@@ -63,7 +63,8 @@ class MultimodalModel(nn.Module):
             x = batch[m]
             if m in drop:
                 x = fill[m].expand_as(x) if fill and m in fill else torch.zeros_like(x)
-            feats[m] = self.encoders[m](x)
+            enc = self.encoders[m]
+            feats[m] = enc(x, batch.get(f"{m}_len")) if getattr(enc, "takes_lengths", False) else enc(x)
         if self.feature_hook is not None:
             feats = self.feature_hook(feats)
         return feats

@@ -1,0 +1,133 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.engine import StepContext, Trainer
+from core.methods.cpsl import dominance_ratio, label_stats, penalty_coefficient, ramp, stat_loss
+from core.store import open_run
+from tests.conftest import run_cli, tiny_cli_args
+from tests.method_helpers import THREE_MODAL, assert_same_state, first_step, grads, resume_matches, run, window_off_equals_joint
+
+
+def test_penalty_and_ramp_values():
+    assert penalty_coefficient(4.0, 2.0, 0.5) == pytest.approx(0.5)
+    assert penalty_coefficient(4.0, 2.0, 0.5, "exp") == pytest.approx(math.exp(-1.0))
+    assert penalty_coefficient(1.9, 2.0, 0.5) == 1.0
+    assert penalty_coefficient(4.0, 2.0, 0.0) == 1.0
+    assert [ramp(e, 0, 3) for e in (0, 1, 2, 3, 7)] == pytest.approx([0, 1 / 3, 2 / 3, 1, 1])
+    assert ramp(4, 2, 4) == pytest.approx(0.5) and ramp(0, 0, 0) == 1.0
+    assert dominance_ratio({"a": 6.0, "v": 1.0, "t": 2.0}) == ("a", pytest.approx(4.0))
+
+
+def test_stat_loss_classification_by_hand():
+    logits = torch.log(torch.tensor([[0.75, 0.25], [0.25, 0.75]]))
+    y = torch.tensor([0, 0])
+    mu, sigma = label_stats(y, "classification", 2)
+    torch.testing.assert_close(mu, torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(sigma, torch.tensor([0.0, 0.0]))
+    # pred mean (0.5, 0.5), pred std (0.25, 0.25): 0.25 + 0.25 + 0.0625 + 0.0625
+    assert float(stat_loss(logits, mu, sigma, "classification")) == pytest.approx(0.625, abs=1e-6)
+    y2 = torch.tensor([0, 1])
+    mu2, sigma2 = label_stats(y2, "classification", 2)
+    torch.testing.assert_close(sigma2, torch.tensor([0.5, 0.5]))
+    assert float(stat_loss(logits, mu2, sigma2, "classification")) == pytest.approx(2 * 0.25**2, abs=1e-6)
+
+
+def test_stat_loss_regression_by_hand():
+    pred, y = torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 4.0])
+    mu, sigma = label_stats(y, "regression", 1)
+    assert float(stat_loss(pred, mu, sigma, "regression")) == pytest.approx(1.0)
+
+
+def test_live_step_loss_and_penalty_follow_the_formula(tiny):
+    t = Trainer(tiny(set=["method.name=cpsl", "method.tau=1.0", "method.lambda_max=0.5", "method.warmup_epochs=0"]))
+    ctx, parts = first_step(t)
+    out, y = ctx.out, ctx.batch["label"]
+    probs = torch.softmax(out.fused.detach(), 1)
+    onehot = F.one_hot(y, probs.shape[1]).float()
+    sl = ((probs.mean(0) - onehot.mean(0)) ** 2).sum() + ((probs.std(0, unbiased=False) - onehot.std(0, unbiased=False)) ** 2).sum()
+    ce = F.cross_entropy(out.fused, y) + sum(F.cross_entropy(z, y) for z in out.logits.values())
+    assert float(parts.total.detach()) == pytest.approx(float(ce.detach() + 0.1 * sl), rel=1e-5)
+    assert ctx.logs["cpsl/stat_loss"] == pytest.approx(float(sl), rel=1e-5)
+    groups = t.model.param_groups()
+    before = {g: grads(ps) for g, ps in groups.items()}
+    norms = {m: torch.sqrt(sum((g**2).sum() for g in before[f"encoder/{m}"])).item() for m in ("audio", "visual")}
+    d = max(norms, key=norms.get)
+    o = "visual" if d == "audio" else "audio"
+    r = norms[d] / norms[o]
+    c = 1 / (1 + 0.5 * (r - 1.0))
+    t.method.after_backward(ctx)
+    for p, g in zip(groups[f"encoder/{d}"], before[f"encoder/{d}"]):
+        torch.testing.assert_close(p.grad, g * c, rtol=1e-5, atol=0)
+    for key in (f"encoder/{o}", "fusion"):
+        for p, g in zip(groups[key], before[key]):
+            assert torch.equal(p.grad, g)
+    assert ctx.logs["cpsl/ratio"] == pytest.approx(r, rel=1e-5)
+    assert ctx.logs["cpsl/penalty"] == pytest.approx(c, rel=1e-5)
+
+
+def test_running_label_statistics_are_an_ema(tiny):
+    t = Trainer(tiny(set=["method.name=cpsl", "method.sl_stats=running", "method.sl_momentum=0.9"]))
+    batches = list(t._train_loader(0))[:2]
+    stats = [label_stats(b["label"], "classification", 8) for b in batches]
+    for b in batches:
+        ctx = StepContext(t, epoch=0, step=0, batch=b)
+        t.method.loss(b, t.model(b), ctx)
+    torch.testing.assert_close(t.method.run_mean, 0.9 * stats[0][0] + 0.1 * stats[1][0])
+    torch.testing.assert_close(t.method.run_std, 0.9 * stats[0][1] + 0.1 * stats[1][1])
+
+
+def test_window_off_equals_joint(tiny):
+    window_off_equals_joint(tiny, ["method.name=cpsl"])
+
+
+def test_resume_restores_running_statistics(tiny):
+    saved, loaded = resume_matches(tiny, ["method.name=cpsl", "method.sl_stats=running"])
+    assert set(saved) == {"run_mean", "run_std"}
+    assert_same_state(saved, loaded)
+
+
+def test_three_modalities(tiny):
+    run_dir, final = run(tiny, ["method.name=cpsl", "method.warmup_epochs=1"], data=THREE_MODAL)
+    r = open_run(run_dir)
+    lam = r.scalars("cpsl/lambda")
+    assert lam[lam["epoch"] == 0]["value"].eq(0).all() and lam[lam["epoch"] == 1]["value"].eq(0.5).all()
+    pen = r.scalars("cpsl/penalty")["value"]
+    assert ((pen > 0) & (pen <= 1)).all()
+    assert len(r.scalars("cpsl/share/text")) == 16 and "acc/test/text" in final
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path):
+    p = run_cli("train", "--method", "cpsl", "--set", "method.sl_stats=running", *tiny_cli_args(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "acc/test/fused=" in p.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_runs_on_cuda(tiny):
+    run_dir, final = run(tiny, ["method.name=cpsl", "device=cuda"], data=THREE_MODAL)
+    assert 0.0 <= final["acc/test/fused"] <= 1.0
+
+
+@pytest.mark.filterwarnings("ignore:unpickling")
+@pytest.mark.parametrize("stats", ["batch", "running"])
+def test_regression_on_a_mosi_pickle(tmp_path, stats):
+    from tests.datafixtures import mmsa_dict, train_config, write_pickle
+
+    write_pickle(tmp_path / "aligned_50.pkl", mmsa_dict(aligned=True))
+    data = {"name": "mosi", "path": str(tmp_path / "aligned_50.pkl"), "allow_pickle": True}
+    t = Trainer(train_config(tmp_path, data, epochs=2, method={"name": "cpsl", "sl_stats": stats, "tau": 1.0, "warmup_epochs": 0}))
+    ctx, parts = first_step(t)
+    y = ctx.batch["label"].float()
+    pred = ctx.out.fused.detach().reshape(-1)
+    sl = (pred.mean() - y.mean()) ** 2 + (pred.std(unbiased=False) - y.std(unbiased=False)) ** 2
+    assert ctx.logs["cpsl/stat_loss"] == pytest.approx(float(sl), rel=1e-5)
+    final = t.fit()
+    assert final["mae/test/fused"] >= 0
+    r = open_run(t.run_dir)
+    assert set(r.scalars("cpsl/share/vision")["epoch"]) == {0, 1}
+    if stats == "running":
+        assert t.method.run_mean.shape == ()

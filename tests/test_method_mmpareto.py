@@ -1,0 +1,117 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.engine import Trainer
+from core.errors import ConfigError
+from core.methods.mmpareto import min_norm_weights, pareto_combine
+from core.store import open_run
+from tests.conftest import run_cli, tiny_cli_args
+from tests.method_helpers import THREE_MODAL, first_step, grads, resume_matches, run, window_off_equals_joint
+
+
+def test_min_norm_weights_for_two_conflicting_vectors():
+    g1, g2 = [torch.tensor([1.0]), torch.tensor([0.0])], [torch.tensor([-1.0]), torch.tensor([1.0])]
+    w1, w2 = min_norm_weights(g1, g2)
+    assert (w1, w2) == pytest.approx((0.6, 0.4))
+    out, stats = pareto_combine(g1, g2, alpha=1.5)
+    # ĝ = 2(0.6·g1 + 0.4·g2) = (0.4, 0.8); ‖g1+g2‖ = 1 > ‖ĝ‖ = √0.8 → rescaled to unit norm
+    expect = torch.tensor([0.4, 0.8]) / 0.8**0.5 * 1.5
+    torch.testing.assert_close(torch.cat(out), expect)
+    assert stats["cos"] == pytest.approx(-(0.5**0.5))
+    assert stats["conflict"] == 1.0 and stats["w"] == pytest.approx(0.6)
+    assert stats["rescale"] == pytest.approx(1 / 0.8**0.5)
+
+
+def test_agreeing_gradients_are_averaged_and_doubled():
+    g1, g2 = [torch.tensor([1.0, 0.0])], [torch.tensor([1.0, 1.0])]
+    out, stats = pareto_combine(g1, g2, alpha=2.0)
+    torch.testing.assert_close(out[0], torch.tensor([4.0, 2.0]))
+    assert stats["w"] == 0.5 and stats["rescale"] == 1.0 and stats["conflict"] == 0.0
+
+
+def test_min_norm_clips_to_the_simplex():
+    # g2 much longer and opposed: the min-norm point of the segment is g1's end (w1 = 1)
+    w1, w2 = min_norm_weights([torch.tensor([1.0, 0.0])], [torch.tensor([-0.5, 3.0])])
+    assert 0.0 <= w1 <= 1.0 and w1 + w2 == pytest.approx(1.0)
+    w1, _ = min_norm_weights([torch.tensor([1.0, 0.0])], [torch.tensor([2.0, 0.0])])
+    assert w1 == 1.0
+
+
+def test_encoder_gradients_follow_the_formula_in_a_live_step(tiny):
+    t = Trainer(tiny(set=["method.name=mmpareto", "method.alpha=1.5"]))
+    ctx, parts = first_step(t)
+    groups = t.model.param_groups()
+    fusion_before = grads(groups["fusion"])
+    y = ctx.batch["label"]
+    out = t.model(ctx.batch)
+    expected = {}
+    for m in ("audio", "visual"):
+        ps = groups[f"encoder/{m}"]
+        g_mm = torch.cat([g.flatten() for g in torch.autograd.grad(F.cross_entropy(out.fused, y), ps, retain_graph=True)])
+        g_m = torch.cat([g.flatten() for g in torch.autograd.grad(F.cross_entropy(out.logits[m], y), ps, retain_graph=True)])
+        cos = torch.dot(g_mm, g_m) / (g_mm.norm() * g_m.norm())
+        if cos > 0:
+            w1 = 0.5
+        else:
+            w1 = float(torch.clamp(torch.dot(g_m - g_mm, g_m) / (g_mm - g_m).pow(2).sum(), 0, 1))
+        gh = 2 * (w1 * g_mm + (1 - w1) * g_m)
+        ratio = (g_mm + g_m).norm() / gh.norm()
+        if ratio > 1:
+            gh = gh * ratio
+        expected[m] = 1.5 * gh
+        assert ctx.logs[f"mmpareto/cos/{m}"] == pytest.approx(float(cos), abs=1e-5)
+    t.method.after_backward(ctx)
+    for m in ("audio", "visual"):
+        got = torch.cat([p.grad.flatten() for p in groups[f"encoder/{m}"]])
+        torch.testing.assert_close(got, expected[m], rtol=1e-4, atol=1e-7)
+    for p, g in zip(groups["fusion"], fusion_before):
+        assert torch.equal(p.grad, g)
+
+
+def test_window_off_equals_joint(tiny):
+    window_off_equals_joint(tiny, ["method.name=mmpareto"])
+
+
+def test_resume_matches_uninterrupted(tiny):
+    resume_matches(tiny, ["method.name=mmpareto"])
+
+
+def test_three_modalities(tiny):
+    run_dir, final = run(tiny, ["method.name=mmpareto"], data=THREE_MODAL)
+    r = open_run(run_dir)
+    for m in ("audio", "visual", "text"):
+        w = r.scalars(f"mmpareto/w/{m}")["value"]
+        assert len(w) == 16 and ((w >= 0) & (w <= 1)).all()
+    assert "acc/test/text" in final
+
+
+def test_gated_fusion_without_trained_heads_is_refused(tiny):
+    with pytest.raises(ConfigError, match="mmpareto"):
+        Trainer(tiny(set=["method.name=mmpareto", "model.fusion=gated"]))
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path):
+    p = run_cli("train", "--method", "mmpareto", *tiny_cli_args(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "acc/test/fused=" in p.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_runs_on_cuda(tiny):
+    run_dir, final = run(tiny, ["method.name=mmpareto", "device=cuda"], data=THREE_MODAL)
+    assert 0.0 <= final["acc/test/fused"] <= 1.0
+
+
+@pytest.mark.filterwarnings("ignore:unpickling")
+def test_regression_with_sequence_encoders(tmp_path):
+    from tests.datafixtures import mmsa_dict, train_config, write_pickle
+
+    write_pickle(tmp_path / "aligned_50.pkl", mmsa_dict(aligned=True))
+    data = {"name": "mosi", "path": str(tmp_path / "aligned_50.pkl"), "allow_pickle": True}
+    t = Trainer(train_config(tmp_path, data, epochs=1, method={"name": "mmpareto"}))
+    final = t.fit()
+    assert final["mae/test/fused"] >= 0
+    cos = open_run(t.run_dir).scalars("mmpareto/cos/text")["value"]
+    assert len(cos) == 3 and ((cos >= -1) & (cos <= 1)).all()

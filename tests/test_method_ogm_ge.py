@@ -1,0 +1,121 @@
+import math
+
+import pytest
+import torch
+
+from core.engine import Trainer
+from core.methods.ogm_ge import ogm_coefficients, ogm_ratios, ogm_scores
+from core.store import open_run
+from tests.conftest import run_cli, tiny_cli_args
+from tests.method_helpers import THREE_MODAL, first_step, grads, resume_matches, run, window_off_equals_joint
+
+
+def test_coefficient_on_a_two_sample_batch():
+    y = torch.tensor([0, 1])
+    logits = {
+        "audio": torch.log(torch.tensor([[0.9, 0.1], [0.2, 0.8]])),
+        "visual": torch.log(torch.tensor([[0.6, 0.4], [0.5, 0.5]])),
+    }
+    s = {m: float(v) for m, v in ogm_scores(logits, y).items()}
+    assert s["audio"] == pytest.approx(1.7, abs=1e-6) and s["visual"] == pytest.approx(1.1, abs=1e-6)
+    r = ogm_ratios(s)
+    assert r["audio"] == pytest.approx(1.7 / 1.1) and r["visual"] == pytest.approx(1.1 / 1.7)
+    k = ogm_coefficients(r, alpha=0.3)
+    assert k["audio"] == pytest.approx(1 - math.tanh(0.3 * 1.7 / 1.1), abs=1e-6)
+    assert k["audio"] == pytest.approx(0.56696, abs=1e-4)
+    assert k["visual"] == 1.0
+
+
+def test_three_modality_ratios():
+    s = {"audio": 3.0, "visual": 1.0, "text": 2.0}
+    assert ogm_ratios(s, "min") == pytest.approx({"audio": 3.0, "visual": 0.5, "text": 2.0})
+    assert ogm_ratios(s, "mean") == pytest.approx({"audio": 2.25, "visual": (1 / 3 + 1 / 2) / 2, "text": (2 + 2 / 3) / 2})
+    k = ogm_coefficients(ogm_ratios(s, "min"), 0.5)
+    assert k == pytest.approx({"audio": 1 - math.tanh(1.5), "visual": 1.0, "text": 1 - math.tanh(1.0)})
+
+
+def _setup(tiny, ge: bool):
+    t = Trainer(tiny(set=["method.name=ogm_ge", "method.alpha=0.5", f"method.ge={str(ge).lower()}"]))
+    ctx, _ = first_step(t)
+    y = ctx.batch["label"]
+    s = {m: torch.softmax(z.detach(), 1)[torch.arange(len(y)), y].sum().item() for m, z in ctx.out.logits.items()}
+    k = {m: (1 - math.tanh(0.5 * s[m] / s[o])) if s[m] > s[o] else 1.0 for m, o in (("audio", "visual"), ("visual", "audio"))}
+    groups = t.model.param_groups()
+    before = {g: grads(ps) for g, ps in groups.items()}
+    return t, ctx, k, groups, before, s
+
+
+def test_plain_ogm_scales_only_dominant_encoder_weights(tiny):
+    t, ctx, k, groups, before, s = _setup(tiny, ge=False)
+    assert min(k.values()) < 1.0
+    t.method.after_backward(ctx)
+    for m in ("audio", "visual"):
+        for p, g in zip(groups[f"encoder/{m}"], before[f"encoder/{m}"]):
+            expect = g * k[m] if p.dim() >= 2 else g
+            torch.testing.assert_close(p.grad, expect, rtol=1e-6, atol=0)
+    for p, g in zip(groups["fusion"], before["fusion"]):
+        assert torch.equal(p.grad, g)
+    assert ctx.logs["ogm/coeff/audio"] == pytest.approx(k["audio"])
+    assert ctx.logs["ogm/ratio"] == pytest.approx(s["audio"] / s["visual"], rel=1e-5)
+
+
+def test_ge_adds_gaussian_noise_with_the_raw_gradient_std(tiny):
+    t, ctx, k, groups, before, _ = _setup(tiny, ge=True)
+    torch.manual_seed(123)
+    t.method.after_backward(ctx)
+    torch.manual_seed(123)
+    for m in t.model.modalities:
+        for p, g in zip(groups[f"encoder/{m}"], before[f"encoder/{m}"]):
+            if p.dim() < 2:
+                assert torch.equal(p.grad, g)
+                continue
+            expect = g * k[m] + torch.zeros_like(g).normal_(0.0, g.std().item() + 1e-8)
+            torch.testing.assert_close(p.grad, expect, rtol=1e-6, atol=1e-9)
+
+
+def test_window_off_equals_joint(tiny):
+    window_off_equals_joint(tiny, ["method.name=ogm_ge"])
+
+
+def test_resume_matches_uninterrupted_with_noise(tiny):
+    resume_matches(tiny, ["method.name=ogm_ge", "method.alpha=0.8"])
+
+
+def test_three_modalities_log_per_modality_ratios(tiny):
+    run_dir, final = run(tiny, ["method.name=ogm_ge"], data=THREE_MODAL)
+    r = open_run(run_dir)
+    for m in ("audio", "visual", "text"):
+        assert len(r.scalars(f"ogm/ratio/{m}")) == 16
+        c = r.scalars(f"ogm/coeff/{m}")["value"]
+        assert ((c > 0) & (c <= 1)).all()
+    assert "acc/test/text" in final
+
+
+def test_modulation_applies_only_inside_the_window(tiny):
+    run_dir, _ = run(tiny, ["method.name=ogm_ge", "method.start_epoch=1", "method.end_epoch=2"])
+    r = open_run(run_dir)
+    assert r.scalars("ogm/coeff/audio")["epoch"].unique().tolist() == [1]
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path):
+    p = run_cli("train", "--method", "ogm_ge", "--set", "method.alpha=0.5", *tiny_cli_args(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "acc/test/fused=" in p.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_runs_on_cuda(tiny):
+    run_dir, final = run(tiny, ["method.name=ogm_ge", "device=cuda"], data=THREE_MODAL)
+    assert 0.0 <= final["acc/test/fused"] <= 1.0
+
+
+@pytest.mark.filterwarnings("ignore:unpickling")
+def test_regression_task_is_refused_with_one_line(tmp_path):
+    from core.errors import ConfigError
+    from tests.datafixtures import mmsa_dict, train_config, write_pickle
+
+    write_pickle(tmp_path / "aligned_50.pkl", mmsa_dict(aligned=True))
+    data = {"name": "mosi", "path": str(tmp_path / "aligned_50.pkl"), "allow_pickle": True}
+    with pytest.raises(ConfigError, match="'ogm_ge' needs a classification task"):
+        Trainer(train_config(tmp_path, data, method={"name": "ogm_ge"}))
