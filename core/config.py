@@ -94,6 +94,10 @@ class DiagnosticsConfig(Strict):
     contrib_temperature: float = Field(1.0, gt=0.0, le=1000.0, description="Softmax temperature of W^m.")
     captum: bool = Field(True, description="Cross-check contributions with captum attribution.")
     captum_method: Literal["shapley_sampling", "feature_ablation"] = Field("feature_ablation", description="captum algorithm.")
+    robust: bool = Field(True, description="At the end of a run, test accuracy with each modality noised or blanked.")
+    robust_levels: list[Annotated[float, Field(ge=0.0, le=100.0)]] = Field(
+        [0.5, 1.0, 2.0], min_length=1, max_length=16, description="Gaussian noise std as multiples of each feature's std."
+    )
 
 
 DataSpec = Annotated[Union[tuple(cls.Params for cls in _DATASETS.values())], Field(discriminator="name")]  # type: ignore[misc]

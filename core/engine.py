@@ -33,6 +33,7 @@ from core import __version__
 from core.config import RunConfig, validate_run_name
 from core.data import BatchLoader, DatasetBundle, get_dataset, move_batch
 from core.diagnostics.monitor import DiagnosticsMonitor
+from core.diagnostics.sample_store import SampleStore
 from core.errors import StoreError, TrainingError
 from core.methods import LossParts, Method, get_method, task_loss
 from core.metrics import split_metrics
@@ -231,6 +232,7 @@ class Trainer:
         self.global_step = 0
         self._stop_signal: int | None = None
         self._ema_step_time: float | None = None
+        self.sample_stores: dict[str, SampleStore] = {}
 
         if run_dir is None:
             name = cfg.name or cfg.default_name()
@@ -335,6 +337,7 @@ class Trainer:
             for name, mod in self.method.extra_modules().items():
                 mod.load_state_dict(state["extra"][name])
             self.method.load_state_dict(state.get("method", {}))
+            self.sample_stores = {k: SampleStore.from_state_dict(v, self.device) for k, v in state.get("sample_stores", {}).items()}
             set_rng_state(state["rng"])
             self.start_epoch = int(state["epoch"]) + 1
             self.global_step = int(state["step"])
@@ -362,12 +365,20 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "method": self.method.state_dict(),
             "extra": {k: m.state_dict() for k, m in self.method.extra_modules().items()},
+            "sample_stores": {k: st.state_dict() for k, st in self.sample_stores.items()},
             "rng": rng_state(),
             "version": __version__,
         }
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue())
+
+    def sample_store(self, name: str, momentum: float = 0.9, shape: tuple[int, ...] = ()) -> SampleStore:
+        """Per-training-sample values keyed by ``batch["idx"]``, created on first use, checkpointed."""
+        if name not in self.sample_stores:
+            n = len(self.bundle.splits["train"])
+            self.sample_stores[name] = SampleStore(n, momentum, shape, self.device)
+        return self.sample_stores[name]
 
     # ------------------------------------------------------------------ logging
     def event(self, kind: str, message: str, epoch: int | None = None) -> None:
@@ -435,6 +446,12 @@ class Trainer:
         fn = getattr(self.method, "on_train_end", None)
         if fn is not None:
             fn(StepContext(self, epoch=self._epoch, step=self.global_step))
+        if self.cfg.diagnostics.robust:
+            from core.diagnostics.robustness import evaluate_robustness
+
+            scalars, table = evaluate_robustness(self, self.cfg.diagnostics.robust_levels, seed=self.cfg.seed)
+            self.writer.log_scalars(self.global_step, self._epoch, scalars)
+            self.writer.log_table("robustness", table)
 
     def _close(self, status, error, bar, old) -> None:
         if bar is not None:

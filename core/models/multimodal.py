@@ -53,7 +53,7 @@ class MultimodalModel(nn.Module):
         if heads == "slice" and not self.fusion.sliced:
             raise ValueError(f"fusion {fusion!r} has no per-modality slices; use model.heads=separate")
         self.head_kind = heads
-        self.heads = nn.ModuleDict({m: nn.Linear(embed_dim, n_out) for m in modalities}) if heads == "separate" else None
+        self.heads = nn.ModuleDict({m: nn.Linear(embed_dim, n_out) for m in modalities}) if heads in ("separate", "trained") else None
         self.feature_hook = None
 
     def encode(self, batch: dict, drop: set[str] | frozenset = frozenset(), fill: dict | None = None) -> dict[str, torch.Tensor]:

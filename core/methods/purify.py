@@ -1,0 +1,145 @@
+"""Purification fine-tune: keep training only on the samples the gap mixture calls balanced.
+
+Step D of the GMM-guided method (Liu, Yu, Liu, arXiv 2510.21797; methods.md §3), usable on
+its own after any run: ``modalscope train --init-from RUN --method purify --epochs 5``.
+
+At the first epoch the (initialised) model predicts the whole training split without
+gradients; the per-pair gaps ``g_i = p_a,i[y_i] − p_b,i[y_i]`` go into the trainer's
+per-sample store, a two-component mixture is fitted per pair, and the subset
+``{i : 1 − γ_i ≥ τ_b}`` is frozen for the rest of the run (and checkpointed, so a resume
+trains on the same samples). The paper reports that this fine-tune helps even without the
+adaptive loss. Training then uses ``L = CE(z, y) + Σ_m CE(z_m, y)`` at ``lr × lr_scale``.
+
+Cost: one no-grad pass over the training split and one EM fit per pair, once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from core.errors import ConfigError
+from core.methods.base import LossParts, Method, MethodParams, register_method, task_loss
+from core.methods.gap_groups import (
+    balanced_subset,
+    fit_mixtures,
+    gap_pairs,
+    mixture_from_state,
+    mixture_scalars,
+    mixture_state,
+    pair_gaps,
+    posteriors,
+)
+
+GAP_STORE = "gmm/gap"
+
+
+class PurifyParams(MethodParams):
+    name: Literal["purify"] = "purify"
+    tau_b: float = Field(0.5, gt=0.0, le=1.0, description="Keep samples whose balanced posterior 1 − γ is at least this.")
+    lr_scale: float = Field(0.1, gt=0.0, le=10.0, description="Multiply the learning rate by this for the fine-tune.")
+    use_abs: bool = Field(False, description="Fit the mixture on |g| instead of the signed gap.")
+
+
+def supervised_losses(method: Method, batch: dict, out, ctx) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``CE(z, y) + Σ_m CE(z_m, y)`` (the unimodal terms are left to the engine for monitor heads)."""
+    y = batch["label"]
+    fused = task_loss(out.fused, y, method.task)
+    total, parts = fused, {"fused": fused.detach()}
+    own = ctx.model.head_kind != "separate"
+    for m, lm in method.unimodal_losses(out, y).items():
+        parts[m] = lm.detach()
+        if own:
+            total = total + lm
+    return total, parts
+
+
+def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = g["lr"] * factor
+
+
+def check_gap_config(name: str, modalities: list[str], task: str) -> None:
+    if len(modalities) < 2:
+        raise ConfigError(f"method {name!r} needs at least 2 modalities (it compares them), the data has {len(modalities)}")
+    if task != "classification":
+        raise ConfigError(f"method {name!r} needs a classification task (the gap is a true-class probability)")
+
+
+def select_balanced(ctx, mixtures, tau_b: float) -> tuple[np.ndarray, float]:
+    """(subset of seen training positions with 1 − γ ≥ τ_b, fraction imbalanced) from the gap store."""
+    store = ctx.trainer.sample_store(GAP_STORE)
+    seen = store.seen.cpu().numpy()
+    gamma = posteriors(mixtures, store.values.cpu().numpy())
+    keep = balanced_subset(gamma, tau_b)
+    keep = keep[seen[keep]]
+    frac = float((gamma.max(axis=1)[seen] > 0.5).mean()) if seen.any() else float("nan")
+    return keep, frac
+
+
+@register_method("purify")
+class Purify(Method):
+    """Fine-tune on the GMM-filtered balanced subset (see module docstring)."""
+
+    Params = PurifyParams
+    family = "sample"
+    min_modalities = 2
+
+    def __init__(self, params, modalities, task):
+        super().__init__(params, modalities, task)
+        self.pairs = gap_pairs(self.modalities)
+        self.mixtures = None
+        self.subset: np.ndarray | None = None
+        self.lr_scaled = False
+
+    @classmethod
+    def check_config(cls, params, modalities, task) -> None:
+        check_gap_config(cls.name, modalities, task)
+
+    def on_epoch_start(self, ctx) -> None:
+        if self.subset is None:
+            ev = ctx.trainer.predict_split("train")
+            gaps = pair_gaps(ev.logits, ev.labels, self.pairs)
+            store = ctx.trainer.sample_store(GAP_STORE, shape=(len(self.pairs),))
+            store.set(ev.idx, gaps)
+            self.mixtures = fit_mixtures(gaps, seed=ctx.cfg.seed, use_abs=self.params.use_abs)
+            keep, frac = select_balanced(ctx, self.mixtures, self.params.tau_b)
+            n = len(store)
+            if len(keep) == 0:
+                ctx.event("stage", f"purify: no sample has 1 - gamma >= {self.params.tau_b}; fine-tuning on all {n}")
+                keep = np.arange(n)
+            else:
+                ctx.event("stage", f"purify: fine-tuning on {len(keep)} of {n} samples (balanced posterior >= {self.params.tau_b})")
+            self.subset = keep
+            ctx.log("gmm/frac_imbalanced", frac)
+            for k, v in mixture_scalars(self.mixtures, self.pairs).items():
+                ctx.log(k, v)
+        if not self.lr_scaled:
+            scale_lr(ctx.optimizer, self.params.lr_scale)
+            self.lr_scaled = True
+        ctx.log("gmm/stage", 2.0)
+        ctx.log("gmm/subset_size", float(len(self.subset)))
+
+    def train_indices(self, ctx):
+        return self.subset
+
+    def loss(self, batch, out, ctx) -> LossParts:
+        total, parts = supervised_losses(self, batch, out, ctx)
+        return LossParts(total=total, parts=parts)
+
+    def state_dict(self) -> dict:
+        return {
+            "subset": None if self.subset is None else torch.as_tensor(self.subset, dtype=torch.long),
+            "mixtures": None if self.mixtures is None else [mixture_state(m) for m in self.mixtures],
+            "lr_scaled": self.lr_scaled,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        self.subset = None if state.get("subset") is None else state["subset"].numpy()
+        self.mixtures = None if state.get("mixtures") is None else [mixture_from_state(s) for s in state["mixtures"]]
+        self.lr_scaled = bool(state.get("lr_scaled", False))
