@@ -533,10 +533,11 @@ class Trainer:
         out = self.method.forward(self.model, batch, ctx)
         ctx.out = out
         parts = self._total_loss(batch, out, ctx)
-        if not torch.isfinite(parts.total.detach()).all():
-            bad = [k for k, v in parts.parts.items() if not torch.isfinite(v.detach()).all()]
-            what = ", ".join(f"loss/{k}" for k in bad) or "loss/total"
-            raise NonFiniteLoss(f"non-finite loss ({float(parts.total.detach())}) at step {self.global_step}, epoch {epoch}: {what}")
+        keys = ["loss/total", *(f"loss/{k}" for k in parts.parts)]
+        vals = torch.stack([parts.total.detach(), *(v.detach().reshape(()).to(parts.total.dtype) for v in parts.parts.values())]).tolist()
+        if not all(math.isfinite(v) for v in vals):
+            bad = [k for k, v in zip(keys[1:], vals[1:]) if not math.isfinite(v)] or ["loss/total"]
+            raise NonFiniteLoss(f"non-finite loss ({vals[0]}) at step {self.global_step}, epoch {epoch}: {', '.join(bad)}")
         log_now = self.global_step % self.cfg.log.every_steps == 0
         logs: dict[str, float] = {}
         if log_now:
@@ -548,10 +549,8 @@ class Trainer:
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.optim.grad_clip)
         self.method.optimizer_step(ctx, self._closure(batch, ctx))
-        self._running.update(self.method.predict(out).detach(), {m: z.detach() for m, z in out.logits.items()}, batch["label"])
+        self._running.update(self.method.predict(out).detach(), [z.detach() for z in out.logits.values()], list(out.logits), batch["label"])
         if log_now:
-            keys = ["loss/total", *(f"loss/{k}" for k in parts.parts)]
-            vals = torch.stack([parts.total.detach(), *(v.detach().reshape(()) for v in parts.parts.values())]).tolist()
             logs.update(zip(keys, vals))
             logs.update(ctx.logs)
             self.writer.log_scalars(self.global_step, epoch, logs)
@@ -613,29 +612,36 @@ class Trainer:
 
 
 class _RunningAccuracy:
-    """``acc/train/*``: accuracy of the training forward passes of the epoch (train mode, no extra pass)."""
+    """``acc/train/*``: accuracy of the epoch's training forward passes (train mode, no extra pass).
+
+    Hits are accumulated on the device in one small tensor (one fused kernel chain per step,
+    no host sync) and read once at the end of the epoch.
+    """
 
     def __init__(self, task: str):
         self.task = task
-        self.hits: dict[str, torch.Tensor] = {}
+        self.keys: list[str] = []
+        self.hits: torch.Tensor | None = None
         self.n = 0
 
-    def update(self, fused: torch.Tensor, logits: dict[str, torch.Tensor], y: torch.Tensor) -> None:
+    def update(self, fused: torch.Tensor, logits: list[torch.Tensor], names: list[str], y: torch.Tensor) -> None:
+        preds = [fused, *(z for z in logits if z.shape == fused.shape)]
+        if self.hits is None:
+            self.keys = ["fused", *(m for m, z in zip(names, logits) if z.shape == fused.shape)]
+        stacked = torch.stack(preds)
         if self.task == "regression":
             nz = y != 0
-            hit = lambda z: ((z.reshape(-1) > 0) == (y > 0))[nz].sum()  # noqa: E731
+            hit = (((stacked.reshape(len(preds), -1) > 0) == (y > 0)) & nz).sum(1)
             self.n += int(nz.sum())
         else:
-            hit = lambda z: (z.argmax(1) == y).sum()  # noqa: E731
+            hit = (stacked.argmax(-1) == y).sum(1)
             self.n += len(y)
-        for key, z in [("fused", fused), *logits.items()]:
-            h = hit(z)
-            self.hits[key] = self.hits[key] + h if key in self.hits else h
+        self.hits = hit if self.hits is None else self.hits + hit
 
     def compute(self) -> dict[str, float]:
-        if self.n == 0:
+        if self.n == 0 or self.hits is None:
             return {}
-        return {f"acc/train/{k}": float(v) / self.n for k, v in self.hits.items()}
+        return {f"acc/train/{k}": v / self.n for k, v in zip(self.keys, self.hits.tolist())}
 
 
 def _progress(total: int, enabled: bool, desc: str):

@@ -35,10 +35,26 @@ def dominance(norms: dict[str, float]) -> tuple[str, float]:
     return d, (norms[d] / mean) if mean > 0 else float("inf")
 
 
+def group_norms(groups: dict[str, list[torch.nn.Parameter]]) -> list[float]:
+    """Norm per group with one fused norm kernel over every gradient and one host sync."""
+    keys = list(groups)
+    grads, seg = [], []
+    for i, k in enumerate(keys):
+        for p in groups[k]:
+            if p.grad is not None:
+                grads.append(p.grad)
+                seg.append(i)
+    if not grads:
+        return [0.0] * len(keys)
+    sq = torch.stack(torch._foreach_norm(grads)).float().square()
+    idx = torch.tensor(seg, device=sq.device)
+    return torch.zeros(len(keys), device=sq.device).index_add_(0, idx, sq).sqrt().tolist()
+
+
 def gradient_stats(groups: dict[str, list[torch.nn.Parameter]], modalities: list[str], tau: float = 2.0) -> dict[str, float]:
     """Norms per group plus shares, dominance ratio and conflict flag across modality encoders."""
     keys = list(groups)
-    vals = torch.stack([group_norm(groups[k]).detach().float().cpu() for k in keys]).tolist()
+    vals = group_norms(groups)
     out: dict[str, float] = {}
     norms: dict[str, float] = {}
     for k, v in zip(keys, vals):
