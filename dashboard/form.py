@@ -74,7 +74,7 @@ def field_widget(section: str, name: str, info: FieldInfo, choices: list[str] | 
     try:
         return True, yaml.safe_load(text)
     except yaml.YAMLError:
-        raise ConfigError(f"config error: {section}.{name}: not valid YAML ({text[:40]!r})") from None
+        raise ConfigError(f"config error: {section.split('.')[0]}.{name}: not valid YAML ({text[:40]!r})") from None
 
 
 def model_widgets(section: str, model: type[BaseModel], skip: tuple[str, ...] = ("name",), columns: int = 3,

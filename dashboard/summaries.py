@@ -81,6 +81,8 @@ def add_config_columns(runs: pd.DataFrame, configs: dict[str, dict], fields: lis
     """Add one column per dotted config field (values as strings for lists) to a runs table keyed by ``key``."""
     runs = runs.copy()
     for f in fields:
+        if f in runs.columns:
+            continue
         vals = []
         for k in runs["key"]:
             v = flatten_config(configs.get(k, {})).get(f)

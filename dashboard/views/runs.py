@@ -50,7 +50,7 @@ table["status"] = [status_badge(s) + (f" · {heartbeat_text(h, now)}" if s == "r
 table["progress"] = [f"{int(d or 0)}/{int(e or 0)}" if pd.notna(e) else "" for d, e in zip(view["epochs_done"], view["epochs"])]
 table["started"] = pd.to_datetime(view["start_time"], unit="s", errors="coerce").dt.strftime("%Y-%m-%d %H:%M")
 cols = ["name", "method", "preset", "seed", "status", "progress"] + acc_cols + (["sweep"] if view["sweep"].astype(str).str.len().gt(0).any() else []) + swept + ["source", "started"]
-cols = [c for c in cols if c in table]
+cols = list(dict.fromkeys(c for c in cols if c in table))
 colcfg = {c: st.column_config.NumberColumn(c.replace("acc_", "acc ").strip(), format="%.3f", help=f"final test accuracy ({c[4:]})") for c in acc_cols}
 colcfg["seed"] = st.column_config.NumberColumn("seed", format="%d")
 st.dataframe(table[cols], hide_index=True, column_config=colcfg, key="runs.table")
@@ -119,7 +119,8 @@ if not fin.empty:
 if swept:
     sweeps = sorted(s for s in view["sweep"].astype(str).unique() if s)
     st.markdown(f"**Swept fields** ({', '.join(sweeps) or 'sweep'}): " + ", ".join(f"`{f}`" for f in swept))
-    pc = view[view[swept].notna().all(axis=1) & view["acc_fused"].notna()] if "acc_fused" in view else view.iloc[0:0]
+    in_sweep = view[view["sweep"].astype(str).str.len() > 0]
+    pc = in_sweep[in_sweep[swept].notna().all(axis=1) & in_sweep["acc_fused"].notna()] if "acc_fused" in view else view.iloc[0:0]
     params = pc[["name"] + swept + acc_cols] if not pc.empty else pc
     if not params.empty:
         st.dataframe(params, hide_index=True, key="runs.params", column_config=colcfg)
