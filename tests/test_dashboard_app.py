@@ -49,11 +49,11 @@ def _no_exceptions(at: AppTest) -> None:
     assert not at.exception, [e.message for e in at.exception]
 
 
-def _frame(at: AppTest, *cols: str):
-    """The first dataframe on the page that has all of ``cols``."""
+def _frame(at: AppTest, *cols: str, exclude: str = "\0"):
+    """The first dataframe on the page that has all of ``cols`` (and not the column ``exclude``)."""
     for d in at.dataframe:
         v = d.value
-        if all(c in v.columns for c in cols):
+        if all(c in v.columns for c in cols) and exclude not in v.columns:
             return v
     raise AssertionError(f"no dataframe with columns {cols}: {[list(d.value.columns) for d in at.dataframe]}")
 
@@ -165,7 +165,7 @@ def test_sweep_runs_are_grouped_with_parallel_coordinates(app):
     at = app()
     groups = _frame(at, "group", "n")
     assert set(groups["group"]) >= {"lrsweep · 0.01", "lrsweep · 0.1"}
-    params = _frame(at, "name", "optim.lr")
+    params = _frame(at, "name", "optim.lr", exclude="progress")
     assert set(params["optim.lr"]) == {0.01, 0.1}
     assert any(c["data"][0]["type"] == "parcoords" for c in _charts(at))
 
