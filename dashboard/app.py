@@ -23,6 +23,9 @@ import streamlit as st  # noqa: E402
 from dashboard.queries import Roots  # noqa: E402
 
 
+CSS = "<style>.block-container {padding-top: 2.2rem; padding-bottom: 2rem;} h1 {padding-top: 0.2rem;}</style>"
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--runs-dir", default=os.environ.get("MODALSCOPE_RUNS_DIR", "runs"))
@@ -35,6 +38,7 @@ def main() -> None:
     args = parse_args(sys.argv[1:])
     st.set_page_config(page_title="ModalScope", page_icon=":material/insights:", layout="wide")
     st.session_state["_roots"] = Roots(args.runs_dir, args.sample_runs)
+    st.markdown(CSS, unsafe_allow_html=True)
     here = Path(__file__).resolve().parent
     pages = [
         st.Page(here / "views" / "runs.py", title="Runs", icon=":material/table_rows:", default=True),

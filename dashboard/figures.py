@@ -52,13 +52,13 @@ def _with_alpha(hex_color: str, alpha: float) -> str:
 
 def _base_layout(title: str, x_title: str, y_title: str, height: int = HEIGHT) -> dict:
     return {
-        "title": {"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        "title": {"text": title, "x": 0.0, "xanchor": "left", "y": 0.985, "yanchor": "top", "yref": "container", "font": {"size": 15}},
         "height": height,
         "paper_bgcolor": "white",
         "plot_bgcolor": "white",
         "font": {"family": "Inter, Source Sans Pro, sans-serif", "size": 12, "color": "#2B2D42"},
-        "margin": {"l": 60, "r": 20, "t": 64, "b": 48},
-        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        "margin": {"l": 60, "r": 20, "t": 84, "b": 48},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0.0, "font": {"size": 11}},
         "hovermode": "x unified",
         "xaxis": {"title": {"text": x_title}, **AXIS},
         "yaxis": {"title": {"text": y_title}, **AXIS},
@@ -85,6 +85,12 @@ def _vline(layout: dict, x: float, color: str, text: str | None = None) -> None:
     if text:
         layout.setdefault("annotations", []).append({"yref": "paper", "y": 1.0, "xref": "x", "x": x, "text": text, "showarrow": False,
                                                      "xanchor": "left", "yanchor": "top", "font": {"size": 10, "color": color}})
+
+
+def _integer_ticks(layout: dict, n: int) -> None:
+    """Epoch axes tick on whole epochs when there are few of them."""
+    if n <= 20:
+        layout["xaxis"]["dtick"] = 1
 
 
 def empty_figure(title: str, message: str) -> go.Figure:
@@ -199,10 +205,11 @@ def accuracy_figure(df: pd.DataFrame, bayes: dict[str, float] | None = None, tit
                        "line": {"color": modality_color(series), "dash": dash.get(split, "solid"), "width": 2}, "marker": {"size": 5}})
     lay = _base_layout(title, "epoch", "accuracy")
     lay["yaxis"]["range"] = [0, 1.02]
+    _integer_ticks(lay, int(d["epoch"].max()) + 1)
     present = set(d["series"])
     for series, v in (bayes or {}).items():
         if series in present:
-            _hline(lay, float(v), modality_color(series), f"Bayes ceiling {series} {v:.2f}")
+            _hline(lay, float(v), modality_color(series), f"Bayes ceiling {v:.2f}" if series == "fused" else None)
     return _figure(traces, lay)
 
 
@@ -303,7 +310,7 @@ def gap_heatmap_figure(hists: pd.DataFrame, title: str = "Gap distribution over 
         z.append(c / c.sum() if c.sum() > 0 else c)
     lay = _base_layout(title, "modality gap", "epoch", height=360)
     lay["hovermode"] = "closest"
-    return _figure([{"type": "heatmap", "x": centres, "y": hists["epoch"].to_numpy() + 1, "z": np.array(z), "colorscale": "Blues",
+    return _figure([{"type": "heatmap", "x": centres, "y": hists["epoch"].to_numpy() + 1, "z": np.array(z), "colorscale": [[0.0, "#FFFFFF"], [0.15, "#DCEBF5"], [1.0, "#0B4F6C"]],
                      "colorbar": {"title": {"text": "share"}}}], lay)
 
 
@@ -378,6 +385,8 @@ def band_figure(df: pd.DataFrame, title: str, y_title: str, x: str = "step", x_t
         traces.append({"type": "scatter", "x": xs, "y": mean, "mode": "lines", "name": f"{grp} (n={n})", "legendgroup": str(grp),
                        "line": {"color": color, "width": 2}})
     lay = _base_layout(title, x_title or x, y_title)
+    if x == "epoch":
+        _integer_ticks(lay, int(df["epoch"].max()) + 1)
     lay["legend"] = {"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1.0}
     lay["margin"]["r"] = 10
     return _figure(traces, lay)

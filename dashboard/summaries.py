@@ -95,7 +95,10 @@ def group_labels(runs: pd.DataFrame, by: list[str]) -> pd.Series:
     """Label each run by the values of ``by`` columns, e.g. ``ogm_ge · imbalanced``."""
     if not by:
         return runs["name"].astype(str)
-    return runs[by].astype(str).agg(" · ".join, axis=1)
+    parts = runs[by].astype(str).replace({"": None, "None": None, "nan": None})
+    if "sweep" in by:
+        parts["sweep"] = parts["sweep"].fillna("no sweep")
+    return parts.fillna("—").agg(" · ".join, axis=1)
 
 
 def final_metrics_table(runs: pd.DataFrame, group_col: str = "group") -> pd.DataFrame:

@@ -10,8 +10,8 @@ import streamlit as st
 
 from dashboard import figures as F
 
-STATUS_ICONS = {"running": "🟢 running", "finished": "✅ finished", "failed": "❌ failed", "interrupted": "⏸ interrupted",
-                "unreadable": "⚠ unreadable", "starting": "⏳ starting"}
+STATUS_ICONS = {"running": "● running", "finished": "✓ finished", "failed": "✗ failed", "interrupted": "‖ interrupted",
+                "unreadable": "! unreadable", "starting": "… starting"}
 
 
 def status_badge(status: str) -> str:
@@ -46,19 +46,19 @@ def chart(fig: go.Figure, key: str, data: pd.DataFrame | None = None, name: str 
     if not downloads:
         return
     base = _slug(name or key)
-    cols = st.columns([1, 1, 1, 4])
-    cols[0].download_button("HTML", lambda: F.figure_to_html(fig), file_name=f"{base}.html", mime="text/html", key=f"{key}.html",
-                            icon=":material/download:", help="Interactive figure, self-contained (works offline).", on_click="ignore")
-    if data is not None and not data.empty:
-        csv = data.drop(columns=[c for c in ("edges", "counts") if c in data and data[c].dtype == object], errors="ignore")
-        cols[1].download_button("CSV", lambda: csv.to_csv(index=False).encode(), file_name=f"{base}.csv", mime="text/csv",
-                                key=f"{key}.csv", icon=":material/table:", on_click="ignore")
-    if cols[2].button("PNG", key=f"{key}.pngbtn", help="Render a static PNG (needs a local Chromium for plotly's exporter)."):
-        img = F.figure_to_image(fig, "png")
-        if img is None:
-            st.caption("PNG export is unavailable here; use the HTML download or the camera icon on the chart.")
-        else:
-            st.download_button("Save PNG", img, file_name=f"{base}.png", mime="image/png", key=f"{key}.png")
+    with st.popover("Export", icon=":material/download:"):
+        st.download_button("Figure (HTML, interactive, offline)", lambda: F.figure_to_html(fig), file_name=f"{base}.html",
+                           mime="text/html", key=f"{key}.html", on_click="ignore")
+        if data is not None and not data.empty:
+            csv = data.drop(columns=[c for c in ("edges", "counts") if c in data and data[c].dtype == object], errors="ignore")
+            st.download_button("Data (CSV)", lambda: csv.to_csv(index=False).encode(), file_name=f"{base}.csv", mime="text/csv",
+                               key=f"{key}.csv", on_click="ignore")
+        if st.button("Render PNG", key=f"{key}.pngbtn", help="Static image through plotly's exporter (needs a local Chromium)."):
+            img = F.figure_to_image(fig, "png")
+            if img is None:
+                st.caption("PNG export is unavailable here; use the HTML download or the chart's camera icon.")
+            else:
+                st.download_button("Save PNG", img, file_name=f"{base}.png", mime="image/png", key=f"{key}.png")
 
 
 def missing(what: str, why: str) -> None:

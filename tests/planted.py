@@ -57,32 +57,48 @@ def plant_run(
     step = 0
     top = final_acc if final_acc is not None else 0.8 + 0.02 * seed
     edges = np.linspace(-1, 1, 41)
+    total = epochs * steps_per_epoch
+
+    def rise(e: int, speed: float) -> float:  # 0 → 1 at the last epoch, fast or slow
+        return (1 - np.exp(-speed * (e + 1) / epochs)) / (1 - np.exp(-speed))
+
     for ep in range(epochs):
         for _ in range(steps_per_epoch):
-            vals = {"loss/total": 2.0 * np.exp(-step / 50) + 0.1 * rng.random(), "loss/fused": 2.0 * np.exp(-step / 50)}
+            t = step / max(1, total - 1)
+            vals = {"loss/total": 0.25 + 1.85 * np.exp(-4 * t) + 0.08 * rng.standard_normal(), "loss/fused": 0.25 + 1.8 * np.exp(-4 * t)}
             if len(mods) > 1:
-                na, nv = 1.0 + rng.random(), 0.2 + 0.1 * rng.random()
-                vals.update({"grad_norm/audio": na, "grad_norm/visual": nv, "grad_norm/fusion": 0.5,
-                             "grad_share/audio": na / (na + nv), "grad_share/visual": nv / (na + nv),
-                             "grad_ratio": na / nv, "conflict/flag": float(na / nv > 2), "loss/audio": 1.0, "loss/visual": 1.8})
+                share_a = float(np.clip(0.88 - 0.2 * t + 0.04 * rng.standard_normal(), 0.05, 0.98))
+                scale = 1.5 * np.exp(-2 * t) + 0.2
+                na, nv = scale * share_a, scale * (1 - share_a)
+                vals.update({"grad_norm/audio": na, "grad_norm/visual": nv, "grad_norm/fusion": 0.6 * scale,
+                             "grad_share/audio": share_a, "grad_share/visual": 1 - share_a,
+                             "grad_ratio": na / nv, "conflict/flag": float(na / nv > 2),
+                             "loss/audio": 0.9 + 1.2 * np.exp(-5 * t), "loss/visual": 1.6 + 0.5 * np.exp(-t)})
                 if step % 5 == 0:
-                    vals.update({"conflict/cos/audio": 0.8, "conflict/cos/visual": -0.1 + 0.05 * rng.random()})
+                    vals.update({"conflict/cos/audio": 0.9 - 0.2 * t, "conflict/cos/visual": 0.3 * np.exp(-3 * t) - 0.05 + 0.05 * rng.standard_normal()})
             if method == "ogm_ge":
-                vals.update({"ogm/coeff/audio": 0.5 + 0.1 * rng.random(), "ogm/coeff/visual": 1.0, "ogm/ratio": 3.0})
+                vals.update({"ogm/coeff/audio": float(np.clip(0.35 + 0.4 * t + 0.05 * rng.standard_normal(), 0, 1)), "ogm/coeff/visual": 1.0,
+                             "ogm/ratio": na / max(nv, 1e-6)})
             w.log_scalars(step, ep, vals)
             step += 1
-        frac = (ep + 1) / epochs
-        accs = {"acc/test/fused": top * frac, "acc/train/fused": min(1.0, top * frac + 0.05)}
+        accs = {"acc/test/fused": top * rise(ep, 3.0), "acc/train/fused": min(1.0, top * rise(ep, 3.0) + 0.05)}
         for i, m in enumerate(mods):
-            accs[f"acc/test/{m}"] = (0.6 - 0.25 * i) * frac
-        accs.update({"lr": 0.05, "time/epoch": 1.5})
+            if method == "unimodal":
+                accs[f"acc/test/{m}"] = top * rise(ep, 3.0)
+            else:
+                accs[f"acc/test/{m}"] = (0.6 * rise(ep, 4.0)) if i == 0 else (0.35 * rise(ep, 1.0))
+        accs.update({"lr": 0.05, "time/epoch": 1.5 + 0.1 * rng.random()})
         w.log_scalars(step - 1, ep, accs)
         if gap and len(mods) > 1:
+            f = rise(ep, 2.0)
+            g = {"weights": GMM["weights"], "means": [m * f for m in GMM["means"]], "variances": GMM["variances"]}
             for split in ("train", "test"):
-                w.log_histogram(ep, split, "audio-visual", edges, gmm_counts(edges, 1000))
-                w.log_gmm(ep, split, "audio-visual", GMM["weights"], GMM["means"], GMM["variances"], 120.0, 80.0, 0.2, 0)
+                w.log_histogram(ep, split, "audio-visual", edges, gmm_counts(edges, 1000, g))
+                w.log_gmm(ep, split, "audio-visual", g["weights"], g["means"], g["variances"], 120.0, 80.0, 0.2 * f, 0)
             for m in mods:
-                w.log_contribution(ep, m, 0.4 if m == "audio" else 0.1, 0.8 if m == "audio" else 0.3, 0.7 if m == "audio" else 0.3, None)
+                a = m == "audio"
+                w.log_contribution(ep, m, (0.4 if a else 0.1) + 0.05 * f * (-1 if a else 1), 0.5 + (0.3 if a else -0.1) * f,
+                                   0.5 + (0.2 if a else -0.2) * f, None)
     w.log_event(step, epochs - 1, "stage", "planted event")
     if len(mods) > 1:
         w.log_table("robustness", pd.DataFrame({"modality": mods, "kind": ["noise"] * len(mods), "acc": [0.5, 0.7][: len(mods)]}))

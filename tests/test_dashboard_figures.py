@@ -168,6 +168,7 @@ def test_swept_and_varying_fields_and_groups():
     out = S.add_config_columns(runs, {"runs/x": c1, "runs/y": c2}, ["optim.lr"])
     assert out["optim.lr"].tolist() == [0.1, 0.2]
     assert S.group_labels(out.assign(preset="p"), ["method", "preset"]).tolist() == ["joint · p", "ogm_ge · p"]
+    assert S.group_labels(out.assign(sweep=["", "s1"]), ["sweep", "optim.lr"]).tolist() == ["no sweep · 0.1", "s1 · 0.2"]
 
 
 def test_final_metrics_table_mean_std_and_bayes_gap():

@@ -26,7 +26,7 @@ runs = S.add_config_columns(runs, cfgs, swept)
 labels = dict(zip(runs["key"], runs["name"] + " (" + runs["source"] + ")"))
 
 by_options = ["method", "preset", "dataset", "sweep"] + swept
-default_by = ["sweep"] + swept if swept else ["method", "preset"]
+default_by = ["method", "preset"]
 c1, c2 = st.columns([1, 2])
 by = c1.multiselect("Group by", by_options, default=[b for b in default_by if b in by_options], key="compare.by",
                     help="Runs equal on these fields form a group (their seeds give the ± std).")

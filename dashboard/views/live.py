@@ -37,13 +37,11 @@ if requested not in keys:
     requested = running[0] if running else keys[0]
 names = dict(zip(runs["key"], runs["name"])) if not runs.empty else {}
 
-top1, top2 = st.columns([3, 2])
-key = top1.selectbox("Run", keys, index=keys.index(requested), format_func=lambda k: f"{names.get(k, k.split('/', 1)[-1])}  ({k.split('/')[0]})",
+key = st.selectbox("Run", keys, index=keys.index(requested), format_func=lambda k: f"{names.get(k, k.split('/', 1)[-1])}  ({k.split('/')[0]})",
                      key="live.select")
 if st.query_params.get("run") != key:
     st.query_params["run"] = key
 st.session_state["live.run"] = key
-view = top2.segmented_control("View", VIEWS, default="Overview", key="live.view") or "Overview"
 
 cfg = q.config(key)
 method = (cfg.get("method") or {}).get("name", "?")
@@ -53,6 +51,7 @@ data = cfg.get("data") or {}
 st.title(names.get(key, key.split("/", 1)[-1]))
 st.caption(f"{method} · {data.get('name', '?')}/{data.get('preset', '')} · seed {cfg.get('seed', '?')} · "
            f"{'gallery (read-only)' if not q.is_writable(key) else 'runs root'}")
+view = st.segmented_control("View", VIEWS, default="Overview", key="live.view", label_visibility="collapsed") or "Overview"
 
 
 @st.fragment(run_every=1.0)
