@@ -132,14 +132,14 @@ class _ScalarCache:
         self.lock = threading.Lock()
         self.items: dict[tuple, tuple[int, pd.DataFrame]] = {}
 
-    def get(self, path: Path, names: tuple[str, ...] | None, prefix: str | None, upto: int) -> pd.DataFrame:
-        k = (str(path.resolve()), names, prefix)
+    def get(self, path: Path, names: tuple[str, ...] | None, prefix: str | None, upto: int, every: int = 1) -> pd.DataFrame:
+        k = (str(path.resolve()), names, prefix, every)
         with self.lock:
             have = self.items.get(k)
         if have is not None and have[0] >= upto:
             return have[1]
         since = have[0] if have is not None else 0
-        new = open_run(path).scalars(names=list(names) if names is not None else None, prefix=prefix, since_id=since)
+        new = open_run(path).scalars(names=list(names) if names is not None else None, prefix=prefix, since_id=since, every=every)
         if have is not None and since > 0:
             frame = pd.concat([have[1], new], ignore_index=True) if len(new) else have[1]
         else:
@@ -157,13 +157,30 @@ def _scalar_cache() -> _ScalarCache:
     return _ScalarCache()
 
 
-def scalars(key: str, names: list[str] | None = None, prefix: str | None = None, upto: int | None = None) -> pd.DataFrame:
-    """Scalars of one run (exact ``names`` or a name ``prefix``), cached by (run, last row id)."""
+def stride(key: str) -> int:
+    """Read every k-th step of step series for long runs (k from the planned number of steps,
+    so it stays fixed while the run grows): at most ~``STRIDED_POINTS`` points per series.
+    Off (1) when the user asks for full resolution or the run is short."""
+    if st.session_state.get("full_resolution"):
+        return 1
+    m = meta(key)
+    planned = int(m.get("steps_per_epoch") or 0) * int(config(key).get("epochs") or 0)
+    return max(1, -(-planned // STRIDED_POINTS)) if planned > FULL_BELOW else 1
+
+
+STRIDED_POINTS = 10_000
+FULL_BELOW = 20_000
+
+
+def scalars(key: str, names: list[str] | None = None, prefix: str | None = None, upto: int | None = None,
+            every: int = 1) -> pd.DataFrame:
+    """Scalars of one run (exact ``names`` or a name ``prefix``), cached by (run, last row id).
+    ``every`` > 1 reads only steps divisible by it (see :func:`stride`)."""
     p = run_path(key)
     if p is None or not is_run_dir(p):
         return pd.DataFrame(columns=["id", "step", "epoch", "name", "value"])
     upto = last_id(key) if upto is None else upto
-    return _scalar_cache().get(p, tuple(names) if names is not None else None, prefix, upto)
+    return _scalar_cache().get(p, tuple(names) if names is not None else None, prefix, upto, every)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)

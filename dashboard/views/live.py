@@ -37,8 +37,15 @@ if requested not in keys:
     requested = running[0] if running else keys[0]
 names = dict(zip(runs["key"], runs["name"])) if not runs.empty else {}
 
-key = st.selectbox("Run", keys, index=keys.index(requested), format_func=lambda k: f"{names.get(k, k.split('/', 1)[-1])}  ({k.split('/')[0]})",
-                     key="live.select")
+
+def _picked() -> None:
+    st.query_params["run"] = st.session_state["live.select"]
+
+
+if st.session_state.get("live.select") not in keys or st.session_state.get("live.select") != requested:
+    st.session_state["live.select"] = requested
+key = st.selectbox("Run", keys, format_func=lambda k: f"{names.get(k, k.split('/', 1)[-1])}  ({k.split('/')[0]})",
+                   key="live.select", on_change=_picked)
 if st.query_params.get("run") != key:
     st.query_params["run"] = key
 st.session_state["live.run"] = key
@@ -94,7 +101,7 @@ def _header(prog: dict, meta: dict) -> None:
         st.caption(f"ℹ️ Thinned for the gallery: {meta['thinned']}")
 
 
-def _overview(upto: int, smoothing: float, bayes: dict) -> None:
+def _overview(upto: int, smoothing: float, bayes: dict, every: int) -> None:
     acc = q.scalars(key, prefix="acc/", upto=upto)
     acc = acc[acc["name"].str.count("/") == 2]
     c1, c2 = st.columns(2)
@@ -104,14 +111,14 @@ def _overview(upto: int, smoothing: float, bayes: dict) -> None:
         else:
             chart(F.accuracy_figure(acc, bayes), "live.acc", acc, "accuracy")
     with c2:
-        loss = q.scalars(key, prefix="loss/", upto=upto)
+        loss = q.scalars(key, prefix="loss/", upto=upto, every=every)
         if loss.empty:
             missing("Losses", "no training step logged yet")
         else:
             chart(F.scalar_lines(loss, "Training losses", "loss (nats)", smoothing=smoothing, prefix="loss/"), "live.loss", None, "losses")
     c3, c4 = st.columns(2)
     with c3:
-        share = q.scalars(key, prefix="grad_share/", upto=upto)
+        share = q.scalars(key, prefix="grad_share/", upto=upto, every=every)
         if share.empty:
             missing("Gradient shares", "needs ≥ 2 modalities and diagnostics.grad on")
         else:
@@ -137,20 +144,20 @@ def _overview(upto: int, smoothing: float, bayes: dict) -> None:
             st.dataframe(ev.assign(time=pd.to_datetime(ev["time"], unit="s").dt.strftime("%H:%M:%S")), hide_index=True)
 
 
-def _gradients(upto: int, smoothing: float) -> None:
-    norms = q.scalars(key, prefix="grad_norm/", upto=upto)
+def _gradients(upto: int, smoothing: float, every: int) -> None:
+    norms = q.scalars(key, prefix="grad_norm/", upto=upto, every=every)
     if norms.empty:
         missing("Gradient norms", "diagnostics.grad was off")
     else:
         chart(F.scalar_lines(norms, "Gradient norm per modality encoder", "‖g‖₂", smoothing=smoothing, prefix="grad_norm/", y_log=True),
               "live.gradnorm", None, "grad_norm")
-    ratio = q.scalars(key, names=["grad_ratio", "conflict/flag"], upto=upto)
+    ratio = q.scalars(key, names=["grad_ratio", "conflict/flag"], upto=upto, every=every)
     if ratio.empty:
         missing("Dominance ratio", "needs ≥ 2 modalities")
     else:
         tau = (cfg.get("diagnostics") or {}).get("conflict_tau")
         chart(F.conflict_figure(ratio, tau, smoothing=smoothing), "live.ratio", None, "dominance")
-    cos = q.scalars(key, prefix="conflict/cos", upto=upto)
+    cos = q.scalars(key, prefix="conflict/cos", upto=upto, every=every)
     if cos.empty:
         missing("Conflict cosines", "diagnostics.conflict was off, or this branch's diagnostics do not log them")
     else:
@@ -219,7 +226,7 @@ def _contributions(upto: int) -> None:
     chart(F.contributions_figure(df), "live.contrib", df, "contributions")
 
 
-def _method(upto: int, smoothing: float) -> None:
+def _method(upto: int, smoothing: float, every: int) -> None:
     names = [n for n in q.scalar_names(key, upto) if not n.startswith(KNOWN_PREFIXES)]
     groups: dict[str, list[str]] = {}
     for n in names:
@@ -227,7 +234,9 @@ def _method(upto: int, smoothing: float) -> None:
     if not groups:
         missing("Method signals", f"method {method} logs no signals of its own")
     for grp, ns in sorted(groups.items()):
-        df = q.scalars(key, names=ns, upto=upto)
+        df = q.scalars(key, names=ns, upto=upto, every=every)
+        if every > 1 and len(df) < 200:  # per-epoch signals: their steps need not be multiples of the stride
+            df = q.scalars(key, names=ns, upto=upto)
         x = "step" if df["step"].nunique() > df["epoch"].nunique() * 2 else "epoch"
         if x == "epoch":
             df = df.assign(epoch=df["epoch"] + 1)
@@ -276,16 +285,19 @@ def live_panels() -> None:
     _header(prog, meta)
     bayes = (meta.get("reference") or {}).get("bayes") or {}
     smoothing = st.session_state.get("live.smoothing", smooth_default)
+    every = q.stride(key)
+    if every > 1:
+        st.caption(f"Long run: step series show every {every}th logged step (tick *Full resolution* in the sidebar for all of them).")
     if view == "Overview":
-        _overview(upto, smoothing, bayes)
+        _overview(upto, smoothing, bayes, every)
     elif view == "Gradients":
-        _gradients(upto, smoothing)
+        _gradients(upto, smoothing, every)
     elif view == "Modality gap":
         _gap(upto)
     elif view == "Contributions":
         _contributions(upto)
     elif view == "Method signals":
-        _method(upto, smoothing)
+        _method(upto, smoothing, every)
     else:
         _robustness(upto)
 
@@ -293,4 +305,6 @@ def live_panels() -> None:
 if view in ("Overview", "Gradients", "Method signals"):
     st.sidebar.slider("Smoothing (EMA weight)", 0.0, 0.99, smooth_default, 0.01, key="live.smoothing",
                       help="Debiased exponential moving average; the raw series stays visible, faint.")
+st.sidebar.toggle("Full resolution", key="full_resolution",
+                  help="Long runs read every k-th step for speed; this reads every logged step (slower the first time, then cached).")
 live_panels()
