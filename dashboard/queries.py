@@ -110,14 +110,35 @@ def configs(runs: pd.DataFrame) -> dict[str, dict]:
 
 
 # ---------------------------------------------------------------------------- one run
+_READERS: dict[str, Any] = {}
+
+
 def reader(key: str):
+    """The run's RunReader (kept per folder: opening one checks the schema, which costs a query)."""
     p = run_path(key)
     if p is None or not is_run_dir(p):
         return None
-    try:
-        return open_run(p)
-    except StoreError:
-        return None
+    k = str(p.resolve())
+    rd = _READERS.get(k)
+    if rd is None or not rd.path.is_file():
+        try:
+            rd = open_run(p)
+        except StoreError:
+            return None
+        if len(_READERS) > 512:
+            _READERS.clear()
+        _READERS[k] = rd
+    return rd
+
+
+@st.cache_data(ttl=0.5, max_entries=256, show_spinner=False)
+def _meta(path: str) -> dict[str, Any]:
+    return open_run(path).meta()
+
+
+@st.cache_data(max_entries=1024, show_spinner=False)
+def _config(path: str, mtime: float) -> dict[str, Any]:
+    return open_run(path).config()
 
 
 def last_id(key: str) -> int:
@@ -224,8 +245,9 @@ def table(key: str, what: str, arg: str | None = None, upto: int | None = None) 
 
 
 def meta(key: str) -> dict[str, Any]:
+    """Run metadata (status, heartbeat, pid, modalities, reference...), at most 0.5 s old."""
     rd = reader(key)
-    return rd.meta() if rd is not None else {}
+    return _meta(str(rd.dir)) if rd is not None else {}
 
 
 def status(key: str) -> str:
@@ -235,9 +257,10 @@ def status(key: str) -> str:
 
 def config(key: str) -> dict[str, Any]:
     rd = reader(key)
-    if rd is not None:
-        return rd.config()
-    return {}
+    if rd is None:
+        return {}
+    cfg = rd.dir / "config.json"
+    return _config(str(rd.dir), cfg.stat().st_mtime if cfg.is_file() else 0.0)
 
 
 def summary(key: str) -> dict[str, Any]:
