@@ -243,3 +243,32 @@ def test_launch_good_values_starts_a_run_that_finishes_and_appears(app):
     table = _frame(at, "name", "progress", "source")
     row = table.set_index("name").loc["from-ui"]
     assert row["source"] == "runs" and "finished" in row["status"] and row["progress"] == "2/2"
+
+
+def test_live_stop_button_sends_sigterm_to_the_trainer_pid(app):
+    import subprocess
+    import sys
+
+    from core.store import RunWriter
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        d = plant_run(app.runs, "alive", epochs=1, steps_per_epoch=3, status="running")
+        w = RunWriter(d, resume=True, heartbeat_seconds=3600)
+        w.set("pid", sleeper.pid)
+        at = app("live", **{"live.run": "runs/alive"})
+        assert "running" in at.metric[0].value
+        at.button(key="live.stop").click().run()
+        _no_exceptions(at)
+        assert sleeper.wait(10) == -15  # SIGTERM
+    finally:
+        sleeper.kill()
+
+
+def test_live_shows_a_starting_run_with_its_log(app):
+    d = app.runs / "booting"
+    d.mkdir()
+    (d / "launch.log").write_text("run folder: runs/booting\n")
+    at = app("live", **{"live.run": "runs/booting"})
+    assert "Starting" in at.info[0].value
+    assert "run folder: runs/booting" in at.code[0].value
