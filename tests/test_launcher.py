@@ -97,8 +97,11 @@ def test_launched_run_survives_and_stops_with_sigterm(tmp_path):
     run_dir = started[0].run_dir
     deadline = time.time() + 120
     while time.time() < deadline:
-        if (run_dir / "metrics.sqlite").exists() and open_run(run_dir).last_id() > 0:
-            break
+        try:
+            if open_run(run_dir).last_id() > 0:
+                break
+        except StoreError:  # not created yet, or its tables are being created right now
+            pass
         time.sleep(0.3)
     assert open_run(run_dir).status() == "running", (run_dir / "launch.log").read_text()
     pid = launcher.stop_run(run_dir, tmp_path / "runs")
