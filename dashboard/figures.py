@@ -233,7 +233,8 @@ def conflict_figure(df: pd.DataFrame, tau: float | None = None, max_points: int 
                        "marker": {"color": _with_alpha("#E4572E", 0.4)}, "yaxis": "y2"})
     lay = _base_layout(title, "step", "‖g_dominant‖ / mean ‖g_other‖")
     lay["yaxis"]["type"] = "log"
-    lay["yaxis2"] = {"title": {"text": "share of steps flagged"}, "overlaying": "y", "side": "right", "range": [0, 1], "showgrid": False}
+    lay["yaxis2"] = {"title": {"text": "share of steps flagged"}, "overlaying": "y", "side": "right", "range": [0, 1], "showgrid": False,
+                     "type": "linear", "tickmode": "linear", "tick0": 0, "dtick": 0.25, "tickformat": ".0%", "zeroline": False}
     lay["margin"]["r"] = 60
     if tau:
         _hline(lay, math.log10(tau), "#E4572E", f"τ = {tau:g}", yref="y")

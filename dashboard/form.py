@@ -68,6 +68,7 @@ def field_widget(section: str, name: str, info: FieldInfo, choices: list[str] | 
     if ann is str and not optional:
         return True, c.text_input(label, value=str(default or ""), key=key, help=helptext)
     text = c.text_input(label, value="" if default is None else yaml.safe_dump(default, default_flow_style=True).strip(), key=key,
+                        placeholder="default (from the preset)" if default is None else None,
                         help=(helptext + " — YAML, e.g. {audio: 16, visual: 24}; empty = default").strip(" —"))
     if text.strip() == "":
         return False, None

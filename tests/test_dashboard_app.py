@@ -243,6 +243,13 @@ def test_launch_good_values_starts_a_run_that_finishes_and_appears(app):
     table = _frame(at, "name", "progress", "source")
     row = table.set_index("name").loc["from-ui"]
     assert row["source"] == "runs" and "finished" in row["status"] and row["progress"] == "2/2"
+    at.session_state["live.run"] = "runs/from-ui"
+    at.query_params["run"] = "runs/from-ui"
+    at.switch_page("views/live.py").run()
+    _no_exceptions(at)
+    names = _trace_names(at)
+    assert {"fused (test)", "audio (test)", "visual (test)"} <= set(names)  # a real trainer's rows
+    assert {"total", "fused"} <= set(names) and "audio" in names and "visual" in names
 
 
 def test_live_stop_button_sends_sigterm_to_the_trainer_pid(app):
