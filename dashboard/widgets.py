@@ -53,12 +53,14 @@ def chart(fig: go.Figure, key: str, data: pd.DataFrame | None = None, name: str 
             csv = data.drop(columns=[c for c in ("edges", "counts") if c in data and data[c].dtype == object], errors="ignore")
             st.download_button("Data (CSV)", lambda: csv.to_csv(index=False).encode(), file_name=f"{base}.csv", mime="text/csv",
                                key=f"{key}.csv", on_click="ignore")
-        if st.button("Render PNG", key=f"{key}.pngbtn", help="Static image through plotly's exporter (needs a local Chromium)."):
-            img = F.figure_to_image(fig, "png")
-            if img is None:
-                st.caption("PNG export is unavailable here; use the HTML download or the chart's camera icon.")
-            else:
-                st.download_button("Save PNG", img, file_name=f"{base}.png", mime="image/png", key=f"{key}.png")
+        c1, c2 = st.columns(2)
+        for col, fmt, mime in ((c1, "png", "image/png"), (c2, "svg", "image/svg+xml")):
+            if col.button(f"Render {fmt.upper()}", key=f"{key}.{fmt}btn", help="Static image through plotly's exporter (kaleido; needs a local Chromium; a few seconds)."):
+                img = F.figure_to_image(fig, fmt)
+                if img is None:
+                    st.caption(f"{fmt.upper()} export is unavailable here; use the HTML download or the chart's camera icon.")
+                else:
+                    st.download_button(f"Save {fmt.upper()}", img, file_name=f"{base}.{fmt}", mime=mime, key=f"{key}.{fmt}")
 
 
 def missing(what: str, why: str) -> None:

@@ -37,24 +37,42 @@ statuses = c2.multiselect("Status", sorted(runs["status"].dropna().unique()), ke
 methods = c3.multiselect("Method", sorted(runs["method"].dropna().astype(str).unique()), key="runs.method")
 presets = c4.multiselect("Preset", sorted(runs["preset"].dropna().astype(str).unique()), key="runs.preset")
 sources = c5.multiselect("Source", ["runs", "gallery"], key="runs.source")
-view = runs
-if text:
-    view = view[view["name"].str.contains(text, case=False, regex=False)]
-for col, sel in (("status", statuses), ("method", methods), ("preset", presets), ("source", sources)):
-    if sel:
-        view = view[view[col].astype(str).isin(sel)]
 
-now = time.time()
-table = view.copy()
-table["status"] = [status_badge(s) + (f" · {heartbeat_text(h, now)}" if s == "running" else "") for s, h in zip(view["status"], view.get("heartbeat", [None] * len(view)))]
-table["progress"] = [f"{int(d or 0)}/{int(e or 0)}" if pd.notna(e) else "" for d, e in zip(view["epochs_done"], view["epochs"])]
-table["started"] = pd.to_datetime(view["start_time"], unit="s", errors="coerce").dt.strftime("%Y-%m-%d %H:%M")
-cols = ["name", "method", "preset", "seed", "status", "progress"] + acc_cols + (["sweep"] if view["sweep"].astype(str).str.len().gt(0).any() else []) + swept + ["source", "started"]
-cols = list(dict.fromkeys(c for c in cols if c in table))
+
+def _filter(df: pd.DataFrame) -> pd.DataFrame:
+    if text:
+        df = df[df["name"].str.contains(text, case=False, regex=False)]
+    for col, sel in (("status", statuses), ("method", methods), ("preset", presets), ("source", sources)):
+        if sel:
+            df = df[df[col].astype(str).isin(sel)]
+    return df
+
+
+view = _filter(runs)
 colcfg = {c: st.column_config.NumberColumn(c.replace("acc_", "acc ").strip(), format="%.3f", help=f"final test accuracy ({c[4:]})") for c in acc_cols}
 colcfg["seed"] = st.column_config.NumberColumn("seed", format="%d")
-st.dataframe(table[cols], hide_index=True, column_config=colcfg, key="runs.table")
-st.caption(f"{len(view)} of {len(runs)} runs · accuracies are final test accuracy (fused and each modality alone).")
+
+
+@st.fragment(run_every=2.0 if (runs["status"] == "running").any() else None)
+def _table() -> None:
+    """The runs table; refreshes itself every 2 s while a run is running (status, heartbeat, progress)."""
+    fresh = view
+    if (runs["status"] == "running").any():
+        fresh = _filter(S.add_config_columns(q.runs_table(), cfgs, swept))
+    now = time.time()
+    table = fresh.copy()
+    table["status"] = [status_badge(s) + (f" · {heartbeat_text(h, now)}" if s == "running" else "")
+                       for s, h in zip(fresh["status"], fresh.get("heartbeat", [None] * len(fresh)))]
+    table["progress"] = [f"{int(d or 0)}/{int(e or 0)}" if pd.notna(e) else "" for d, e in zip(fresh["epochs_done"], fresh["epochs"])]
+    table["started"] = pd.to_datetime(fresh["start_time"], unit="s", errors="coerce").dt.strftime("%Y-%m-%d %H:%M")
+    cols = ["name", "method", "preset", "seed", "status", "progress"] + acc_cols + \
+        (["sweep"] if fresh["sweep"].astype(str).str.len().gt(0).any() else []) + swept + ["source", "started"]
+    cols = list(dict.fromkeys(c for c in cols if c in table))
+    st.dataframe(table[cols], hide_index=True, column_config=colcfg, key="runs.table")
+    st.caption(f"{len(fresh)} of {len(runs)} runs · accuracies are final test accuracy (fused and each modality alone).")
+
+
+_table()
 st.download_button("Download table (CSV)", view.drop(columns=["path"], errors="ignore").to_csv(index=False).encode(),
                    file_name="modalscope_runs.csv", mime="text/csv", icon=":material/download:")
 
