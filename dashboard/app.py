@@ -23,7 +23,10 @@ import streamlit as st  # noqa: E402
 from dashboard.queries import Roots  # noqa: E402
 
 
-CSS = "<style>.block-container {padding-top: 2.2rem; padding-bottom: 2rem;} h1 {padding-top: 0.2rem;}</style>"
+# Live views refresh every second: keep the previous frame fully visible while the next one
+# renders, instead of Streamlit's default fading of "stale" elements.
+CSS = ("<style>.block-container {padding-top: 2.2rem; padding-bottom: 2rem;} h1 {padding-top: 0.2rem;} "
+       "[data-stale='true'] {opacity: 1 !important; transition: none !important;}</style>")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -148,7 +148,7 @@ def series_label(name: str, prefix: str | None = None) -> str:
 
 # ---------------------------------------------------------------------------- step series
 def _line(x, y, name: str, color: str, width: float = 1.8, **kw) -> dict:
-    return {"type": "scattergl", "x": np.asarray(x), "y": np.asarray(y), "mode": "lines", "name": name,
+    return {"type": "scatter", "x": np.asarray(x), "y": np.asarray(y), "mode": "lines", "name": name,
             "line": {"color": color, "width": width}, **kw}
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +93,29 @@ def main() -> None:
         page.locator(".js-plotly-plot").first.wait_for()
         page.wait_for_timeout(1500)
         save(page, "learn")
+        # a real run, training now: progress, ETA and the Stop button
+        from core.launcher import launch
+        from core.store import open_run
+
+        started = launch({"method": {"name": "joint"}, "epochs": 400, "log": {"progress": False}}, [0], runs)
+        run_dir = started[0].run_dir
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                if len(open_run(run_dir).scalars(names=["acc/test/fused"])) >= 8:
+                    break
+            except Exception:  # noqa: BLE001 - the store is being created
+                pass
+            time.sleep(1)
+        page.goto(f"{url}/live?run=runs/{started[0].name}")
+        page.locator(".js-plotly-plot").filter(has_text="Training losses").first.wait_for()
+        want = {"Accuracy per epoch", "Training losses", "Share of the gradient each encoder receives"}
+        for _ in range(50):  # charts redraw when new rows arrive: catch a moment when all are drawn
+            if want <= set(page.locator(".js-plotly-plot .gtitle").all_text_contents()):
+                break
+            page.wait_for_timeout(100)
+        save(page, "live_running")
+        os.kill(started[0].pid, signal.SIGTERM)
 
 
 if __name__ == "__main__":
