@@ -20,7 +20,6 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from dashboard.queries import Roots  # noqa: E402
 
 
 # Live views refresh every second: keep the previous frame fully visible while the next one
@@ -40,7 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main() -> None:
     args = parse_args(sys.argv[1:])
     st.set_page_config(page_title="ModalScope", page_icon=":material/insights:", layout="wide")
-    st.session_state["_roots"] = Roots(args.runs_dir, args.sample_runs)
+    st.session_state["_roots"] = {"runs_dir": args.runs_dir, "sample_runs": args.sample_runs}
     st.markdown(CSS, unsafe_allow_html=True)
     here = Path(__file__).resolve().parent
     pages = [

@@ -42,9 +42,9 @@ class Roots:
 
 def roots() -> Roots:
     """Roots chosen on the command line (``app.py`` stores them), else env, else defaults."""
-    r = st.session_state.get("_roots") if hasattr(st, "session_state") else None
-    if isinstance(r, Roots):
-        return r
+    r = st.session_state.get("_roots")
+    if isinstance(r, dict):
+        return Roots(r["runs_dir"], r["sample_runs"])
     return Roots(os.environ.get("MODALSCOPE_RUNS_DIR", "runs"), os.environ.get("MODALSCOPE_SAMPLE_RUNS", "sample_runs"))
 
 

@@ -17,17 +17,8 @@ from core.methods.base import _REGISTRY as METHODS
 from dashboard import figures as F
 from dashboard import queries as q
 from dashboard import summaries as S
+from dashboard.learn_steps import PRESET, STEPS
 
-STEPS = [
-    "1 · Two inputs, one answer",
-    "2 · Each modality alone",
-    "3 · Together, one wins",
-    "4 · Why: who gets the gradient",
-    "5 · Sample by sample: the modality gap",
-    "6 · Methods that rebalance",
-    "7 · Try it yourself",
-]
-PRESET = "imbalanced"
 
 st.title("Learn: modality imbalance in seven steps")
 runs = q.runs_table()
