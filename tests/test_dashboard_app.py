@@ -279,3 +279,13 @@ def test_live_shows_a_starting_run_with_its_log(app):
     at = app("live", **{"live.run": "runs/booting"})
     assert "Starting" in at.info[0].value
     assert "run folder: runs/booting" in at.code[0].value
+
+
+def test_dashboard_command_binds_loopback_by_default():
+    from core.cli import build_parser, dashboard_command
+
+    args = build_parser().parse_args(["dashboard"])
+    argv = dashboard_command(args.host, args.port, args.runs_dir, args.sample_runs)
+    assert isinstance(argv, list) and argv[argv.index("--server.address") + 1] == "127.0.0.1"
+    assert argv[-5:] == ["--", "--runs-dir", "runs", "--sample-runs", "sample_runs"]
+    assert argv[argv.index("run") + 1] == APP
