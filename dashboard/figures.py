@@ -226,11 +226,11 @@ def conflict_figure(df: pd.DataFrame, tau: float | None = None, max_points: int 
     traces = [_line(x2, y2, "dominance ratio", "#2B2D42", 1.5)]
     f = df[df["name"] == "conflict/flag"].sort_values("step")
     if not f.empty:
-        n_b = min(200, len(f))
+        n_b = max(1, min(200, len(f) // 5))
         b = pd.cut(f["step"], bins=n_b, labels=False)
         frac = f.groupby(b).agg(step=("step", "mean"), flagged=("value", "mean"))
         traces.append({"type": "bar", "x": frac["step"].to_numpy(), "y": frac["flagged"].to_numpy(), "name": "flagged steps (share)",
-                       "marker": {"color": _with_alpha("#E4572E", 0.4)}, "yaxis": "y2"})
+                       "marker": {"color": _with_alpha("#E4572E", 0.28)}, "yaxis": "y2"})
     lay = _base_layout(title, "step", "‖g_dominant‖ / mean ‖g_other‖")
     lay["yaxis"]["type"] = "log"
     lay["yaxis2"] = {"title": {"text": "share of steps flagged"}, "overlaying": "y", "side": "right", "range": [0, 1], "showgrid": False,
