@@ -57,8 +57,9 @@ def swept_fields(cfgs: Iterable[dict[str, Any]]) -> list[str]:
     """The union of every run's ``tags.swept`` (comma-separated dotted config paths)."""
     out: list[str] = []
     for c in cfgs:
-        for f in str((c.get("tags") or {}).get("swept", "") or "").split(","):
-            f = f.strip()
+        raw = (c.get("tags") or {}).get("swept", "") or ""
+        for f in (raw if isinstance(raw, list) else str(raw).split(",")):
+            f = str(f).strip()
             if f and f not in out:
                 out.append(f)
     return out
@@ -162,3 +163,14 @@ def find_runs(runs: pd.DataFrame, configs: dict[str, dict], method: str | None =
             continue
         keep.append(r["key"])
     return runs[runs["key"].isin(keep)]
+
+
+def describe_thinning(thinned: Any) -> str:
+    """Run meta ``thinned`` (a sentence, or a mapping of table → what was kept) as one line."""
+    if not thinned:
+        return ""
+    if isinstance(thinned, dict):
+        return "; ".join(f"{k}: {v}" for k, v in thinned.items())
+    if isinstance(thinned, list):
+        return "; ".join(map(str, thinned))
+    return str(thinned)

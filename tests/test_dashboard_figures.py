@@ -163,6 +163,9 @@ def test_swept_and_varying_fields_and_groups():
     c1 = {"tags": {"sweep": "s", "swept": "method.name, optim.lr"}, "optim": {"lr": 0.1}, "seed": 0, "name": "x"}
     c2 = {"tags": {"sweep": "s", "swept": "optim.lr,seed"}, "optim": {"lr": 0.2}, "seed": 1, "name": "y"}
     assert S.swept_fields([c1, c2]) == ["method.name", "optim.lr", "seed"]
+    assert S.swept_fields([{"tags": {"swept": ["a.b", "c"]}}]) == ["a.b", "c"]
+    assert S.describe_thinning({"samples": "every other epoch"}) == "samples: every other epoch"
+    assert S.describe_thinning("") == ""
     assert S.varying_fields([c1, c2]) == ["optim.lr"]
     runs = pd.DataFrame({"key": ["runs/x", "runs/y"], "name": ["x", "y"], "method": ["joint", "ogm_ge"]})
     out = S.add_config_columns(runs, {"runs/x": c1, "runs/y": c2}, ["optim.lr"])

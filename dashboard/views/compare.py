@@ -68,7 +68,10 @@ if names:
     metric = m1.selectbox("Metric", names, index=names.index(default_metric), key="compare.metric")
     frames = []
     for k, grp in zip(sel["key"], sel["group"]):
-        df = q.scalars(k, names=[metric])
+        every = q.stride(k)
+        df = q.scalars(k, names=[metric], every=every)
+        if every > 1 and len(df) < 200:  # a per-epoch metric: its steps need not be multiples of the stride
+            df = q.scalars(k, names=[metric])
         if df.empty:
             continue
         frames.append(df.assign(run=k, group=grp))

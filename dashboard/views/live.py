@@ -15,6 +15,7 @@ from core.errors import ModalScopeError
 from core.launcher import stop_run
 from dashboard import figures as F
 from dashboard import queries as q
+from dashboard import summaries as S
 from dashboard.widgets import chart, fmt_seconds, missing, status_badge
 
 VIEWS = ["Overview", "Gradients", "Modality gap", "Contributions", "Method signals", "Robustness"]
@@ -97,8 +98,9 @@ def _header(prog: dict, meta: dict) -> None:
         st.progress(min(1.0, prog["done"] / prog["total"]), text=f"step {prog['done']:,} of {prog['total']:,}")
     if meta.get("error"):
         st.error(f"Run error: {meta['error']}")
-    if meta.get("thinned"):
-        st.caption(f"ℹ️ Thinned for the gallery: {meta['thinned']}")
+    thinned = S.describe_thinning(meta.get("thinned"))
+    if thinned:
+        st.caption(f"ℹ Thinned for the gallery: {thinned}")
 
 
 def _overview(upto: int, smoothing: float, bayes: dict, every: int) -> None:
