@@ -289,3 +289,12 @@ def test_dashboard_command_binds_loopback_by_default():
     assert isinstance(argv, list) and argv[argv.index("--server.address") + 1] == "127.0.0.1"
     assert argv[-5:] == ["--", "--runs-dir", "runs", "--sample-runs", "sample_runs"]
     assert argv[argv.index("run") + 1] == APP
+
+
+def test_live_shows_a_trainer_that_died_before_its_store(app):
+    d = app.runs / "broken"
+    d.mkdir()
+    (d / "launch.log").write_text("error: device: 'cuda' requested but no CUDA device is available\n")
+    at = app("live", **{"live.run": "runs/broken"})
+    assert "stopped before it opened its run store" in at.error[0].value
+    assert "no CUDA device" in at.code[0].value

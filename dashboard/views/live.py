@@ -66,8 +66,11 @@ view = st.segmented_control("View", VIEWS, default="Overview", key="live.view", 
 def _starting() -> None:
     if q.reader(key) is not None:
         st.rerun()
-    st.info("⏳ Starting: waiting for the trainer to open its run store…")
     tail = q.log_tail(key, 15)
+    if "error:" in tail or "Traceback" in tail:
+        st.error("The trainer stopped before it opened its run store; its output:")
+    else:
+        st.info("Starting: waiting for the trainer to open its run store…")
     if tail:
         st.code(tail, language="text")
 
