@@ -58,7 +58,10 @@ def _table() -> None:
     """The runs table; refreshes itself every 2 s while a run is running (status, heartbeat, progress)."""
     fresh = view
     if (runs["status"] == "running").any():
-        fresh = _filter(S.add_config_columns(q.runs_table(), cfgs, swept))
+        latest = q.runs_table()
+        if not (latest["status"] == "running").any():
+            st.rerun()  # nothing runs any more: redraw the page once and stop refreshing
+        fresh = _filter(S.add_config_columns(latest, cfgs, swept))
     now = time.time()
     table = fresh.copy()
     table["status"] = [status_badge(s) + (f" · {heartbeat_text(h, now)}" if s == "running" else "")
