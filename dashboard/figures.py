@@ -289,9 +289,10 @@ def gap_histogram_figure(hist: dict, gmm: dict | None = None, title: str | None 
         if len(comp_cols) > 1:
             for i, c in enumerate(comp_cols):
                 traces.append({"type": "scatter", "x": curves["x"].to_numpy(), "y": curves[c].to_numpy(), "mode": "lines",
-                               "name": f"GMM component {i + 1}", "line": {"color": colors[i % 3], "width": 2, "dash": "dash"}})
+                               "name": f"GMM component {i + 1}", "line": {"color": colors[i % 3], "width": 1.5},
+                               "fill": "tozeroy", "fillcolor": _with_alpha(colors[i % 3], 0.28)})
         traces.append({"type": "scatter", "x": curves["x"].to_numpy(), "y": curves["mixture"].to_numpy(), "mode": "lines",
-                       "name": "GMM fit" if len(comp_cols) > 1 else "1-component fit", "line": {"color": "#2B2D42", "width": 2.5}})
+                       "name": "GMM fit" if len(comp_cols) > 1 else "1-component fit", "line": {"color": "#2B2D42", "width": 2, "dash": "dot"}})
         thr = gmm.get("threshold")
         if thr is not None and np.isfinite(thr) and not int(gmm.get("balanced", 0) or 0) and len(comp_cols) > 1:
             _vline(lay, float(thr), "#E4572E", f" threshold {float(thr):.2f}")
