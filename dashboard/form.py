@@ -16,6 +16,7 @@ import streamlit as st
 import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from core.errors import ConfigError
 
@@ -50,6 +51,8 @@ def field_widget(section: str, name: str, info: FieldInfo, choices: list[str] | 
     key = f"launch.{section}.{name}"
     ann, optional = _strip_optional(info.annotation)
     default = info.get_default(call_default_factory=True)
+    if default is PydanticUndefined:  # a required field (e.g. a data path): start empty
+        default, optional = None, True
     label = name.replace("_", " ")
     helptext = field_help(info)
     if choices:
@@ -65,8 +68,9 @@ def field_widget(section: str, name: str, info: FieldInfo, choices: list[str] | 
         return True, int(c.number_input(label, value=int(default), step=1, key=key, help=helptext))
     if ann is float and not optional:
         return True, float(c.number_input(label, value=float(default), step=None, format="%g", key=key, help=helptext))
-    if ann is str and not optional:
-        return True, c.text_input(label, value=str(default or ""), key=key, help=helptext)
+    if ann is str:
+        text = c.text_input(label, value=str(default or ""), key=key, help=helptext)
+        return (False, None) if optional and text == "" else (True, text)
     text = c.text_input(label, value="" if default is None else yaml.safe_dump(default, default_flow_style=True).strip(), key=key,
                         placeholder="default (from the preset)" if default is None else None,
                         help=(helptext + " — YAML, e.g. {audio: 16, visual: 24}; empty = default").strip(" —"))

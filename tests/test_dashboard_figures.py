@@ -195,3 +195,32 @@ def test_find_runs_by_config_not_name():
     assert S.find_runs(runs, cfgs, method="joint", preset="imbalanced")["key"].tolist() == ["gallery/a"]
     assert S.find_runs(runs, cfgs, method="unimodal", modality="visual")["name"].tolist() == ["joint_x"]
     assert S.find_runs(runs, cfgs, method="joint", finished_only=False)["key"].tolist() == ["gallery/a", "gallery/c"]
+
+
+def test_form_treats_required_fields_as_empty_and_parses_yaml(monkeypatch):
+    """Launch-form widgets from pydantic fields: required → empty box; YAML text → value."""
+    from pydantic import BaseModel, Field
+
+    from dashboard import form
+
+    class P(BaseModel):
+        path: str = Field(..., description="Data file.")
+        dims: dict | None = Field(None, description="Dims.")
+        lr: float = Field(0.1, gt=0, description="Learning rate.")
+
+    class FakeCol:
+        def __init__(self, answers):
+            self.answers = answers
+
+        def text_input(self, label, value="", key=None, **kw):
+            assert "PydanticUndefined" not in value
+            return self.answers.get(key, value)
+
+        def number_input(self, label, value=0, key=None, **kw):
+            return self.answers.get(key, value)
+
+    col = FakeCol({"launch.data.x.dims": "{audio: 16}"})
+    assert form.field_widget("data.x", "path", P.model_fields["path"], container=col) == (False, None)
+    assert form.field_widget("data.x", "dims", P.model_fields["dims"], container=col) == (True, {"audio": 16})
+    assert form.field_widget("data.x", "lr", P.model_fields["lr"], container=col) == (True, 0.1)
+    assert form.field_help(P.model_fields["lr"]) == "Learning rate. (> 0)"
