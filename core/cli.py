@@ -161,7 +161,7 @@ def dashboard_command(host: str, port: int, runs_dir: str, sample_runs: str) -> 
     return [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", "--theme.primaryColor", "#2E86AB",
         "--", "--runs-dir", runs_dir, "--sample-runs", sample_runs,
     ]
 

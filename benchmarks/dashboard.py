@@ -1,0 +1,214 @@
+"""Dashboard speed: Live-page render time on a 100 000-step store, and write→page latency.
+
+1. Render: a planted run with 100 000 training steps (every step logs losses, gradient
+   norms/shares, dominance ratio and the conflict flag: ~1.5 M scalar rows) plus 100 epochs
+   of accuracies, gap histograms and GMM fits. The Live page is rendered through
+   ``streamlit.testing.v1.AppTest`` (server time: the whole script run, queries + figures +
+   serialisation, no browser). "cold" = a run folder never opened before (nothing cached), "warm" =
+   the next refresh (the (run, last row id) caches hit). Imports are warmed up first on a
+   tiny run so they are not counted.
+2. Latency: a separate writer process logs training steps through ``RunWriter`` with the
+   trainer's default flush period (``log.flush_seconds`` = 1 s) and records when it logs a
+   marked step; the page is re-run every ``--refresh`` seconds (what ``st.fragment(run_every=1)``
+   does in the browser) and we record when the marked step first shows in the page's loss
+   chart. Latency = shown − logged.
+
+Usage: ``python benchmarks/dashboard.py [--steps 100000] [--markers 10] [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+APP = str(ROOT / "dashboard" / "app.py")
+
+
+def _app(runs_dir: Path, gallery: Path):
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["MODALSCOPE_RUNS_DIR"] = str(runs_dir)
+    os.environ["MODALSCOPE_SAMPLE_RUNS"] = str(gallery)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    return at
+
+
+def _render(at, key: str, view: str = "Overview") -> float:
+    at.session_state["live.run"] = key
+    at.query_params["run"] = key
+    at.session_state["live.view"] = view
+    at.switch_page("views/live.py")
+    t = time.perf_counter()
+    at.run()
+    dt = time.perf_counter() - t
+    assert not at.exception, [e.message for e in at.exception]
+    return dt
+
+
+def bench_render(tmp: Path, steps: int) -> dict:
+    from tests.planted import plant_run
+
+    gallery = tmp / "gallery"
+    t = time.perf_counter()
+    spe = 1000
+    plant_run(gallery, "big", epochs=steps // spe, steps_per_epoch=spe)
+    plant_run(gallery, "tiny", epochs=2, steps_per_epoch=5)
+    plant_s = time.perf_counter() - t
+    from core.store import open_run
+
+    rows = open_run(gallery / "big").counts()["scalars"]
+    at = _app(tmp / "runs", gallery)
+    for view in ("Overview", "Gradients", "Modality gap", "Contributions", "Method signals", "Robustness"):
+        _render(at, "gallery/tiny", view)  # warm imports
+    out = {"steps": steps, "scalar_rows": rows, "plant_seconds": round(plant_s, 1)}
+    import shutil
+
+    for i, view in enumerate(("Overview", "Gradients", "Modality gap")):
+        colds = []
+        for j in range(3):
+            name = f"big{i}{j}"
+            shutil.copytree(gallery / "big", gallery / name)  # a run never opened before: nothing cached
+            colds.append(_render(at, f"gallery/{name}", view))
+            assert at.title[0].value == name, at.title[0].value
+            warm = [_render(at, f"gallery/{name}", view) for _ in range(3)]
+            shutil.rmtree(gallery / name)
+        cold = statistics.median(colds)
+        out[view] = {"cold_s": round(cold, 3), "cold_all_s": [round(c, 3) for c in colds], "warm_s": round(statistics.median(warm), 3)}
+        print(f"render Live/{view:<13} cold {cold:.3f} s   warm {statistics.median(warm):.3f} s", flush=True)
+    shutil.copytree(gallery / "big", gallery / "bigfull")
+    at.session_state["full_resolution"] = True
+    full = _render(at, "gallery/bigfull", "Overview")
+    at.session_state["full_resolution"] = False
+    out["Overview full resolution"] = {"cold_s": round(full, 3)}
+    print(f"render Live/Overview, full resolution, cold {full:.3f} s", flush=True)
+    return out
+
+
+def _writer(run_dir: str, markers: int, gap_s: float, log_path: str) -> None:
+    import numpy as np
+
+    from core.store import RunWriter
+    from tests.planted import plant_run
+
+    plant_run(Path(run_dir).parent, Path(run_dir).name, epochs=1, steps_per_epoch=10, status="running")
+    w = RunWriter(run_dir, resume=True)  # trainer defaults: flush every 1 s or 2000 rows
+    Path(log_path + ".ready").write_text("1")
+    rng = np.random.default_rng(0)
+    step = 10
+    marks = []
+    t_next = float("inf")
+    stop_at = float("inf")
+    armed = False
+    while time.time() < stop_at:  # keep training for 3 s after the last mark, as a trainer would
+        now = time.time()
+        vals = {"loss/total": float(rng.random()), "loss/fused": float(rng.random()), "grad_share/audio": 0.8, "grad_share/visual": 0.2}
+        if not armed and Path(log_path + ".go").exists():
+            armed, t_next = True, now + 1.0 + rng.random()
+        if now >= t_next:
+            marks.append({"step": step, "logged": time.time()})
+            t_next = now + gap_s + rng.random() if len(marks) < markers else float("inf")
+            if len(marks) == markers:
+                stop_at = now + 3.0
+        w.log_scalars(step, 0, vals)
+        step += 1
+        time.sleep(0.005)  # ~200 steps/s, a small model on CPU
+    w.close("finished")
+    Path(log_path).write_text(json.dumps(marks))
+
+
+def bench_latency(tmp: Path, markers: int, refresh: float) -> dict:
+    gallery = tmp / "lat_gallery"
+    gallery.mkdir(parents=True, exist_ok=True)
+    run_dir = tmp / "lat_runs" / "live"
+    marks_file = tmp / "marks.json"
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, __file__, "--writer", str(run_dir), str(marks_file), str(markers)])
+    deadline = time.time() + 120
+    while not Path(str(marks_file) + ".ready").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    at = _app(tmp / "lat_runs", gallery)
+    seen: list[tuple[float, int]] = []
+    renders = []
+    _render(at, "runs/live", "Overview")
+    Path(str(marks_file) + ".go").write_text("1")
+    while p.poll() is None:
+        t0 = time.time()
+        dt = _render(at, "runs/live", "Overview")
+        renders.append(dt)
+        if os.environ.get("BENCH_DEBUG"):
+            print(at.title[0].value if at.title else None, len(at.get("plotly_chart")), round(dt, 3))
+        shown = 0
+        for el in at.get("plotly_chart"):
+            spec = json.loads(el.proto.spec)
+            if spec["layout"]["title"]["text"] == "Training losses":
+                for tr in spec["data"]:
+                    xs = tr["x"]
+                    if isinstance(xs, dict):
+                        import base64
+
+                        import numpy as np
+
+                        xs = np.frombuffer(base64.b64decode(xs["bdata"]), dtype=xs["dtype"]).tolist()
+                    if xs:
+                        shown = max(shown, int(max(xs)))
+        seen.append((time.time(), shown))
+        time.sleep(max(0.0, refresh - (time.time() - t0)))
+    p.wait()
+    marks = json.loads(marks_file.read_text())
+    lat = []
+    for m in marks:
+        first = next((t for t, s in seen if s >= m["step"]), None)
+        if first is not None:
+            lat.append(first - m["logged"])
+    res = {"markers": len(lat), "all_s": [round(x, 2) for x in lat], "refresh_s": refresh, "median_s": round(statistics.median(lat), 3), "max_s": round(max(lat), 3),
+           "mean_s": round(statistics.mean(lat), 3), "render_refresh_median_s": round(statistics.median(renders), 3)}
+    print(f"write→page latency over {len(lat)} marks: median {res['median_s']} s, max {res['max_s']} s "
+          f"(page refresh every {refresh} s; refresh render {res['render_refresh_median_s']} s)", flush=True)
+    return res
+
+
+def _latency_only(markers: int, refresh: float) -> None:
+    with tempfile.TemporaryDirectory(prefix="modalscope-bench-") as d:
+        print(json.dumps(bench_latency(Path(d), markers, refresh), indent=2))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--markers", type=int, default=10)
+    ap.add_argument("--refresh", type=float, default=1.0)
+    ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--writer", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--latency-only", action="store_true")
+    args = ap.parse_args()
+    if args.writer:
+        _writer(args.writer[0], int(args.writer[2]), 2.0, args.writer[1])
+        return
+    import logging
+
+    if args.latency_only:
+        logging.getLogger("streamlit").setLevel(logging.ERROR)
+        return _latency_only(args.markers, args.refresh)
+
+    logging.getLogger("streamlit").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="modalscope-bench-") as d:
+        tmp = Path(d)
+        res = {"load_average_1min_before": os.getloadavg()[0], "cpus": os.cpu_count(), "render": bench_render(tmp, args.steps), "latency": bench_latency(tmp, args.markers, args.refresh)}
+    print(json.dumps(res, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""The dashboard's query layer: core.store query functions behind caches keyed by (run, last row id).
+
+Pages never open SQLite themselves. A run is addressed by a *key* ``runs/<name>`` (the
+writable runs root) or ``gallery/<name>`` (the read-only ``sample_runs/``); keys map to
+folders only through :func:`run_path`, which validates the name, so a URL cannot point
+the app at an arbitrary path.
+
+Caching: a run's scalars grow only by appended rows with increasing ids. The scalar cache
+keeps, per (run, series selection), the frame read so far and the last id, and on each
+refresh reads only rows with a larger id (``RunReader.scalars(since_id=...)``), so a live
+page refreshing every second costs one indexed ``MAX(id)`` plus the new rows. The small
+per-epoch tables are cached whole, keyed by the run's last scalar id.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.config import validate_run_name
+from core.errors import ConfigError, StoreError
+from core.store import is_run_dir, list_runs, open_run
+
+KINDS = ("runs", "gallery")
+
+
+@dataclass(frozen=True)
+class Roots:
+    runs_dir: str
+    sample_runs: str
+
+    def path(self, kind: str) -> Path:
+        return Path(self.runs_dir if kind == "runs" else self.sample_runs)
+
+
+def roots() -> Roots:
+    """Roots chosen on the command line (``app.py`` stores them), else env, else defaults."""
+    r = st.session_state.get("_roots")
+    if isinstance(r, dict):
+        return Roots(r["runs_dir"], r["sample_runs"])
+    return Roots(os.environ.get("MODALSCOPE_RUNS_DIR", "runs"), os.environ.get("MODALSCOPE_SAMPLE_RUNS", "sample_runs"))
+
+
+def run_key(kind: str, name: str) -> str:
+    return f"{kind}/{name}"
+
+
+def run_path(key: str, r: Roots | None = None) -> Path | None:
+    """Folder of a run key, or None when the key is malformed (never a path outside the roots)."""
+    r = r or roots()
+    kind, _, name = str(key).partition("/")
+    if kind not in KINDS:
+        return None
+    try:
+        validate_run_name(name)
+    except ConfigError:
+        return None
+    return r.path(kind) / name
+
+
+def is_writable(key: str) -> bool:
+    return str(key).startswith("runs/")
+
+
+# ---------------------------------------------------------------------------- runs table
+@st.cache_data(ttl=2.0, show_spinner=False)
+def _runs_table(runs_dir: str, sample_runs: str) -> pd.DataFrame:
+    frames = []
+    for kind, root in (("runs", runs_dir), ("gallery", sample_runs)):
+        df = list_runs(root)
+        if df.empty:
+            continue
+        df.insert(0, "key", [run_key(kind, n) for n in df["name"]])
+        df.insert(1, "source", kind)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["key", "source", "name", "method", "preset", "status"])
+    out = pd.concat(frames, ignore_index=True)
+    return out
+
+
+def runs_table(r: Roots | None = None) -> pd.DataFrame:
+    r = r or roots()
+    return _runs_table(str(r.runs_dir), str(r.sample_runs)).copy()
+
+
+@st.cache_data(ttl=5.0, show_spinner=False)
+def _configs(paths: tuple[tuple[str, str], ...]) -> dict[str, dict]:
+    out = {}
+    for key, p in paths:
+        try:
+            out[key] = open_run(p).config()
+        except StoreError:
+            out[key] = {}
+    return out
+
+
+def configs(runs: pd.DataFrame) -> dict[str, dict]:
+    """Full config dict of every run in ``runs`` (keyed by run key)."""
+    if runs.empty:
+        return {}
+    return _configs(tuple(zip(runs["key"], runs["path"])))
+
+
+# ---------------------------------------------------------------------------- one run
+_READERS: dict[str, Any] = {}
+
+
+def reader(key: str):
+    """The run's RunReader (kept per folder: opening one checks the schema, which costs a query)."""
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return None
+    k = str(p.resolve())
+    rd = _READERS.get(k)
+    if rd is None or not rd.path.is_file():
+        try:
+            rd = open_run(p)
+        except StoreError:
+            return None
+        if len(_READERS) > 512:
+            _READERS.clear()
+        _READERS[k] = rd
+    return rd
+
+
+@st.cache_data(ttl=0.5, max_entries=256, show_spinner=False)
+def _meta(path: str) -> dict[str, Any]:
+    return open_run(path).meta()
+
+
+@st.cache_data(max_entries=1024, show_spinner=False)
+def _config(path: str, mtime: float) -> dict[str, Any]:
+    return open_run(path).config()
+
+
+def last_id(key: str) -> int:
+    rd = reader(key)
+    return rd.last_id() if rd is not None else 0
+
+
+class _ScalarCache:
+    """Incrementally extended scalar frames per (run folder, selection)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.items: dict[tuple, tuple[int, pd.DataFrame]] = {}
+
+    def get(self, path: Path, names: tuple[str, ...] | None, prefix: str | None, upto: int, every: int = 1) -> pd.DataFrame:
+        k = (str(path.resolve()), names, prefix, every)
+        with self.lock:
+            have = self.items.get(k)
+        if have is not None and have[0] >= upto:
+            return have[1]
+        since = have[0] if have is not None else 0
+        new = open_run(path).scalars(names=list(names) if names is not None else None, prefix=prefix, since_id=since, every=every)
+        if have is not None and since > 0:
+            frame = pd.concat([have[1], new], ignore_index=True) if len(new) else have[1]
+        else:
+            frame = new
+        newest = int(new["id"].max()) if len(new) else since
+        with self.lock:
+            if len(self.items) > 256:
+                self.items.clear()
+            self.items[k] = (max(newest, upto), frame)
+        return frame
+
+
+@st.cache_resource(show_spinner=False)
+def _scalar_cache() -> _ScalarCache:
+    return _ScalarCache()
+
+
+def stride(key: str) -> int:
+    """Read every k-th step of step series for long runs (k from the planned number of steps,
+    so it stays fixed while the run grows): at most ~``STRIDED_POINTS`` points per series.
+    Off (1) when the user asks for full resolution or the run is short."""
+    if st.session_state.get("full_resolution"):
+        return 1
+    m = meta(key)
+    planned = int(m.get("steps_per_epoch") or 0) * int(config(key).get("epochs") or 0)
+    return max(1, -(-planned // STRIDED_POINTS)) if planned > FULL_BELOW else 1
+
+
+STRIDED_POINTS = 10_000
+FULL_BELOW = 20_000
+
+
+def scalars(key: str, names: list[str] | None = None, prefix: str | None = None, upto: int | None = None,
+            every: int = 1) -> pd.DataFrame:
+    """Scalars of one run (exact ``names`` or a name ``prefix``), cached by (run, last row id).
+    ``every`` > 1 reads only steps divisible by it (see :func:`stride`)."""
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return pd.DataFrame(columns=["id", "step", "epoch", "name", "value"])
+    upto = last_id(key) if upto is None else upto
+    return _scalar_cache().get(p, tuple(names) if names is not None else None, prefix, upto, every)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _scalar_names(path: str, upto: int) -> list[str]:
+    return open_run(path).scalar_names()
+
+
+def scalar_names(key: str, upto: int | None = None) -> list[str]:
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return []
+    return _scalar_names(str(p), last_id(key) if upto is None else upto)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _table(path: str, what: str, upto: int, arg: str | None = None) -> Any:
+    rd = open_run(path)
+    if what == "histograms":
+        return rd.histograms()
+    if what == "gmm":
+        return rd.gmm()
+    if what == "contributions":
+        return rd.contributions()
+    if what == "events":
+        return rd.events()
+    if what == "samples":
+        return rd.samples(epoch=int(arg) if arg is not None else None)
+    if what == "table_names":
+        return rd.table_names()
+    if what == "table":
+        return rd.table(arg or "")
+    raise ValueError(what)
+
+
+def table(key: str, what: str, arg: str | None = None, upto: int | None = None) -> Any:
+    """``histograms | gmm | contributions | events | samples | table_names | table`` of a run."""
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return None
+    return _table(str(p), what, last_id(key) if upto is None else upto, arg)
+
+
+def meta(key: str) -> dict[str, Any]:
+    """Run metadata (status, heartbeat, pid, modalities, reference...), at most 0.5 s old."""
+    rd = reader(key)
+    return _meta(str(rd.dir)) if rd is not None else {}
+
+
+def status(key: str) -> str:
+    rd = reader(key)
+    return rd.status() if rd is not None else "starting"
+
+
+def config(key: str) -> dict[str, Any]:
+    rd = reader(key)
+    if rd is None:
+        return {}
+    cfg = rd.dir / "config.json"
+    return _config(str(rd.dir), cfg.stat().st_mtime if cfg.is_file() else 0.0)
+
+
+def summary(key: str) -> dict[str, Any]:
+    rd = reader(key)
+    return rd.summary() if rd is not None else {}
+
+
+def last_row(key: str) -> dict[str, Any] | None:
+    """The newest scalar row (its step and epoch give the live progress)."""
+    rd = reader(key)
+    if rd is None:
+        return None
+    lid = rd.last_id()
+    if lid == 0:
+        return None
+    df = rd.scalars(since_id=lid - 1)
+    return None if df.empty else df.iloc[-1].to_dict()
+
+
+def progress(key: str) -> dict[str, Any]:
+    """Steps done, total steps, elapsed seconds and an ETA from the mean step rate so far."""
+    m = meta(key)
+    cfg = config(key)
+    row = last_row(key)
+    spe = int(m.get("steps_per_epoch") or 0)
+    epochs = int(cfg.get("epochs") or 0)
+    total = spe * epochs
+    done = int(row["step"]) + 1 if row else 0
+    start = float(m.get("start_time") or time.time())
+    end = m.get("end_time")
+    now = float(end) if end else time.time()
+    elapsed = max(0.0, now - start)
+    st_ = status(key)
+    eta = None
+    if st_ == "running" and done > 0 and total > done:
+        eta = elapsed / done * (total - done)
+    return {"done": min(done, total) if total else done, "total": total, "elapsed": elapsed, "eta": eta,
+            "epoch": int(row["epoch"]) + 1 if row else 0, "epochs": epochs, "status": st_}
+
+
+def log_tail(key: str, n: int = 30) -> str:
+    """Last lines of the trainer's stdout/stderr (``launch.log``) and ``log.txt``."""
+    p = run_path(key)
+    if p is None:
+        return ""
+    out = []
+    for f in ("launch.log", "log.txt"):
+        q = p / f
+        if q.is_file():
+            try:
+                lines = q.read_text(encoding="utf-8", errors="replace").splitlines()[-n:]
+            except OSError:
+                continue
+            out.append(f"--- {f}\n" + "\n".join(lines))
+    return "\n".join(out)

@@ -1,0 +1,315 @@
+"""Live: one run, refreshing itself about once a second while it runs.
+
+Views load only their own series (a 100 000-step run stays fast), through the query layer's
+(run, last row id) caches. Panels whose data the run lacks are hidden with a one-line
+reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.errors import ModalScopeError
+from core.launcher import stop_run
+from dashboard import figures as F
+from dashboard import queries as q
+from dashboard import summaries as S
+from dashboard.widgets import chart, fmt_seconds, missing, status_badge
+
+VIEWS = ["Overview", "Gradients", "Modality gap", "Contributions", "Method signals", "Robustness"]
+KNOWN_PREFIXES = ("loss/", "grad_norm/", "grad_share/", "grad_ratio", "conflict/", "acc/", "acc2/", "mae/", "lr", "time/",
+                  "contrib/", "robust/")
+
+runs = q.runs_table()
+launched = [k for k in st.session_state.get("launched", []) if k not in set(runs["key"])]
+keys = list(runs["key"]) + launched
+requested = st.query_params.get("run") or st.session_state.get("live.run")
+if requested and requested not in keys and q.run_path(requested) is not None and q.run_path(requested).is_dir():
+    keys.append(requested)
+if not keys:
+    st.title("Live")
+    st.info("No runs yet. Start one on the Launch page.")
+    st.page_link("views/launch.py", label="Launch a run", icon=":material/rocket_launch:")
+    st.stop()
+if requested not in keys:
+    running = runs[runs["status"] == "running"]["key"].tolist() if not runs.empty else []
+    requested = running[0] if running else keys[0]
+names = dict(zip(runs["key"], runs["name"])) if not runs.empty else {}
+
+
+def _picked() -> None:
+    st.query_params["run"] = st.session_state["live.select"]
+
+
+if st.session_state.get("live.select") not in keys or st.session_state.get("live.select") != requested:
+    st.session_state["live.select"] = requested
+key = st.selectbox("Run", keys, format_func=lambda k: f"{names.get(k, k.split('/', 1)[-1])}  ({k.split('/')[0]})",
+                   key="live.select", on_change=_picked)
+if st.query_params.get("run") != key:
+    st.query_params["run"] = key
+st.session_state["live.run"] = key
+
+cfg = q.config(key)
+method = (cfg.get("method") or {}).get("name", "?")
+if method == "unimodal":
+    method = f"unimodal:{cfg['method'].get('modality')}"
+data = cfg.get("data") or {}
+st.title(names.get(key, key.split("/", 1)[-1]))
+st.caption(f"{method} · {data.get('name', '?')}/{data.get('preset', '')} · seed {cfg.get('seed', '?')} · "
+           f"{'gallery (read-only)' if not q.is_writable(key) else 'runs root'}")
+view = st.segmented_control("View", VIEWS, default="Overview", key="live.view", label_visibility="collapsed") or "Overview"
+
+
+@st.fragment(run_every=1.0)
+def _starting() -> None:
+    if q.reader(key) is not None:
+        st.rerun()
+    tail = q.log_tail(key, 15)
+    if "error:" in tail or "Traceback" in tail:
+        st.error("The trainer stopped before it opened its run store; its output:")
+    else:
+        st.info("Starting: waiting for the trainer to open its run store…")
+    if tail:
+        st.code(tail, language="text")
+
+
+if q.reader(key) is None:
+    _starting()
+    st.stop()
+
+initial_status = q.status(key)
+smooth_default = 0.6
+
+
+def _header(prog: dict, meta: dict) -> None:
+    c = st.columns([1.2, 1, 1, 1, 1.2])
+    c[0].metric("Status", status_badge(prog["status"]))
+    c[1].metric("Epoch", f"{prog['epoch']}/{prog['epochs']}")
+    c[2].metric("Elapsed", fmt_seconds(prog["elapsed"]))
+    c[3].metric("ETA", fmt_seconds(prog["eta"]) if prog["eta"] is not None else "—")
+    with c[4]:
+        if prog["status"] == "running" and q.is_writable(key):
+            if st.button("Stop run", icon=":material/stop_circle:", key="live.stop", help="SIGTERM: the trainer finishes its step, saves and marks the run interrupted."):
+                try:
+                    pid = stop_run(q.run_path(key), q.roots().runs_dir)
+                    st.toast(f"Sent SIGTERM to trainer {pid}")
+                except ModalScopeError as e:
+                    st.error(str(e))
+    if prog["total"]:
+        st.progress(min(1.0, prog["done"] / prog["total"]), text=f"step {prog['done']:,} of {prog['total']:,}")
+    if meta.get("error"):
+        st.error(f"Run error: {meta['error']}")
+    thinned = S.describe_thinning(meta.get("thinned"))
+    if thinned:
+        st.caption(f"ℹ Thinned for the gallery: {thinned}")
+
+
+def _overview(upto: int, smoothing: float, bayes: dict, every: int) -> None:
+    acc = q.scalars(key, prefix="acc/", upto=upto)
+    acc = acc[acc["name"].str.count("/") == 2]
+    c1, c2 = st.columns(2)
+    with c1:
+        if acc.empty:
+            missing("Accuracy", "no epoch has finished yet")
+        else:
+            chart(F.accuracy_figure(acc, bayes), "live.acc", acc, "accuracy")
+    with c2:
+        loss = q.scalars(key, prefix="loss/", upto=upto, every=every)
+        if loss.empty:
+            missing("Losses", "no training step logged yet")
+        else:
+            chart(F.scalar_lines(loss, "Training losses", "loss (nats)", smoothing=smoothing, prefix="loss/"), "live.loss", None, "losses")
+    c3, c4 = st.columns(2)
+    with c3:
+        share = q.scalars(key, prefix="grad_share/", upto=upto, every=every)
+        if share.empty:
+            missing("Gradient shares", "needs ≥ 2 modalities and diagnostics.grad on")
+        else:
+            chart(F.scalar_lines(share, "Share of the gradient each encoder receives", "share of ‖g‖ (1/M = even)",
+                                 smoothing=smoothing, prefix="grad_share/"), "live.share", None, "grad_share")
+    with c4:
+        hists = q.table(key, "histograms", upto=upto)
+        if hists is None or hists.empty:
+            missing("Modality gap", "diagnostics.gap was off, or the run has one modality")
+        else:
+            split = "test" if (hists["split"] == "test").any() else hists["split"].iloc[-1]
+            h = hists[(hists["split"] == split) & (hists["name"] == sorted(hists["name"].unique())[0])]
+            row = h.iloc[-1]
+            gmm = q.table(key, "gmm", upto=upto)
+            g = None
+            if gmm is not None and not gmm.empty:
+                gg = gmm[(gmm["epoch"] == row["epoch"]) & (gmm["split"] == split) & (gmm["name"] == row["name"])]
+                g = gg.iloc[-1].to_dict() if not gg.empty else None
+            chart(F.gap_histogram_figure(row.to_dict(), g, gap_label=f"gap {row['name']}"), "live.overview.gap", None, "gap", downloads=False)
+    ev = q.table(key, "events", upto=upto)
+    if ev is not None and not ev.empty:
+        with st.expander(f"Events ({len(ev)})"):
+            st.dataframe(ev.assign(time=pd.to_datetime(ev["time"], unit="s").dt.strftime("%H:%M:%S")), hide_index=True)
+
+
+def _gradients(upto: int, smoothing: float, every: int) -> None:
+    norms = q.scalars(key, prefix="grad_norm/", upto=upto, every=every)
+    if norms.empty:
+        missing("Gradient norms", "diagnostics.grad was off")
+    else:
+        chart(F.scalar_lines(norms, "Gradient norm per modality encoder", "‖g‖₂", smoothing=smoothing, prefix="grad_norm/", y_log=True),
+              "live.gradnorm", None, "grad_norm")
+    ratio = q.scalars(key, names=["grad_ratio", "conflict/flag"], upto=upto, every=every)
+    if ratio.empty:
+        missing("Dominance ratio", "needs ≥ 2 modalities")
+    else:
+        tau = (cfg.get("diagnostics") or {}).get("conflict_tau")
+        chart(F.conflict_figure(ratio, tau, smoothing=smoothing), "live.ratio", None, "dominance")
+    cos = q.scalars(key, prefix="conflict/cos", upto=upto, every=every)
+    if cos.empty:
+        missing("Conflict cosines", "diagnostics.conflict was off, or this branch's diagnostics do not log them")
+    else:
+        chart(F.scalar_lines(cos, "Gradient cosine: fused loss vs each unimodal loss", "cosine (−1 conflict … 1 aligned)",
+                             smoothing=smoothing, prefix="conflict/cos/"), "live.cos", None, "conflict_cos")
+
+
+def _gap(upto: int) -> None:
+    hists = q.table(key, "histograms", upto=upto)
+    if hists is None or hists.empty:
+        missing("Modality-gap histograms", "diagnostics.gap was off, or the run has one modality")
+        return
+    gmm = q.table(key, "gmm", upto=upto)
+    c1, c2, c3 = st.columns([1, 1, 2])
+    series = sorted(hists["name"].unique())
+    name = c1.selectbox("Gap series", series, key="live.gap.series", help="Gap = confidence of the first modality minus the second's on the true class, per sample.")
+    splits = sorted(hists[hists["name"] == name]["split"].unique())
+    split = c2.selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0, key="live.gap.split")
+    h = hists[(hists["name"] == name) & (hists["split"] == split)]
+    epochs = sorted(int(e) for e in h["epoch"].unique())
+    if len(epochs) > 1:
+        ep = c3.select_slider("Epoch", options=epochs, value=epochs[-1], format_func=lambda e: str(e + 1), key="live.gap.epoch")
+    else:
+        ep = epochs[0]
+        c3.caption(f"epoch {ep + 1} (only one histogram so far)")
+    row = h[h["epoch"] == ep].iloc[-1]
+    g = None
+    if gmm is not None and not gmm.empty:
+        gg = gmm[(gmm["epoch"] == ep) & (gmm["split"] == split) & (gmm["name"] == name)]
+        if not gg.empty:
+            g = gg.iloc[-1].to_dict()
+    left, right = st.columns(2)
+    with left:
+        data = pd.DataFrame({"left": row["edges"][:-1], "right": row["edges"][1:], "count": row["counts"]})
+        chart(F.gap_histogram_figure(row.to_dict(), g, gap_label=f"gap {name}"), "live.gap.hist", data, f"gap_{name}_{split}_e{ep + 1}")
+        if g is None:
+            st.caption("_GMM overlay: not in this run — diagnostics.gmm was off or no fit at this epoch_")
+        else:
+            verdict = "balanced (1 component wins on BIC)" if int(g.get("balanced") or 0) else "imbalanced (2 components win on BIC)"
+            st.caption(f"GMM: BIC₁ = {g['bic1']:.1f}, BIC₂ = {g['bic2']:.1f} → {verdict}; threshold {g['threshold']:.3f}")
+    with right:
+        chart(F.gap_heatmap_figure(h), "live.gap.heat", None, f"gap_heatmap_{name}_{split}")
+    samples = q.table(key, "samples", arg=str(ep), upto=upto)
+    if samples is not None and not samples.empty:
+        s = samples[(samples["split"] == split) & (samples["name"] == name)]
+        if not s.empty:
+            with st.expander("Most extreme samples at this epoch"):
+                s = s.assign(abs_gap=s["gap"].abs()).sort_values("abs_gap", ascending=False).head(50)
+                st.dataframe(s.drop(columns=["abs_gap"]), hide_index=True)
+
+
+def _contributions(upto: int) -> None:
+    df = q.table(key, "contributions", upto=upto)
+    if df is None or df.empty:
+        sc = q.scalars(key, prefix="contrib/", upto=upto)
+        if not sc.empty:
+            parts = sc["name"].str.split("/", expand=True)
+            wide = sc.assign(kind=parts[1], modality=parts[2]).pivot_table(index=["epoch", "modality"], columns="kind", values="value").reset_index()
+            df = wide.rename(columns={"conf": "confidence"})
+            for c in ("w", "info", "confidence"):
+                if c not in df:
+                    df[c] = np.nan
+    if df is None or df.empty:
+        missing("Contributions", "diagnostics.contrib was off or this branch does not log them")
+        return
+    chart(F.contributions_figure(df), "live.contrib", df, "contributions")
+
+
+def _method(upto: int, smoothing: float, every: int) -> None:
+    names = [n for n in q.scalar_names(key, upto) if not n.startswith(KNOWN_PREFIXES)]
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(n.split("/", 1)[0], []).append(n)
+    if not groups:
+        missing("Method signals", f"method {method} logs no signals of its own")
+    for grp, ns in sorted(groups.items()):
+        df = q.scalars(key, names=ns, upto=upto, every=every)
+        if every > 1 and len(df) < 200:  # per-epoch signals: their steps need not be multiples of the stride
+            df = q.scalars(key, names=ns, upto=upto)
+        x = "step" if df["step"].nunique() > df["epoch"].nunique() * 2 else "epoch"
+        if x == "epoch":
+            df = df.assign(epoch=df["epoch"] + 1)
+        chart(F.scalar_lines(df, f"{grp} signals", "value", x=x, smoothing=smoothing if x == "step" else 0.0, prefix=f"{grp}/"),
+              f"live.method.{grp}", df, f"method_{grp}")
+    lr = q.scalars(key, names=["lr", "time/epoch"], upto=upto)
+    if not lr.empty:
+        c1, c2 = st.columns(2)
+        with c1:
+            d = lr[lr["name"] == "lr"].assign(epoch=lambda d: d["epoch"] + 1)
+            st.plotly_chart(F.scalar_lines(d, "Learning rate", "lr", x="epoch"), key="live.lr")
+        with c2:
+            d = lr[lr["name"] == "time/epoch"].assign(epoch=lambda d: d["epoch"] + 1)
+            st.plotly_chart(F.scalar_lines(d, "Training time per epoch", "seconds", x="epoch"), key="live.time")
+
+
+def _robustness(upto: int) -> None:
+    shown = False
+    for t in q.table(key, "table_names", upto=upto) or []:
+        df = q.table(key, "table", arg=t, upto=upto)
+        if df is not None and not df.empty:
+            st.markdown(f"**Table `{t}`**")
+            st.dataframe(df, hide_index=True)
+            shown = True
+    rob = q.scalars(key, prefix="robust/", upto=upto)
+    if not rob.empty:
+        parts = rob["name"].str.split("/", expand=True)
+        if parts.shape[1] >= 4:
+            d = rob.assign(modality=parts[1], kind=parts[2], level=pd.to_numeric(parts[3], errors="coerce"))
+            for kind, g in d.groupby("kind"):
+                g = g.sort_values("level").assign(name=lambda x: "robust/" + x["modality"], step=lambda x: x["level"])
+                chart(F.scalar_lines(g, f"Accuracy under {kind} corruption of one modality", "test accuracy", x="step", prefix="robust/",
+                                     x_title=f"{kind} level"), f"live.robust.{kind}", g, f"robust_{kind}")
+                shown = True
+    if not shown:
+        missing("Robustness", "no robustness evaluation was stored (it runs at the end of training when enabled)")
+
+
+@st.fragment(run_every=1.0 if initial_status == "running" else None)
+def live_panels() -> None:
+    meta = q.meta(key)
+    prog = q.progress(key)
+    if initial_status == "running" and prog["status"] != "running":
+        st.rerun()
+    upto = q.last_id(key)
+    _header(prog, meta)
+    bayes = (meta.get("reference") or {}).get("bayes") or {}
+    smoothing = st.session_state.get("live.smoothing", smooth_default)
+    every = q.stride(key)
+    if every > 1:
+        st.caption(f"Long run: step series show every {every}th logged step (tick *Full resolution* in the sidebar for all of them).")
+    if view == "Overview":
+        _overview(upto, smoothing, bayes, every)
+    elif view == "Gradients":
+        _gradients(upto, smoothing, every)
+    elif view == "Modality gap":
+        _gap(upto)
+    elif view == "Contributions":
+        _contributions(upto)
+    elif view == "Method signals":
+        _method(upto, smoothing, every)
+    else:
+        _robustness(upto)
+
+
+if view in ("Overview", "Gradients", "Method signals"):
+    st.sidebar.slider("Smoothing (EMA weight)", 0.0, 0.99, smooth_default, 0.01, key="live.smoothing",
+                      help="Debiased exponential moving average; the raw series stays visible, faint.")
+st.sidebar.toggle("Full resolution", key="full_resolution",
+                  help="Long runs read every k-th step for speed; this reads every logged step (slower the first time, then cached).")
+live_panels()

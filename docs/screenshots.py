@@ -1,0 +1,122 @@
+"""Regenerate the page screenshots in docs/images/ (headless Chromium through Playwright).
+
+Usage: ``python docs/screenshots.py [--sample-runs sample_runs]``. Uses the gallery when it
+holds runs, else a planted demo gallery in a temporary folder (tests/planted.py). Each PNG
+is quantised to keep it under 300 KB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from PIL import Image  # noqa: E402
+
+from core.store import list_runs  # noqa: E402
+from tests.browser import browser_page, dashboard_server, wait_idle  # noqa: E402
+from tests.planted import plant_gallery, plant_run  # noqa: E402
+
+OUT = ROOT / "docs" / "images"
+MAX_BYTES = 300_000
+
+
+def save(page, name: str, full: bool = False) -> Path:
+    png = page.screenshot(full_page=full)
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    for colors in (256, 128, 64):
+        buf = io.BytesIO()
+        img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
+        if buf.tell() < MAX_BYTES:
+            break
+    path = OUT / f"{name}.png"
+    path.write_bytes(buf.getvalue())
+    print(f"{path.relative_to(ROOT)}: {buf.tell() / 1000:.0f} KB")
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sample-runs", default=str(ROOT / "sample_runs"))
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="modalscope-shots-"))
+    gallery = Path(args.sample_runs)
+    if list_runs(gallery).empty:
+        gallery = tmp / "gallery"
+        plant_gallery(gallery, seeds=(0, 1, 2))
+    runs = tmp / "runs"
+    plant_run(runs, "my-sweep_lr0.01_s0", tags={"sweep": "my-sweep", "swept": "optim.lr"}, set_=["optim.lr=0.01"], final_acc=0.74)
+    plant_run(runs, "my-sweep_lr0.1_s0", tags={"sweep": "my-sweep", "swept": "optim.lr"}, set_=["optim.lr=0.1"], final_acc=0.83)
+    with dashboard_server(runs, gallery, tmp / "server.log") as url, browser_page(1400, 1250) as page:
+        page.goto(url)
+        page.get_by_role("button", name="Open in Live").wait_for()
+        wait_idle(page)
+        save(page, "runs")
+        joint = next(k for k in ("gallery/joint_noisy_s0", "gallery/joint_imbalanced_s0") if (gallery / k.split("/")[1]).exists())
+        page.goto(f"{url}/live?run={joint}")
+        page.locator(".js-plotly-plot").first.wait_for()
+        wait_idle(page)
+        page.wait_for_timeout(1500)
+        save(page, "live")
+        page.get_by_text("Modality gap", exact=True).click()
+        page.locator(".js-plotly-plot").filter(has_text="Gap distribution").first.wait_for()
+        wait_idle(page)
+        page.wait_for_timeout(1500)
+        save(page, "live_gap")
+        page.get_by_text("Gradients", exact=True).click()
+        page.locator(".js-plotly-plot").filter(has_text="dominance").first.wait_for()
+        wait_idle(page)
+        page.wait_for_timeout(1500)
+        save(page, "live_gradients")
+        page.goto(f"{url}/compare")
+        page.get_by_text("groups", exact=True).click()
+        wait_idle(page)
+        page.locator(".js-plotly-plot").first.wait_for()
+        page.wait_for_timeout(1500)
+        save(page, "compare")
+        page.goto(f"{url}/launch")
+        page.get_by_role("button", name="Launch").wait_for()
+        wait_idle(page)
+        save(page, "launch")
+        page.goto(f"{url}/learn")
+        page.get_by_text("3 · Together, one wins").click()
+        wait_idle(page)
+        page.locator(".js-plotly-plot").first.wait_for()
+        page.wait_for_timeout(1500)
+        save(page, "learn")
+        # a real run, training now: progress, ETA and the Stop button
+        from core.launcher import launch
+        from core.store import open_run
+
+        started = launch({"method": {"name": "joint"}, "epochs": 400, "log": {"progress": False}}, [0], runs)
+        run_dir = started[0].run_dir
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                if len(open_run(run_dir).scalars(names=["acc/test/fused"])) >= 8:
+                    break
+            except Exception:  # noqa: BLE001 - the store is being created
+                pass
+            time.sleep(1)
+        page.goto(f"{url}/live?run=runs/{started[0].name}")
+        page.locator(".js-plotly-plot").filter(has_text="Training losses").first.wait_for()
+        want = {"Accuracy per epoch", "Training losses", "Share of the gradient each encoder receives"}
+        for _ in range(50):  # charts redraw when new rows arrive: catch a moment when all are drawn
+            if want <= set(page.locator(".js-plotly-plot .gtitle").all_text_contents()):
+                break
+            page.wait_for_timeout(100)
+        save(page, "live_running")
+        os.kill(started[0].pid, signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    main()

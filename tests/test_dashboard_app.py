@@ -1,0 +1,300 @@
+"""Every dashboard page driven through streamlit.testing.v1.AppTest on planted run stores."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.store import list_runs
+from tests.planted import plant_gallery, plant_run
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gallery")
+    plant_gallery(root)
+    return root
+
+
+@pytest.fixture
+def app(gallery, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setenv("MODALSCOPE_RUNS_DIR", str(runs))
+    monkeypatch.setenv("MODALSCOPE_SAMPLE_RUNS", str(gallery))
+
+    def make(page: str | None = None, **state):
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.run()
+        for k, v in state.items():
+            at.session_state[k] = v
+        if page:
+            at.switch_page(f"views/{page}.py")
+        at.run()
+        _no_exceptions(at)
+        return at
+
+    make.runs = runs
+    make.gallery = gallery
+    return make
+
+
+def _no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def _frame(at: AppTest, *cols: str, exclude: str = "\0"):
+    """The first dataframe on the page that has all of ``cols`` (and not the column ``exclude``)."""
+    for d in at.dataframe:
+        v = d.value
+        if all(c in v.columns for c in cols) and exclude not in v.columns:
+            return v
+    raise AssertionError(f"no dataframe with columns {cols}: {[list(d.value.columns) for d in at.dataframe]}")
+
+
+def _charts(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def _trace_names(at: AppTest) -> list[str]:
+    return [t.get("name") for c in _charts(at) for t in c["data"]]
+
+
+def test_runs_page_lists_the_gallery(app):
+    at = app()
+    assert at.title[0].value == "Runs"
+    table = _frame(at, "name", "progress", "source")
+    assert set(table["name"]) == {p.name for p in app.gallery.iterdir()}
+    assert set(table["source"]) == {"gallery"}
+    row = table.set_index("name").loc["joint_imbalanced_s0"]
+    assert row["method"] == "joint" and row["acc_fused"] == pytest.approx(0.8) and "finished" in row["status"]
+    assert row["progress"] == "4/4"
+
+
+def test_runs_page_empty_roots_say_how_to_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODALSCOPE_RUNS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("MODALSCOPE_SAMPLE_RUNS", str(tmp_path / "none2"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    _no_exceptions(at)
+    assert "No runs yet" in at.info[0].value
+
+
+def test_open_in_live_from_runs(app):
+    at = app()
+    at.selectbox(key="runs.open").set_value("gallery/joint_noisy_s0")
+    at.button(key="runs.open_live").click().run()
+    _no_exceptions(at)
+    assert at.title[0].value == "joint_noisy_s0"
+    assert any("Thinned for the gallery: samples: every other epoch" in c.value for c in at.caption)
+
+
+def test_live_renders_histogram_and_gmm(app):
+    at = app("live", **{"live.run": "gallery/joint_imbalanced_s1", "live.view": "Modality gap"})
+    assert at.title[0].value == "joint_imbalanced_s1"
+    charts = _charts(at)
+    hist = next(c for c in charts if c["layout"]["title"]["text"].startswith("Modality gap audio-visual"))
+    names = [t["name"] for t in hist["data"]]
+    assert names == ["samples", "GMM component 1", "GMM component 2", "GMM fit"]
+    assert "epoch 4" in hist["layout"]["title"]["text"]
+    assert any(c["data"][0]["type"] == "heatmap" for c in charts)
+    assert any("BIC₁ = 120.0, BIC₂ = 80.0" in c.value for c in at.caption)
+
+
+def test_live_overview_and_other_views_render(app):
+    at = app("live", **{"live.run": "gallery/ogm_ge_imbalanced_s0"})
+    names = _trace_names(at)
+    assert "fused (test)" in names and "audio" in names and "GMM fit" in names
+    for view in ["Gradients", "Contributions", "Method signals", "Robustness"]:
+        at.session_state["live.view"] = view
+        at.run()
+        _no_exceptions(at)
+    assert at.dataframe  # robustness table shown
+
+
+def test_live_hides_panels_a_unimodal_run_lacks(app):
+    at = app("live", **{"live.run": "gallery/unimodal-visual_imbalanced_s0"})
+    text = " ".join(c.value for c in at.caption)
+    assert "Gradient shares: not in this run" in text and "Modality gap: not in this run" in text
+    at.session_state["live.view"] = "Modality gap"
+    at.run()
+    assert "Modality-gap histograms: not in this run" in " ".join(c.value for c in at.caption)
+
+
+def test_compare_two_runs_renders_final_table(app):
+    at = app("compare", **{"compare.selected": ["gallery/joint_imbalanced_s0", "gallery/joint_noisy_s0"]})
+    fin = _frame(at, "group", "n", "acc_fused")
+    assert list(fin["group"]) == ["joint · imbalanced", "joint · noisy"]
+    assert fin.set_index("group").loc["joint · imbalanced", "gap_to_bayes"] == "0.130"
+    titles = [c["layout"]["title"]["text"] for c in _charts(at)]
+    assert "acc/test/fused (mean ± std per group)" in titles and "Final test accuracy" in titles
+
+
+def test_compare_groups_give_mean_and_std_over_seeds(app):
+    at = app("compare", **{"compare.mode": "groups", "compare.groups": ["joint · imbalanced"]})
+    fin = _frame(at, "group", "n", "acc_fused").set_index("group")
+    runs = list_runs(app.gallery)
+    acc = runs[(runs["method"] == "joint") & (runs["preset"] == "imbalanced")]["acc_fused"]
+    assert len(acc) >= 2 and fin.loc["joint · imbalanced", "n"] == len(acc)
+    assert fin.loc["joint · imbalanced", "acc_fused"] == f"{acc.mean():.3f} ± {acc.std(ddof=0):.3f}"
+
+
+def test_runs_config_diff_and_delete_only_under_runs_root(app):
+    plant_run(app.runs, "mine", epochs=1, steps_per_epoch=2, set_=["optim.lr=0.2"])
+    at = app()
+    at.multiselect(key="runs.selected").set_value(["runs/mine", "gallery/joint_imbalanced_s0"]).run()
+    _no_exceptions(at)
+    diff = _frame(at, "field").set_index("field")
+    assert diff.loc["optim.lr"].tolist() == ["0.2", "0.05"] and "epochs" in diff.index
+    at.button(key="runs.delete_confirm").click().run()
+    _no_exceptions(at)
+    assert not (app.runs / "mine").exists()
+    assert (app.gallery / "joint_imbalanced_s0").exists()
+
+
+def test_sweep_runs_are_grouped_with_parallel_coordinates(app):
+    for i, lr in enumerate([0.01, 0.1]):
+        for s in (0, 1):
+            plant_run(app.runs, f"sw_{i}_s{s}", seed=s, epochs=1, steps_per_epoch=2, set_=[f"optim.lr={lr}"],
+                      tags={"sweep": "lrsweep", "swept": "optim.lr,seed"}, final_acc=0.5 + lr)
+    at = app()
+    groups = _frame(at, "group", "n")
+    assert set(groups["group"]) >= {"lrsweep · 0.01", "lrsweep · 0.1"}
+    params = _frame(at, "name", "optim.lr", exclude="progress")
+    assert set(params["optim.lr"]) == {0.01, 0.1}
+    assert any(c["data"][0]["type"] == "parcoords" for c in _charts(at))
+
+
+def test_launch_bad_value_shows_the_error_inline(app):
+    at = app("launch")
+    assert "Configuration valid" in at.success[0].value
+    at.number_input(key="launch.optim.lr").set_value(-1.0).run()
+    assert "optim.lr: Input should be greater than 0 (got -1.0)" in at.error[0].value
+    at.button(key="launch.go").click().run()
+    _no_exceptions(at)
+    assert any("optim.lr" in e.value for e in at.error)
+    assert not any(app.runs.iterdir())
+    at.number_input(key="launch.optim.lr").set_value(0.05)
+    at.text_input(key="launch.data.synthetic.dims").set_value("{audio: [1, 2}").run()
+    assert "data.dims: not valid YAML" in at.error[0].value
+
+
+def test_learn_walkthrough_runs_end_to_end(app):
+    at = app("learn")
+    from dashboard.learn_steps import STEPS
+
+    charts_per_step = []
+    for step in STEPS:
+        at.session_state["learn.step"] = step
+        at.run()
+        _no_exceptions(at)
+        charts_per_step.append(len(at.get("plotly_chart")))
+    assert charts_per_step[:6] == [1, 1, 1, 1, 1, 1]
+    assert at.button(key="learn.try")
+
+
+def test_learn_degrades_when_runs_are_missing(tmp_path, monkeypatch):
+    root = tmp_path / "g"
+    plant_run(root, "only_joint", "joint", epochs=2, steps_per_epoch=2)
+    monkeypatch.setenv("MODALSCOPE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("MODALSCOPE_SAMPLE_RUNS", str(root))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("views/learn.py").run()
+    at.session_state["learn.step"] = "2 · Each modality alone"
+    at.run()
+    _no_exceptions(at)
+    assert "needs `unimodal` runs" in at.info[0].value
+    at.session_state["learn.step"] = "3 · Together, one wins"
+    at.run()
+    assert len(at.get("plotly_chart")) == 1
+
+
+@pytest.mark.slow
+def test_launch_good_values_starts_a_run_that_finishes_and_appears(app):
+    at = app("launch")
+    at.text_input(key="launch.data.synthetic.dims").set_value("{audio: 16, visual: 24}")
+    at.number_input(key="launch.data.synthetic.n_train").set_value(256)
+    at.number_input(key="launch.data.synthetic.n_test").set_value(128)
+    at.number_input(key="launch.model.hidden").set_value(16)
+    at.number_input(key="launch.model.embed_dim").set_value(8)
+    at.number_input(key="launch.epochs").set_value(2)
+    at.text_input(key="launch.name").set_value("from-ui")
+    at.run()
+    assert "Configuration valid" in at.success[0].value
+    at.button(key="launch.go").click().run()
+    _no_exceptions(at)
+    run_dir = app.runs / "from-ui"
+    assert (run_dir / "launch.json").is_file()
+    deadline = time.time() + 180
+    status = None
+    while time.time() < deadline:
+        df = list_runs(app.runs)
+        if not df.empty and df["status"].iloc[0] in ("finished", "failed"):
+            status = df["status"].iloc[0]
+            break
+        time.sleep(0.5)
+    assert status == "finished", (run_dir / "launch.log").read_text()
+    at.switch_page("views/runs.py").run()
+    table = _frame(at, "name", "progress", "source")
+    row = table.set_index("name").loc["from-ui"]
+    assert row["source"] == "runs" and "finished" in row["status"] and row["progress"] == "2/2"
+    at.session_state["live.run"] = "runs/from-ui"
+    at.query_params["run"] = "runs/from-ui"
+    at.switch_page("views/live.py").run()
+    _no_exceptions(at)
+    names = _trace_names(at)
+    assert {"fused (test)", "audio (test)", "visual (test)"} <= set(names)  # a real trainer's rows
+    assert {"total", "fused"} <= set(names) and "audio" in names and "visual" in names
+
+
+def test_live_stop_button_sends_sigterm_to_the_trainer_pid(app):
+    import subprocess
+    import sys
+
+    from core.store import RunWriter
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        d = plant_run(app.runs, "alive", epochs=1, steps_per_epoch=3, status="running")
+        w = RunWriter(d, resume=True, heartbeat_seconds=3600)
+        w.set("pid", sleeper.pid)
+        at = app("live", **{"live.run": "runs/alive"})
+        assert "running" in at.metric[0].value
+        at.button(key="live.stop").click().run()
+        _no_exceptions(at)
+        assert sleeper.wait(10) == -15  # SIGTERM
+    finally:
+        sleeper.kill()
+
+
+def test_live_shows_a_starting_run_with_its_log(app):
+    d = app.runs / "booting"
+    d.mkdir()
+    (d / "launch.log").write_text("run folder: runs/booting\n")
+    at = app("live", **{"live.run": "runs/booting"})
+    assert "Starting" in at.info[0].value
+    assert "run folder: runs/booting" in at.code[0].value
+
+
+def test_dashboard_command_binds_loopback_by_default():
+    from core.cli import build_parser, dashboard_command
+
+    args = build_parser().parse_args(["dashboard"])
+    argv = dashboard_command(args.host, args.port, args.runs_dir, args.sample_runs)
+    assert isinstance(argv, list) and argv[argv.index("--server.address") + 1] == "127.0.0.1"
+    assert argv[-5:] == ["--", "--runs-dir", "runs", "--sample-runs", "sample_runs"]
+    assert argv[argv.index("run") + 1] == APP
+
+
+def test_live_shows_a_trainer_that_died_before_its_store(app):
+    d = app.runs / "broken"
+    d.mkdir()
+    (d / "launch.log").write_text("error: device: 'cuda' requested but no CUDA device is available\n")
+    at = app("live", **{"live.run": "runs/broken"})
+    assert "stopped before it opened its run store" in at.error[0].value
+    assert "no CUDA device" in at.code[0].value
