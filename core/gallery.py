@@ -52,7 +52,9 @@ def plan(seeds: int = 3, epochs: int = DEFAULT_EPOCHS, presets: tuple[str, ...] 
     from core.data.synthetic import PRESETS
     from core.methods import list_methods
 
+    preferred = ["ogm_ge", "gmm_adaptive", "cal"]
     methods = [m for m in list_methods() if m not in ("unimodal", "joint")]
+    methods.sort(key=lambda m: (preferred.index(m) if m in preferred else len(preferred), m))
     runs: list[GalleryRun] = []
 
     def add(method: str, preset: str, seed: int, extra: tuple[str, ...] = (), label: str | None = None):

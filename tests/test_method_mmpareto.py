@@ -115,3 +115,16 @@ def test_regression_with_sequence_encoders(tmp_path):
     assert final["mae/test/fused"] >= 0
     cos = open_run(t.run_dir).scalars("mmpareto/cos/text")["value"]
     assert len(cos) == 3 and ((cos >= -1) & (cos <= 1)).all()
+
+
+def test_antiparallel_gradients_never_give_a_complex_norm():
+    """g_uni = −g_mm: the MinNorm point is 0 and rounding can make ‖ĝ‖² slightly negative."""
+    import torch
+
+    from core.methods.mmpareto import pareto_combine
+
+    g = [torch.tensor([0.1, 0.2, 0.3], dtype=torch.float32)]
+    out, stats = pareto_combine(g, [-x for x in g], alpha=1.0)
+    assert stats["conflict"] == 1.0 and stats["w"] == 0.5
+    assert isinstance(stats["rescale"], float)
+    assert torch.allclose(out[0], torch.zeros(3), atol=1e-6)

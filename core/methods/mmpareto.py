@@ -45,7 +45,7 @@ def pareto_combine(g_mm: list[torch.Tensor], g_uni: list[torch.Tensor], alpha: f
     else:
         w1, w2 = min_norm_weights(g_mm, g_uni)
     g_hat = [2.0 * (w1 * a + w2 * b) for a, b in zip(g_mm, g_uni)]
-    n_hat = (w1 * w1 * d11 + w2 * w2 * d22 + 2 * w1 * w2 * d12) ** 0.5 * 2.0
+    n_hat = max(w1 * w1 * d11 + w2 * w2 * d22 + 2 * w1 * w2 * d12, 0.0) ** 0.5 * 2.0
     n_sum = max(d11 + d22 + 2 * d12, 0.0) ** 0.5
     scale = 1.0
     if rescale and n_hat > 0 and n_sum / n_hat > 1.0:
