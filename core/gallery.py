@@ -12,8 +12,9 @@ Methods that need another run to start from (``purify``) are initialised from th
 
 To keep the folder small (target < 15 MB) the gallery is thinned after training, and what
 was thinned is written into each run's ``thinned`` meta key so the dashboard can say so:
-per-sample snapshots are kept for seed 0 only and only at a few epochs; checkpoints are
-removed (re-run the stored config to get one); the SQLite files are vacuumed.
+per-sample snapshots are kept for seed 0 only and only at the last epoch (strong-weak gap
+only for three modalities); per-step scalars of seeds 1 and 2 are kept every 2nd step;
+checkpoints are removed (re-run the stored config to get one); the SQLite files are vacuumed.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def _train_one(args: tuple[GalleryRun, str]) -> tuple[str, dict]:
     return run.name, metrics
 
 
-def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int]) -> str:
+def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int], step_stride: int = 1) -> str:
     """Thin one finished run in place; returns the description stored under ``thinned``."""
     notes = []
     db = run_dir / "metrics.sqlite"
@@ -118,10 +119,22 @@ def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int]) -> str:
         if keep_samples:
             kept = ",".join(str(e) for e in sample_epochs)
             con.execute(f"DELETE FROM samples WHERE epoch NOT IN ({kept})")
-            notes.append(f"per-sample snapshots kept only for epochs {kept}")
+            series = [r[0] for r in con.execute("SELECT DISTINCT name FROM samples")]
+            note = f"per-sample snapshots kept only for epoch(s) {kept}"
+            if "strong-weak" in series and len(series) > 1:
+                con.execute("DELETE FROM samples WHERE name != 'strong-weak'")
+                note += " and only for the strong-weak gap"
+            notes.append(note)
         else:
             con.execute("DELETE FROM samples")
             notes.append("per-sample snapshots removed (kept for seed 0 runs only)")
+        if step_stride > 1:
+            con.execute(
+                "DELETE FROM scalars WHERE step % ? != 0 AND name_id IN "
+                "(SELECT name_id FROM scalars GROUP BY name_id, epoch HAVING COUNT(*) > 1)",
+                (step_stride,),
+            )
+            notes.append(f"per-step scalars kept every {step_stride} steps (per-epoch scalars all kept)")
         ck = run_dir / "checkpoint.pt"
         if ck.exists():
             ck.unlink()
@@ -192,10 +205,9 @@ def generate(out: Path, seeds: int = 3, epochs: int = DEFAULT_EPOCHS, jobs: int 
                         bar.update(1)
         if bar is not None:
             bar.close()
-        epochs_kept = sorted({0, epochs // 2, epochs - 1})
         for r in runs:
             src = Path(tmp) / r.name
-            thin(src, keep_samples=r.seed == 0, sample_epochs=epochs_kept)
+            thin(src, keep_samples=r.seed == 0, sample_epochs=[epochs - 1], step_stride=1 if r.seed == 0 else 2)
             dst = out / r.name
             if dst.exists():
                 shutil.rmtree(dst)
