@@ -35,6 +35,9 @@ def dominance(norms: dict[str, float]) -> tuple[str, float]:
     return d, (norms[d] / mean) if mean > 0 else float("inf")
 
 
+_SEGMENTS: dict = {}
+
+
 def group_norms(groups: dict[str, list[torch.nn.Parameter]]) -> list[float]:
     """Norm per group with one fused norm kernel over every gradient and one host sync."""
     keys = list(groups)
@@ -47,7 +50,10 @@ def group_norms(groups: dict[str, list[torch.nn.Parameter]]) -> list[float]:
     if not grads:
         return [0.0] * len(keys)
     sq = torch.stack(torch._foreach_norm(grads)).float().square()
-    idx = torch.tensor(seg, device=sq.device)
+    key = (tuple(seg), sq.device)
+    idx = _SEGMENTS.get(key)
+    if idx is None:
+        idx = _SEGMENTS[key] = torch.tensor(seg, device=sq.device)
     return torch.zeros(len(keys), device=sq.device).index_add_(0, idx, sq).sqrt().tolist()
 
 
