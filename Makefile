@@ -38,6 +38,8 @@ sample-runs: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/overhead.py --heavy --epochs 5
+	$(PY) benchmarks/dashboard.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
