@@ -39,6 +39,8 @@ def pick(method: str, preset: str = PRESET, modality: str | None = None) -> pd.D
     if runs.empty:
         return runs
     found = S.find_runs(runs, cfgs, method=method, preset=preset, modality=modality)
+    if "source" in found and (found["source"] == "gallery").any():
+        found = found[found["source"] == "gallery"]
     return found.sort_values(["source", "name"], ascending=[True, True])
 
 
