@@ -144,6 +144,15 @@ def test_compare_groups_give_mean_and_std_over_seeds(app):
     assert fin.loc["joint · imbalanced", "acc_fused"] == f"{acc.mean():.3f} ± {acc.std(ddof=0):.3f}"
 
 
+def test_compare_opens_on_the_teaching_comparison(app):
+    """With nothing selected, Compare shows groups: joint vs ogm_ge vs visual alone on the default preset."""
+    at = app("compare")
+    assert at.radio(key="compare.mode").value == "groups"
+    assert at.multiselect(key="compare.groups").value == ["joint · imbalanced", "ogm_ge · imbalanced", "unimodal:visual · imbalanced"]
+    fin = _frame(at, "group", "n", "acc_fused").set_index("group")
+    assert list(fin.index) == ["joint · imbalanced", "ogm_ge · imbalanced", "unimodal:visual · imbalanced"]
+
+
 def test_runs_config_diff_and_delete_only_under_runs_root(app):
     plant_run(app.runs, "mine", epochs=1, steps_per_epoch=2, set_=["optim.lr=0.2"])
     at = app()

@@ -31,14 +31,15 @@ c1, c2 = st.columns([1, 2])
 by = c1.multiselect("Group by", by_options, default=[b for b in default_by if b in by_options], key="compare.by",
                     help="Runs equal on these fields form a group (their seeds give the ± std).")
 runs = runs.assign(group=S.group_labels(runs, by))
-mode = c2.radio("Pick", ["runs", "groups"], horizontal=True, key="compare.mode")
+mode = c2.radio("Pick", ["runs", "groups"], index=0 if st.session_state.get("compare.selected") else 1, horizontal=True, key="compare.mode")
 if mode == "runs":
     default = [k for k in st.session_state.get("compare.selected", []) if k in labels] or list(runs["key"][:2])
     chosen = st.multiselect("Runs", list(runs["key"]), default=default, format_func=lambda k: labels[k], key="compare.runs")
     sel = runs[runs["key"].isin(chosen)]
 else:
     groups = sorted(runs["group"].unique())
-    chosen_groups = st.multiselect("Groups", groups, default=groups[: min(3, len(groups))], key="compare.groups")
+    teaching = [g for g in (f"{m} · imbalanced" for m in ("joint", "ogm_ge", "unimodal:visual")) if g in groups]
+    chosen_groups = st.multiselect("Groups", groups, default=teaching or groups[: min(3, len(groups))], key="compare.groups")
     sel = runs[runs["group"].isin(chosen_groups)]
 if sel.empty:
     st.info("Pick at least one run or group.")
