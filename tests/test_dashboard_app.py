@@ -193,6 +193,28 @@ def test_launch_bad_value_shows_the_error_inline(app):
     assert "data.dims: not valid YAML" in at.error[0].value
 
 
+def test_launch_on_user_data_runs_data_check_first(app, tmp_path):
+    """A bad npz (NaN features) is reported by the data check and nothing is launched."""
+    import numpy as np
+
+    n = 40
+    rng = np.random.default_rng(0)
+    audio = rng.normal(size=(n, 4)).astype(np.float32)
+    audio[3, 1] = np.nan
+    f = tmp_path / "bad.npz"
+    np.savez(f, audio=audio, visual=rng.normal(size=(n, 3)).astype(np.float32), label=np.arange(n) % 2,
+             split=np.array(["train"] * 30 + ["test"] * 10))
+    at = app("launch")
+    at.selectbox(key="launch.dataset").set_value("npz").run()
+    at.text_input(key="launch.data.npz.path").set_value(str(f)).run()
+    assert "Configuration valid" in at.success[0].value
+    at.button(key="launch.go").click().run()
+    _no_exceptions(at)
+    msg = " ".join(e.value for e in at.error)
+    assert "Data check found" in msg and "nothing was launched" in msg and "NaN" in msg, msg
+    assert not any(app.runs.iterdir())
+
+
 def test_learn_walkthrough_runs_end_to_end(app):
     at = app("learn")
     from dashboard.learn_steps import STEPS

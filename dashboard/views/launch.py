@@ -93,9 +93,27 @@ if problem:
 else:
     st.success(f"Configuration valid · {len(seeds)} run(s) will start under `{runs_dir}`", icon=":material/check_circle:")
 
+def data_problems(cfg) -> dict | None:
+    """``modalscope data check`` on user data before anything starts (None for the generator)."""
+    if cfg.data.name == "synthetic":
+        return None
+    from core.data.check import check_dataset
+
+    with st.spinner("Checking the data files…"):
+        return check_dataset(cfg, max_items=64)
+
+
 if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="launch.go"):
+    report = None if problem else data_problems(cfgs[0])
     if problem:
         st.error(problem)
+    elif report is not None and not report["ok"]:
+        from core.data.check import format_report
+
+        st.error(f"Data check found {len(report['problems'])} problem(s); nothing was launched. First: {report['problems'][0]}",
+                 icon=":material/error:")
+        with st.expander("Data check report", expanded=True):
+            st.code(format_report(report), language=None)
     else:
         try:
             started = launch(raw, seeds, runs_dir)
