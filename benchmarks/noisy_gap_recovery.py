@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -35,12 +34,10 @@ def one(seed: int, root: Path) -> dict:
     t = Trainer(cfg)
     t.fit()
     last = cfg.epochs - 1
-    con = sqlite3.connect(t.run_dir / "metrics.sqlite")
-    bic1, bic2, means, bal = con.execute(
-        "SELECT bic1, bic2, means, balanced FROM gmm WHERE epoch=? AND split='train' AND name='audio-visual'", (last,)).fetchone()
-    con.close()
-    means = json.loads(means)
-    df = RunReader(t.run_dir).scalars(["gmm/train/corrupt_precision", "gmm/train/corrupt_recall", "acc/test/fused"])
+    run = RunReader(t.run_dir)
+    g = run.gmm(split="train")
+    bic1, bic2, means, bal = g[(g.epoch == last) & (g.name == "audio-visual")][["bic1", "bic2", "means", "balanced"]].iloc[0]
+    df = run.scalars(["gmm/train/corrupt_precision", "gmm/train/corrupt_recall", "acc/test/fused"])
     df = df[df.epoch == last]
     vals = dict(zip(df.name, df.value))
     return {"seed": seed, "evidence": bic1 - bic2, "mu_balanced": means[bal], "mu_imbalanced": means[1 - bal],

@@ -11,11 +11,9 @@ import argparse
 import importlib
 import ipaddress
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
 
 from core.errors import ModalScopeError
 

@@ -59,6 +59,24 @@ def task_loss(pred: torch.Tensor, target: torch.Tensor, task: str, reduction: st
     return F.cross_entropy(pred, target, reduction=reduction)
 
 
+def fused_and_unimodal(out: "ModelOutput", y: torch.Tensor, task: str, weight: float = 0.0, keep_graph: bool = False) -> LossParts:
+    """``L = CE(z, y) + weight·Σ_m CE(z_m, y)``, the loss most methods build on.
+
+    Every unimodal term is always computed so it can be logged as ``loss/<m>``; it joins the
+    back-propagated total only when ``weight > 0``. ``keep_graph`` keeps the unimodal parts
+    attached (for methods that take per-loss gradients in ``backward``).
+    """
+    fused = task_loss(out.fused, y, task)
+    parts: dict[str, torch.Tensor] = {"fused": fused}
+    total = fused
+    for m, z in out.logits.items():
+        lm = task_loss(z, y, task)
+        parts[m] = lm if keep_graph else lm.detach()
+        if weight > 0:
+            total = total + weight * lm
+    return LossParts(total=total, parts=parts)
+
+
 class Method:
     """Base class; every hook has a sensible default so a method overrides only what it changes."""
 

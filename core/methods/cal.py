@@ -42,6 +42,7 @@ from core.diagnostics.contribution import confidence, contribution_weights, shap
 from core.diagnostics.robustness import feature_moments
 from core.errors import ConfigError
 from core.methods.base import LossParts, Method, MethodParams, register_method, task_loss
+from core.methods.purify import supervised_losses
 
 
 class CalParams(MethodParams):
@@ -185,14 +186,8 @@ class Cal(Method):
         if self._steps % self.params.contrib_every == 0:
             self._update_contribution(batch, out, ctx)
         self._steps += 1
-        y = batch["label"]
-        fused = task_loss(out.fused, y, self.task)
-        total, parts = fused, {"fused": fused.detach()}
-        own = ctx.model.head_kind != "separate"
-        for m, lm in self.unimodal_losses(out, y).items():
-            parts[m] = lm.detach()
-            if own:
-                total = total + lm
+        base = supervised_losses(self, batch, out, ctx)
+        total, parts = base.total, base.parts
         if self.aib is not None:
             aib = 0.0
             for m in self.modalities:

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from core.diagnostics.gradients import group_norm
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, register_method, task_loss
+from core.methods.base import LossParts, Method, fused_and_unimodal, register_method
 from core.methods.window import WindowParams, joint_loss
 
 
@@ -132,14 +132,8 @@ class CPSL(Method):
         if not self.params.active(ctx.epoch):
             return joint_loss(batch, out, self.task)
         y = batch["label"]
-        fused = task_loss(out.fused, y, self.task)
-        parts = {"fused": fused}
-        total = fused
-        for m in self.modalities:
-            lm = task_loss(out.logits[m], y, self.task)
-            parts[m] = lm.detach()
-            if self.params.aux_weight > 0:
-                total = total + self.params.aux_weight * lm
+        base = fused_and_unimodal(out, y, self.task, self.params.aux_weight)
+        total, parts = base.total, base.parts
         if self.params.sl_weight > 0:
             n_out = 1 if self.task == "regression" else out.fused.shape[1]
             mu, sigma = self._targets(y, n_out)

@@ -18,6 +18,7 @@ from dataclasses import fields
 from itertools import combinations
 
 import numpy as np
+import torch
 
 from core.diagnostics.gap import gap_series
 from core.diagnostics.gmm import GapMixture, fit_gap_mixture
@@ -85,3 +86,18 @@ def mixture_scalars(mixtures: list[GapMixture], pairs: list[tuple[str, str]], pr
         out[f"{prefix}/pi_u{sfx}"] = float(mx.weights[u])
         out[f"{prefix}/evidence{sfx}"] = float(mx.bic1 - mx.bic2)
     return out
+
+
+def purification_state(method) -> dict:
+    """Checkpoint state shared by the GMM methods: balanced subset, mixtures, whether lr was scaled."""
+    return {
+        "subset": None if method.subset is None else torch.as_tensor(method.subset, dtype=torch.long),
+        "mixtures": None if method.mixtures is None else [mixture_state(m) for m in method.mixtures],
+        "lr_scaled": method.lr_scaled,
+    }
+
+
+def load_purification_state(method, state: dict) -> None:
+    method.subset = None if state.get("subset") is None else state["subset"].numpy()
+    method.mixtures = None if state.get("mixtures") is None else [mixture_from_state(s) for s in state["mixtures"]]
+    method.lr_scaled = bool(state.get("lr_scaled", False))

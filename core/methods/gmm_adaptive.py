@@ -41,11 +41,11 @@ from core.methods.base import LossParts, Method, MethodParams, register_method
 from core.methods.gap_groups import (
     fit_mixtures,
     gap_pairs,
-    mixture_from_state,
+    load_purification_state,
     mixture_scalars,
-    mixture_state,
     pair_gaps,
     posteriors,
+    purification_state,
 )
 from core.methods.purify import GAP_STORE, check_gap_config, scale_lr, select_balanced, supervised_losses
 
@@ -223,8 +223,7 @@ class GmmAdaptive(Method):
             if self.params.gap_source == "ema" and self.stage != "purify":
                 g = batch_gaps(out.logits, batch["label"], self.pairs).detach()
                 self._store(ctx).update_ema(batch["idx"], g)
-            total, parts = supervised_losses(self, batch, out, ctx)
-            return LossParts(total=total, parts=parts)
+            return supervised_losses(self, batch, out, ctx)
         y = batch["label"]
         store = self._store(ctx)
         live = batch_gaps(out.logits, y, self.pairs).detach()
@@ -244,17 +243,9 @@ class GmmAdaptive(Method):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {
-            "stage": self.stage,
-            "mixtures": None if self.mixtures is None else [mixture_state(m) for m in self.mixtures],
-            "subset": None if self.subset is None else torch.as_tensor(self.subset, dtype=torch.long),
-            "lr_scaled": self.lr_scaled,
-        }
+        return {"stage": self.stage, **purification_state(self)}
 
     def load_state_dict(self, state: dict) -> None:
-        if not state:
-            return
-        self.stage = state.get("stage")
-        self.mixtures = None if state.get("mixtures") is None else [mixture_from_state(s) for s in state["mixtures"]]
-        self.subset = None if state.get("subset") is None else state["subset"].numpy()
-        self.lr_scaled = bool(state.get("lr_scaled", False))
+        if state:
+            self.stage = state.get("stage")
+            load_purification_state(self, state)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.methods.base import LossParts, Method, MethodParams, register_method, task_loss
+from core.methods.base import LossParts, Method, MethodParams, fused_and_unimodal, register_method
 
 
 class JointParams(MethodParams):
@@ -28,13 +28,4 @@ class Joint(Method):
     family = "baseline"
 
     def loss(self, batch, out, ctx) -> LossParts:
-        y = batch["label"]
-        fused = task_loss(out.fused, y, self.task)
-        parts = {"fused": fused}
-        total = fused
-        uni = self.unimodal_losses(out, y)
-        for m, lm in uni.items():
-            parts[m] = lm.detach()
-            if self.params.unimodal_weight > 0:
-                total = total + self.params.unimodal_weight * lm
-        return LossParts(total=total, parts=parts)
+        return fused_and_unimodal(out, batch["label"], self.task, self.params.unimodal_weight)

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, register_method, task_loss
+from core.methods.base import LossParts, Method, fused_and_unimodal, register_method
 from core.methods.window import WindowParams, joint_loss
 
 
@@ -96,14 +96,7 @@ class MMPareto(Method):
     def loss(self, batch, out, ctx) -> LossParts:
         if not self.params.active(ctx.epoch):
             return joint_loss(batch, out, self.task)
-        y = batch["label"]
-        fused = task_loss(out.fused, y, self.task)
-        parts = {"fused": fused}
-        total = fused
-        for m in self.modalities:
-            parts[m] = task_loss(out.logits[m], y, self.task)
-            total = total + parts[m]
-        return LossParts(total=total, parts=parts)
+        return fused_and_unimodal(out, batch["label"], self.task, weight=1.0, keep_graph=True)
 
     def backward(self, parts, ctx) -> None:
         self._pending = None

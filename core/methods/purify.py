@@ -22,16 +22,16 @@ import torch
 from pydantic import Field
 
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, MethodParams, register_method, task_loss
+from core.methods.base import LossParts, Method, MethodParams, fused_and_unimodal, register_method
 from core.methods.gap_groups import (
     balanced_subset,
     fit_mixtures,
     gap_pairs,
-    mixture_from_state,
+    load_purification_state,
     mixture_scalars,
-    mixture_state,
     pair_gaps,
     posteriors,
+    purification_state,
 )
 
 GAP_STORE = "gmm/gap"
@@ -44,17 +44,10 @@ class PurifyParams(MethodParams):
     use_abs: bool = Field(False, description="Fit the mixture on |g| instead of the signed gap.")
 
 
-def supervised_losses(method: Method, batch: dict, out, ctx) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def supervised_losses(method: Method, batch: dict, out, ctx) -> LossParts:
     """``CE(z, y) + Σ_m CE(z_m, y)`` (the unimodal terms are left to the engine for monitor heads)."""
-    y = batch["label"]
-    fused = task_loss(out.fused, y, method.task)
-    total, parts = fused, {"fused": fused.detach()}
     own = ctx.model.head_kind != "separate"
-    for m, lm in method.unimodal_losses(out, y).items():
-        parts[m] = lm.detach()
-        if own:
-            total = total + lm
-    return total, parts
+    return fused_and_unimodal(out, batch["label"], method.task, weight=1.0 if own else 0.0)
 
 
 def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
@@ -127,19 +120,11 @@ class Purify(Method):
         return self.subset
 
     def loss(self, batch, out, ctx) -> LossParts:
-        total, parts = supervised_losses(self, batch, out, ctx)
-        return LossParts(total=total, parts=parts)
+        return supervised_losses(self, batch, out, ctx)
 
     def state_dict(self) -> dict:
-        return {
-            "subset": None if self.subset is None else torch.as_tensor(self.subset, dtype=torch.long),
-            "mixtures": None if self.mixtures is None else [mixture_state(m) for m in self.mixtures],
-            "lr_scaled": self.lr_scaled,
-        }
+        return purification_state(self)
 
     def load_state_dict(self, state: dict) -> None:
-        if not state:
-            return
-        self.subset = None if state.get("subset") is None else state["subset"].numpy()
-        self.mixtures = None if state.get("mixtures") is None else [mixture_from_state(s) for s in state["mixtures"]]
-        self.lr_scaled = bool(state.get("lr_scaled", False))
+        if state:
+            load_purification_state(self, state)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from core.methods.base import LossParts, MethodParams, task_loss
+from core.methods.base import LossParts, MethodParams, fused_and_unimodal
 
 
 class WindowParams(MethodParams):
@@ -30,9 +30,4 @@ class WindowParams(MethodParams):
 
 def joint_loss(batch: dict, out, task: str) -> LossParts:
     """Exactly what ``joint`` (unimodal_weight = 0) back-propagates and logs."""
-    y = batch["label"]
-    fused = task_loss(out.fused, y, task)
-    parts = {"fused": fused}
-    for m, z in out.logits.items():
-        parts[m] = task_loss(z, y, task).detach()
-    return LossParts(total=fused, parts=parts)
+    return fused_and_unimodal(out, batch["label"], task)
