@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -27,6 +28,7 @@ from core.errors import ConfigError
 from core.methods.base import _REGISTRY as _METHODS
 
 SCHEMA_VERSION = 1
+_NOT_ONE_LINE = frozenset({"Cc", "Zl", "Zp"})
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -127,6 +129,22 @@ class RunConfig(Strict):
     def _not_newer(cls, v: int) -> int:
         if v > SCHEMA_VERSION:
             raise ValueError(f"config schema {v} is newer than this ModalScope understands ({SCHEMA_VERSION}); upgrade ModalScope")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_one_line(cls, v: dict[str, str]) -> dict[str, str]:
+        """Tags are one-line printable labels: control characters and Unicode line breaks
+        (U+0085, U+2028, U+2029) are refused, because YAML readers fold them into spaces and a
+        config written to YAML would then no longer read back as itself."""
+        for key, value in v.items():
+            for what, text in (("key", key), ("value", value)):
+                bad = next((c for c in text if unicodedata.category(c) in _NOT_ONE_LINE), None)
+                if bad is not None:
+                    raise ValueError(
+                        f"tag {what} {text!r} contains U+{ord(bad):04X} ({unicodedata.category(bad)}); "
+                        "tags must be one line of printable text"
+                    )
         return v
 
     @field_validator("name")

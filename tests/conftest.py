@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as _hyp_settings
+
+# Property tests are reproducible in CI: the same examples on every run (no random database).
+_hyp_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    _hyp_settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import tempfile
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.config import RUN_NAME_RE, build_config, resolve_config
+from core.errors import ConfigError
 from core.methods import list_methods
 from core.store import RunReader, RunWriter
 
@@ -92,6 +94,12 @@ def raw_configs(draw) -> dict:
 @SETTINGS
 @given(raw_configs())
 def test_config_round_trips_through_json_and_yaml(raw):
+    bad = [c for t in raw["tags"].items() for s in t for c in s if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+    if bad:
+        with pytest.raises(ConfigError, match=r"^config error: tags.*one line of printable text") as e:
+            build_config(raw)
+        assert "\n" not in str(e.value)
+        return
     cfg = build_config(raw)
     dumped = cfg.dump()
     assert build_config(json.loads(json.dumps(dumped))) == cfg
@@ -100,6 +108,21 @@ def test_config_round_trips_through_json_and_yaml(raw):
         f.write_text(yaml.safe_dump(dumped, allow_unicode=True), encoding="utf-8")
         again = resolve_config(config_file=str(f))
     assert again == cfg and again.dump() == dumped
+
+
+@pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029", "\n", "\t", "\x00"])
+def test_tags_that_yaml_cannot_round_trip_are_refused_in_one_line(char):
+    with pytest.raises(ConfigError) as e:
+        build_config({"tags": {"note": f"a{char}b"}})
+    msg = str(e.value)
+    assert msg.startswith("config error: tags") and f"U+{ord(char):04X}" in msg and "\n" not in msg
+
+
+def test_printable_unicode_tags_round_trip_through_yaml(tmp_path):
+    cfg = build_config({"tags": {"ünï": "café \u00a0 ✓ \u200b"}})
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(cfg.dump(), allow_unicode=True), encoding="utf-8")
+    assert resolve_config(config_file=str(f)) == cfg
 
 
 def _set_items(dumped: dict) -> list[str]:
