@@ -316,3 +316,11 @@ def log_tail(key: str, n: int = 30) -> str:
                 continue
             out.append(f"--- {f}\n" + "\n".join(lines))
     return "\n".join(out)
+
+
+def method_panels(cfg: dict[str, Any]) -> tuple:
+    """The panels the run's method declares (``Method.panels``); () for unknown methods."""
+    from core.methods.base import _REGISTRY
+
+    cls = _REGISTRY.get(str((cfg.get("method") or {}).get("name", "")))
+    return tuple(getattr(cls, "panels", ()) or ())

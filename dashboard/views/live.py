@@ -19,7 +19,7 @@ from dashboard import summaries as S
 from dashboard.widgets import chart, fmt_seconds, missing, status_badge
 
 VIEWS = ["Overview", "Gradients", "Modality gap", "Contributions", "Method signals", "Robustness"]
-KNOWN_PREFIXES = ("loss/", "grad_norm/", "grad_share/", "grad_ratio", "conflict/", "acc/", "acc2/", "mae/", "lr", "time/",
+KNOWN_PREFIXES = ("loss/", "grad_norm/", "grad_share/", "grad_ratio", "grad_applied", "conflict/", "probe", "best/", "acc/", "acc2/", "mae/", "lr", "time/",
                   "contrib/", "robust/")
 
 runs = q.runs_table()
@@ -150,12 +150,34 @@ def _overview(upto: int, smoothing: float, bayes: dict, every: int) -> None:
 
 
 def _gradients(upto: int, smoothing: float, every: int) -> None:
+    """Before the method (``grad_norm``/``grad_share``: the plain backward pass) beside after it
+    (``grad_applied*``: what the optimiser got), so OGM-GE's damping and CAL's acceleration show."""
     norms = q.scalars(key, prefix="grad_norm/", upto=upto, every=every)
+    applied = q.scalars(key, prefix="grad_applied/", upto=upto, every=every)
     if norms.empty:
         missing("Gradient norms", "diagnostics.grad was off")
-    else:
-        chart(F.scalar_lines(norms, "Gradient norm per modality encoder", "‖g‖₂", smoothing=smoothing, prefix="grad_norm/", y_log=True),
-              "live.gradnorm", None, "grad_norm")
+        return
+    c1, c2 = st.columns(2)
+    with c1:
+        chart(F.scalar_lines(norms, "Gradient norm before the method (backward pass)", "‖g‖₂", smoothing=smoothing, prefix="grad_norm/",
+                             y_log=True), "live.gradnorm", None, "grad_norm")
+    with c2:
+        if applied.empty:
+            missing("Applied gradient", "this run did not log grad_applied/* (logged by newer trainers, after the method edits the gradient)")
+        else:
+            chart(F.scalar_lines(applied, "Gradient norm after the method (what the optimiser gets)", "‖g‖₂", smoothing=smoothing,
+                                 prefix="grad_applied/", y_log=True), "live.gradapplied", None, "grad_applied")
+    share = q.scalars(key, prefix="grad_share/", upto=upto, every=every)
+    share_applied = q.scalars(key, prefix="grad_applied_share/", upto=upto, every=every)
+    if not share.empty:
+        c1, c2 = st.columns(2)
+        with c1:
+            chart(F.scalar_lines(share, "Gradient share before the method", "share of ‖g‖ (1/M = even)", smoothing=smoothing,
+                                 prefix="grad_share/", y_range=[0, 1]), "live.gradshare", None, "grad_share")
+        with c2:
+            if not share_applied.empty:
+                chart(F.scalar_lines(share_applied, "Gradient share after the method", "share of ‖g‖ (1/M = even)", smoothing=smoothing,
+                                     prefix="grad_applied_share/", y_range=[0, 1]), "live.gradshare_applied", None, "grad_applied_share")
     ratio = q.scalars(key, names=["grad_ratio", "conflict/flag"], upto=upto, every=every)
     if ratio.empty:
         missing("Dominance ratio", "needs ≥ 2 modalities")
@@ -166,8 +188,8 @@ def _gradients(upto: int, smoothing: float, every: int) -> None:
     if cos.empty:
         missing("Conflict cosines", "diagnostics.conflict was off, or this branch's diagnostics do not log them")
     else:
-        chart(F.scalar_lines(cos, "Gradient cosine: fused loss vs each unimodal loss", "cosine (−1 conflict … 1 aligned)",
-                             smoothing=smoothing, prefix="conflict/cos/"), "live.cos", None, "conflict_cos")
+        chart(F.scalar_lines(cos, "Gradient cosines (below 0: the two losses pull the parameters apart)", "cosine (−1 conflict … 1 aligned)",
+                             smoothing=smoothing, label_fn=F.conflict_label, y_range=[-1.05, 1.05]), "live.cos", None, "conflict_cos")
 
 
 def _gap(upto: int) -> None:
@@ -229,24 +251,44 @@ def _contributions(upto: int) -> None:
         missing("Contributions", "diagnostics.contrib was off or this branch does not log them")
         return
     chart(F.contributions_figure(df), "live.contrib", df, "contributions")
+    st.caption("**W^m** is the share of the prediction credited to modality m; **I(m)** its exact Shapley value (how much the fused "
+               "loss rises without it); **D(m)** how sure it is alone. **Captum attribution** is an independent check computed with the "
+               "captum library: the rise in loss when the modality's input is removed (feature ablation) — it should rank the "
+               "modalities as I(m) does.")
+
+
+def _signal_frame(names: list[str], upto: int, every: int) -> tuple[pd.DataFrame, str]:
+    df = q.scalars(key, names=names, upto=upto, every=every)
+    if every > 1 and len(df) < 200:  # per-epoch signals: their steps need not be multiples of the stride
+        df = q.scalars(key, names=names, upto=upto)
+    x = "step" if df["step"].nunique() > df["epoch"].nunique() * 2 else "epoch"
+    if x == "epoch":
+        df = df.assign(epoch=df["epoch"] + 1)
+    return df, x
 
 
 def _method(upto: int, smoothing: float, every: int) -> None:
-    names = [n for n in q.scalar_names(key, upto) if not n.startswith(KNOWN_PREFIXES)]
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        groups.setdefault(n.split("/", 1)[0], []).append(n)
-    if not groups:
-        missing("Method signals", f"method {method} logs no signals of its own")
-    for grp, ns in sorted(groups.items()):
-        df = q.scalars(key, names=ns, upto=upto, every=every)
-        if every > 1 and len(df) < 200:  # per-epoch signals: their steps need not be multiples of the stride
-            df = q.scalars(key, names=ns, upto=upto)
-        x = "step" if df["step"].nunique() > df["epoch"].nunique() * 2 else "epoch"
-        if x == "epoch":
-            df = df.assign(epoch=df["epoch"] + 1)
-        chart(F.scalar_lines(df, f"{grp} signals", "value", x=x, smoothing=smoothing if x == "step" else 0.0, prefix=f"{grp}/"),
-              f"live.method.{grp}", df, f"method_{grp}")
+    """The panels the method declares (``Method.panels``), each with its one-line reading;
+    every other series the run logged stays reachable behind an expander."""
+    own = [n for n in q.scalar_names(key, upto) if not n.startswith(KNOWN_PREFIXES)]
+    panels = q.method_panels(cfg)
+    drawn = 0
+    for i, panel in enumerate(panels):
+        names = panel.matches(own)
+        if not names:
+            continue
+        df, x = _signal_frame(names, upto, every)
+        chart(F.method_panel_figure(df, panel, x=x, smoothing=smoothing if x == "step" else 0.0), f"live.panel.{i}", df, f"method_{i}")
+        st.caption(f"**How to read it:** {panel.reading}")
+        drawn += 1
+    if not drawn:
+        missing("Method signals", f"method {method} declares no panels" if not panels else f"method {method} has logged none of its signals yet")
+    if own:
+        with st.expander(f"All raw series ({len(own)})"):
+            pick = st.multiselect("Series", own, default=own[: min(4, len(own))], key="live.raw.pick")
+            if pick:
+                df, x = _signal_frame(pick, upto, every)
+                chart(F.scalar_lines(df, "Raw series", "value", x=x, smoothing=smoothing if x == "step" else 0.0), "live.raw", df, "raw")
     lr = q.scalars(key, names=["lr", "time/epoch"], upto=upto)
     if not lr.empty:
         c1, c2 = st.columns(2)
@@ -268,14 +310,15 @@ def _robustness(upto: int) -> None:
             shown = True
     rob = q.scalars(key, prefix="robust/", upto=upto)
     if not rob.empty:
-        parts = rob["name"].str.split("/", expand=True)
-        if parts.shape[1] >= 4:
-            d = rob.assign(modality=parts[1], kind=parts[2], level=pd.to_numeric(parts[3], errors="coerce"))
-            for kind, g in d.groupby("kind"):
-                g = g.sort_values("level").assign(name=lambda x: "robust/" + x["modality"], step=lambda x: x["level"])
-                chart(F.scalar_lines(g, f"Accuracy under {kind} corruption of one modality", "test accuracy", x="step", prefix="robust/",
-                                     x_title=f"{kind} level"), f"live.robust.{kind}", g, f"robust_{kind}")
-                shown = True
+        clean = rob.loc[rob["name"] == "robust/clean", "value"]
+        graded = rob[rob["name"].str.count("/") == 3]
+        kinds = sorted(graded["name"].str.split("/").str[2].unique())
+        cols = st.columns(max(1, len(kinds)))
+        for col, kind in zip(cols, kinds):
+            with col:
+                chart(F.robustness_figure(graded, kind, float(clean.iloc[-1]) if len(clean) else None), f"live.robust.{kind}", graded,
+                      f"robust_{kind}")
+            shown = True
     if not shown:
         missing("Robustness", "no robustness evaluation was stored (it runs at the end of training when enabled)")
 
