@@ -594,3 +594,29 @@ def robustness_figure(df: pd.DataFrame, kind: str, clean: float | None = None) -
     if clean is not None:
         _hline(lay, float(clean), "#2B2D42", f"clean {clean:.2f}")
     return _figure(traces, lay)
+
+
+# ---------------------------------------------------------------------------- probes
+def probe_figure(df: pd.DataFrame, init: dict[str, float] | None = None, alone: dict[str, float] | None = None,
+                 title: str = "Linear probe on each frozen encoder (test)") -> go.Figure:
+    """``probe/test/<m>`` per epoch: how much a linear classifier can read from each encoder's
+    features. Dotted: the probe at initialisation (``probe_init``); dashed: the level the same
+    encoder reaches trained alone, when known. Utilisation = how far the probe got from the
+    first toward the second."""
+    if df is None or df.empty:
+        return empty_figure(title, "no probe logged")
+    traces = []
+    lay = _base_layout(title, "epoch", "probe accuracy")
+    for name, g in df.groupby("name", sort=True):
+        m = str(name).rsplit("/", 1)[-1]
+        g = g.sort_values("epoch")
+        color = modality_color(m)
+        traces.append({"type": "scatter", "x": (g["epoch"] + 1).to_numpy(), "y": g["value"].to_numpy(), "mode": "lines+markers",
+                       "name": f"{m} probe", "line": {"color": color, "width": 2}, "marker": {"size": 5}})
+        x_end = int(g["epoch"].max()) + 1
+        for ref, dash, what in (((init or {}).get(m), "dot", "at init"), ((alone or {}).get(m), "dash", "trained alone")):
+            if ref is not None:
+                traces.append({"type": "scatter", "x": [1, x_end], "y": [float(ref), float(ref)], "mode": "lines",
+                               "name": f"{m} {what} {float(ref):.2f}", "line": {"color": color, "dash": dash, "width": 1}})
+    _integer_ticks(lay, int(df["epoch"].max()) + 1)
+    return _figure(traces, lay)

@@ -86,7 +86,8 @@ smooth_default = 0.6
 def _header(prog: dict, meta: dict) -> None:
     c = st.columns([1.2, 1, 1, 1, 1.2])
     c[0].metric("Status", status_badge(prog["status"]))
-    c[1].metric("Epoch", f"{prog['epoch']}/{prog['epochs']}")
+    c[1].metric("Epochs done", f"{prog['epochs_done']}/{prog['epochs']}",
+                help="Finished epochs (the runs table and `modalscope runs list` count the same way); epochs are numbered from 1.")
     c[2].metric("Elapsed", fmt_seconds(prog["elapsed"]))
     c[3].metric("ETA", fmt_seconds(prog["eta"]) if prog["eta"] is not None else "—")
     with c[4]:
@@ -99,7 +100,9 @@ def _header(prog: dict, meta: dict) -> None:
                     st.error(str(e))
     if prog["total"]:
         st.progress(min(1.0, prog["done"] / prog["total"]), text=f"step {prog['done']:,} of {prog['total']:,}")
-    if meta.get("error"):
+    if prog["status"] == "interrupted":
+        st.info(S.interrupted_message(meta.get("error", ""), str(q.run_path(key))), icon=":material/pause_circle:")
+    elif meta.get("error"):
         st.error(f"Run error: {meta['error']}")
     thinned = S.describe_thinning(meta.get("thinned"))
     if thinned:
@@ -143,10 +146,36 @@ def _overview(upto: int, smoothing: float, bayes: dict, every: int) -> None:
                 gg = gmm[(gmm["epoch"] == row["epoch"]) & (gmm["split"] == split) & (gmm["name"] == row["name"])]
                 g = gg.iloc[-1].to_dict() if not gg.empty else None
             chart(F.gap_histogram_figure(row.to_dict(), g, gap_label=f"gap {row['name']}"), "live.overview.gap", None, "gap", downloads=False)
+    _probes(upto)
     ev = q.table(key, "events", upto=upto)
     if ev is not None and not ev.empty:
         with st.expander(f"Events ({len(ev)})"):
             st.dataframe(ev.assign(time=pd.to_datetime(ev["time"], unit="s").dt.strftime("%H:%M:%S")), hide_index=True)
+
+
+def _probes(upto: int) -> None:
+    """Probe accuracy per encoder with its init level, and utilisation when a trained-alone
+    reference exists (``probe_util/<m>``); says so when none was found."""
+    probes = q.scalars(key, prefix="probe", upto=upto)
+    if probes.empty:
+        return
+    cur = probes[probes["name"].str.startswith("probe/test/") & (probes["name"].str.count("/") == 2)]
+    if cur.empty:
+        return
+    last = probes.sort_values("id").groupby("name")["value"].last()
+    init = {n.rsplit("/", 1)[-1]: v for n, v in last.items() if n.startswith("probe_init/test/")}
+    util = {n.rsplit("/", 1)[-1]: v for n, v in last.items() if n.startswith("probe_util/")}
+    c1, c2 = st.columns([2, 1])
+    with c1:
+        chart(F.probe_figure(cur, init), "live.probe", cur, "probe")
+    with c2:
+        st.markdown("**Utilisation** (how far each encoder got from its init level toward its trained-alone level)")
+        if util:
+            st.dataframe(pd.DataFrame({"modality": list(util), "utilisation": [f"{v:.0%}" for v in util.values()]}), hide_index=True,
+                         key="live.util")
+        else:
+            st.caption("no trained-alone reference found: train a `unimodal` run per modality with the same data, model and seed "
+                       "to get utilisation.")
 
 
 def _gradients(upto: int, smoothing: float, every: int) -> None:
@@ -206,7 +235,14 @@ def _gap(upto: int) -> None:
     h = hists[(hists["name"] == name) & (hists["split"] == split)]
     epochs = sorted(int(e) for e in h["epoch"].unique())
     if len(epochs) > 1:
-        ep = c3.select_slider("Epoch", options=epochs, value=epochs[-1], format_func=lambda e: str(e + 1), key="live.gap.epoch")
+        # Follow the newest epoch until the user moves the slider: a slider still at the newest
+        # epoch of the previous refresh is moved to the new newest one.
+        cur, prev_latest = st.session_state.get("live.gap.epoch"), st.session_state.get("live.gap.latest")
+        if cur is None or cur not in epochs or cur == prev_latest:
+            st.session_state["live.gap.epoch"] = epochs[-1]
+        st.session_state["live.gap.latest"] = epochs[-1]
+        ep = c3.select_slider("Epoch", options=epochs, format_func=lambda e: str(e + 1), key="live.gap.epoch",
+                              help="Follows the newest epoch while the run trains; move it to pin an epoch, move it to the end to follow again.")
     else:
         ep = epochs[0]
         c3.caption(f"epoch {ep + 1} (only one histogram so far)")
