@@ -164,12 +164,50 @@ def dashboard_command(host: str, port: int, runs_dir: str, sample_runs: str) -> 
     ]
 
 
+class _Stop(Exception):
+    pass
+
+
+def serve_child(cmd: list[str]) -> int:
+    """Run ``cmd`` as a child and take it down with us: SIGTERM, SIGINT (Ctrl-C) or SIGHUP to
+    this process terminates the child (SIGKILL after 10 s) before we exit, so no server is
+    left holding the port. Returns the child's exit status, or 130 when we were stopped."""
+    import signal
+
+    proc = subprocess.Popen(cmd)
+
+    def handler(signum, frame):
+        raise _Stop(signum)
+
+    old = {}
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        try:
+            old[s] = signal.signal(s, handler)
+        except (ValueError, OSError):
+            pass
+    try:
+        return proc.wait()
+    except (_Stop, KeyboardInterrupt):
+        for s in old:  # a second signal must not interrupt the clean-up
+            signal.signal(s, signal.SIG_IGN)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 130
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         print(f"warning: binding the dashboard to {args.host}: anyone who can reach this address can launch and delete runs", file=sys.stderr)
     cmd = dashboard_command(args.host, args.port, args.runs_dir, args.sample_runs)
     print(f"ModalScope dashboard on http://{args.host}:{args.port}  (runs: {args.runs_dir}, gallery: {args.sample_runs})", file=sys.stderr)
-    return subprocess.call(cmd)
+    return serve_child(cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

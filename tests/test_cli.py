@@ -1,6 +1,10 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.conftest import run_cli, tiny_cli_args
 
@@ -54,3 +58,49 @@ def test_existing_name_is_refused(tmp_path):
     assert run_cli(*args).returncode == 0
     r = run_cli(*args)
     assert r.returncode == 2 and "already exists" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_dashboard_takes_its_streamlit_child_down(tmp_path, sig):
+    """SIGTERM (or Ctrl-C's SIGINT) to ``modalscope dashboard`` stops its Streamlit server too."""
+    import signal
+    import time
+    import urllib.request
+
+    from tests.browser import free_port
+    from tests.conftest import cli_env
+
+    port = free_port()
+    parent = subprocess.Popen([sys.executable, "-m", "core", "dashboard", "--port", str(port), "--runs-dir", str(tmp_path / "r"),
+                               "--sample-runs", str(tmp_path / "g")], env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            raise AssertionError("dashboard did not start")
+        children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+        assert len(children) == 1
+        child = int(children[0])
+        parent.send_signal(getattr(signal, sig))
+        assert parent.wait(30) == 130
+        deadline = time.time() + 15
+        while time.time() < deadline and Path(f"/proc/{child}").exists() and "Z" not in _proc_state(child):
+            time.sleep(0.2)
+        assert not Path(f"/proc/{child}").exists() or "Z" in _proc_state(child), "the Streamlit child is still running"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+    finally:
+        parent.kill()
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return "gone"
