@@ -64,22 +64,59 @@ def config_from_args(args: argparse.Namespace):
     return resolve_config(base=base, config_file=args.config, overrides=args.set)
 
 
+RESUME_FIXED = (("--config", "config"), ("--dataset", "dataset"), ("--preset", "preset"), ("--data-path", "data_path"),
+                ("--method", "method"), ("--batch-size", "batch_size"), ("--lr", "lr"), ("--seed", "seed"),
+                ("--runs-dir", "runs_dir"), ("--name", "name"), ("--init-from", "init_from"))
+
+
+def _resume_trainer(args: argparse.Namespace):
+    """``train --resume RUN [--epochs N]``: continue the stored config from its last checkpoint.
+
+    ``--epochs N`` extends (or shortens, never below what is trained) the run, a finished
+    one included; the stored config.json is updated once the checkpoint has loaded. Resuming
+    a finished run without a larger ``--epochs`` is refused, as is any flag that would
+    silently change the stored experiment (only ``--epochs``, ``--device``, ``--set`` apply).
+    """
+    from core.config import build_config, read_config_file, resolve_config
+    from core.engine import Trainer
+    from core.store import is_run_dir, open_run
+
+    run_dir = Path(args.resume)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise ModalScopeError(f"--resume {run_dir}: not a run folder (no config.json)")
+    fixed = [flag for flag, attr in RESUME_FIXED if getattr(args, attr, None) is not None]
+    if fixed:
+        raise ModalScopeError(f"--resume continues the stored config: {', '.join(fixed)} cannot change it (only --epochs, --device and --set apply)")
+    raw = read_config_file(cfg_path)
+    stored = dict(raw)
+    if args.epochs is not None:
+        raw["epochs"] = args.epochs
+    if args.device is not None:
+        raw["device"] = args.device
+    cfg = resolve_config(base=raw, overrides=args.set) if args.set else build_config(raw)
+    new = cfg.dump()
+    if args.no_progress:
+        cfg.log.progress = False
+    if is_run_dir(run_dir):
+        reader = open_run(run_dir)
+        done = reader.summary().get("epochs_done") or 0
+        if reader.status() == "finished" and cfg.epochs <= done:
+            raise ModalScopeError(f"--resume {run_dir}: the run already finished its {done} epochs; "
+                                  f"add --epochs N with N > {done} to train it further")
+        if cfg.epochs < done:
+            raise ModalScopeError(f"--epochs {cfg.epochs}: the run has already trained {done} epochs (give at least {done})")
+    trainer = Trainer(cfg, resume=True, run_dir=run_dir)
+    if new != stored:
+        cfg_path.write_text(json.dumps(new, indent=2))
+    return trainer
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.config import build_config, read_config_file
     from core.engine import StopRequested, Trainer
 
     if args.resume:
-        from core.config import resolve_config
-
-        run_dir = Path(args.resume)
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.is_file():
-            raise ModalScopeError(f"--resume {run_dir}: not a run folder (no config.json)")
-        raw = read_config_file(cfg_path)
-        cfg = resolve_config(base=raw, overrides=args.set) if args.set else build_config(raw)
-        if args.no_progress:
-            cfg.log.progress = False
-        trainer = Trainer(cfg, resume=True, run_dir=run_dir)
+        trainer = _resume_trainer(args)
     else:
         cfg = config_from_args(args)
         if args.no_progress:

@@ -567,6 +567,7 @@ def robustness_figure(df: pd.DataFrame, kind: str, clean: float | None = None) -
     title = f"Accuracy under {kind} corruption of one modality"
     if df is None or df.empty:
         return empty_figure(title, "no robustness evaluation stored")
+    df = df.drop_duplicates("name", keep="last")  # a run extended by --resume evaluates again at its new end
     parts = df["name"].str.split("/", expand=True)
     d = df.assign(modality=parts[1], kind=parts[2], level=pd.to_numeric(parts[3], errors="coerce"))
     d = d[d["kind"] == kind].sort_values(["modality", "level"])

@@ -104,3 +104,28 @@ def _proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     except OSError:
         return "gone"
+
+
+@pytest.mark.slow
+def test_resume_extends_a_finished_run_or_refuses_in_one_line(tmp_path):
+    from core.store import open_run
+
+    r = run_cli("train", "--method", "joint", "--name", "ext", *tiny_cli_args(tmp_path))
+    assert r.returncode == 0, r.stderr
+    run_dir = tmp_path / "runs" / "ext"
+    again = run_cli("train", "--resume", str(run_dir), "--no-progress")
+    assert again.returncode == 2
+    assert again.stderr.strip() == (f"error: --resume {run_dir}: the run already finished its 2 epochs; "
+                                    "add --epochs N with N > 2 to train it further")
+    short = run_cli("train", "--resume", str(run_dir), "--epochs", "1", "--no-progress")
+    assert short.returncode == 2 and "already finished its 2 epochs" in short.stderr
+    other = run_cli("train", "--resume", str(run_dir), "--lr", "0.5", "--epochs", "3")
+    assert other.returncode == 2 and "--lr cannot change it" in other.stderr
+    ext = run_cli("train", "--resume", str(run_dir), "--epochs", "3", "--no-progress")
+    assert ext.returncode == 0, ext.stderr
+    rd = open_run(run_dir)
+    s = rd.summary()
+    assert (s["status"], s["epochs_done"], s["epochs"]) == ("finished", 3, 3)
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
+    fused = rd.scalars(names=["acc/test/fused"])
+    assert sorted(fused["epoch"]) == [0, 1, 2]
