@@ -17,6 +17,8 @@ from pathlib import Path
 
 from core.errors import ModalScopeError
 
+MISSING = "—"  # how every table (CLI and dashboard) shows a value a run does not have
+
 SUBCOMMANDS: list[str] = [
     "core.gallery",
     "core.data.check",
@@ -144,10 +146,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if df.empty:
             print(f"no runs under {', '.join(args.roots or [args.runs_dir])}")
             return 0
-        cols = [c for c in ["name", "method", "preset", "seed", "status", "epochs_done", "epochs", "acc_fused"] if c in df]
+        cols = [c for c in ["name", "method", "preset", "seed", "status", "epochs_done", "epochs", "acc_fused", "best_fused"] if c in df]
         cols += sorted(c for c in df.columns if c.startswith("acc_") and c != "acc_fused")
+        out = df[cols].astype(object)
+        for c in cols:  # a value a run lacks (a modality it does not have, no epoch yet) reads "—", as on the dashboard
+            num = pd.to_numeric(df[c], errors="coerce") if c.startswith(("acc_", "best_")) else None
+            if num is not None:
+                out[c] = [MISSING if pd.isna(v) else f"{v:.4f}" for v in num]
+            else:
+                out[c] = [MISSING if v is None or (isinstance(v, float) and pd.isna(v)) else (int(v) if isinstance(v, float) and v.is_integer() else v)
+                          for v in df[c]]
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
-            print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+            print(out.to_string(index=False))
         return 0
     run = open_run(resolve_run(args.run, args.runs_dir))
     if args.runs_cmd == "show":
@@ -172,7 +182,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if what == "gmm":
             for c in ("weights", "means", "variances"):
                 df[c] = [json.dumps(v) for v in df[c]]
-        out = Path(args.out) if args.out else Path(f"{run.name}_{what}.{args.format}")
+        out = Path(args.out) if args.out else run.dir / f"export_{what}.{args.format}"
         if args.format == "csv":
             df.to_csv(out, index=False)
         else:
@@ -271,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "export":
             q.add_argument("--what", choices=["scalars", "samples", "contributions", "events", "gmm"], default="scalars")
             q.add_argument("--format", choices=["csv", "parquet"], default="csv")
-            q.add_argument("--out", help="output file")
+            q.add_argument("--out", help="output file (default: export_<what>.<format> in the run's folder)")
     r.set_defaults(fn=cmd_runs)
 
     d = sub.add_parser("dashboard", help="start the Streamlit dashboard")

@@ -543,6 +543,9 @@ class RunReader:
         }
         for k, v in finals.items():
             row[k.replace("acc/test/", "acc_")] = v
+        best = self.final_scalars("acc/best/test/fused")
+        if "acc/best/test/fused" in best:
+            row["best_fused"] = best["acc/best/test/fused"]
         return row
 
 

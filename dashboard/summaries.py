@@ -16,6 +16,15 @@ import pandas as pd
 NON_EXPERIMENT = ("name", "runs_dir", "seed", "log.", "tags.", "device", "schema_version")
 
 
+MISSING = "—"
+
+
+def fmt_values(values, digits: int = 3) -> list[str]:
+    """Numbers as fixed-decimal text and anything missing (None, NaN, non-numeric) as "—"."""
+    num = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce")
+    return [MISSING if pd.isna(v) else f"{v:.{digits}f}" for v in num]
+
+
 def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"optim": {"lr": 0.1}}`` → ``{"optim.lr": 0.1}``; lists and empty dicts stay leaves."""
     out: dict[str, Any] = {}

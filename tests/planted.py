@@ -113,6 +113,8 @@ def plant_run(
                 w.log_contribution(ep, m, (0.4 if a else 0.1) + 0.05 * f * (-1 if a else 1), 0.5 + (0.3 if a else -0.1) * f,
                                    0.5 + (0.2 if a else -0.2) * f, None)
     w.log_event(step, epochs - 1, "stage", "planted event")
+    if status == "finished" and epochs > 1:  # best valid epoch: the one before the last
+        w.log_scalars(step - 1, epochs - 1, {"acc/best/test/fused": round(top * rise(epochs - 2, 3.0), 4), "best/epoch": epochs - 2})
     if probe_util:
         w.log_scalars(step - 1, epochs - 1, {f"probe_util/{m}": v for m, v in probe_util.items()})
     if len(mods) > 1:

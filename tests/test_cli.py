@@ -129,3 +129,28 @@ def test_resume_extends_a_finished_run_or_refuses_in_one_line(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
     fused = rd.scalars(names=["acc/test/fused"])
     assert sorted(fused["epoch"]) == [0, 1, 2]
+
+
+def test_runs_list_dashes_and_export_default_into_the_run_folder(tmp_path):
+    from tests.planted import plant_run
+
+    root = tmp_path / "runs"
+    plant_run(root, "both", epochs=2, steps_per_epoch=2)
+    plant_run(root, "vis", "unimodal", modality="visual", gap=False, epochs=2, steps_per_epoch=2, final_acc=0.55)
+    ls = run_cli("runs", "list", "--runs-dir", str(root))
+    assert ls.returncode == 0, ls.stderr
+    lines = {ln.split()[0]: ln.split() for ln in ls.stdout.splitlines()[1:]}
+    header = ls.stdout.splitlines()[0].split()
+    vis = dict(zip(header, lines["vis"]))
+    assert vis["acc_audio"] == "—" and vis["acc_visual"] == "0.5500" and "NaN" not in ls.stdout and "None" not in ls.stdout
+    assert dict(zip(header, lines["both"]))["epochs_done"] == "2"
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    ex = run_cli("runs", "export", "vis", "--runs-dir", str(root), cwd=cwd)
+    assert ex.returncode == 0, ex.stderr
+    out = root / "vis" / "export_scalars.csv"
+    assert ex.stdout.strip() == str(out) and out.is_file() and not any(cwd.iterdir())
+    assert len(pd.read_csv(out)) > 0
+    ignored = subprocess.run(["git", "check-ignore", "-q", "sample_runs/joint_imbalanced_s0/export_scalars.csv"],
+                             cwd=Path(__file__).resolve().parent.parent)
+    assert ignored.returncode == 0, "export files are not in .gitignore"

@@ -90,8 +90,12 @@ def test_runs_page_lists_the_gallery(app):
     assert set(table["name"]) == {p.name for p in app.gallery.iterdir()}
     assert set(table["source"]) == {"gallery"}
     row = table.set_index("name").loc["joint_imbalanced_s0"]
-    assert row["method"] == "joint" and row["acc_fused"] == pytest.approx(0.8) and "finished" in row["status"]
+    assert row["method"] == "joint" and row["acc_fused"] == "0.800" and "finished" in row["status"]
     assert row["progress"] == "4/4"
+    from tests.planted import plant_run  # noqa: F401 - the best-valid value planted: 0.8 · rise(epoch 3 of 4)
+    assert row["best_fused"] == f"{round(0.8 * (1 - __import__('math').exp(-3 * 3 / 4)) / (1 - __import__('math').exp(-3)), 4):.3f}"
+    alone = table.set_index("name").loc["unimodal-visual_imbalanced_s0"]
+    assert alone["acc_audio"] == "—" and alone["acc_visual"] == "0.550"  # a modality the run lacks reads "—", never None
 
 
 def test_runs_page_empty_roots_say_how_to_start(tmp_path, monkeypatch):
