@@ -196,3 +196,17 @@ def interrupted_message(error: str, run_dir: str) -> str:
     where = f" at step {int(m.group(1)):,}" if m else ""
     return (f"Stopped by you{where}; resume with `modalscope train --resume {run_dir}` "
             f"(add `--epochs N` to train to N epochs in all). Everything up to the last finished epoch is kept.")
+
+
+def default_live_run(runs: pd.DataFrame) -> str | None:
+    """The run Live opens when none is asked for: the user's newest running run, else the
+    user's newest run (runs root, by start time), else the gallery's first; None when empty."""
+    if runs.empty:
+        return None
+    start = pd.to_numeric(runs.get("start_time"), errors="coerce").fillna(-1.0)
+    d = runs.assign(_start=start)
+    mine = d[d["source"] == "runs"].sort_values("_start", ascending=False)
+    for pool in (mine[mine["status"] == "running"], mine, d[d["status"] == "running"].sort_values("_start", ascending=False)):
+        if not pool.empty:
+            return str(pool["key"].iloc[0])
+    return str(d["key"].iloc[0])

@@ -34,8 +34,7 @@ if not keys:
     st.page_link("views/launch.py", label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
 if requested not in keys:
-    running = runs[runs["status"] == "running"]["key"].tolist() if not runs.empty else []
-    requested = running[0] if running else keys[0]
+    requested = launched[-1] if launched else S.default_live_run(runs) or keys[0]
 names = dict(zip(runs["key"], runs["name"])) if not runs.empty else {}
 
 
