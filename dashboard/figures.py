@@ -26,6 +26,10 @@ MODALITY_COLORS = {
     "total": "#7F7F7F",
 }
 _PALETTE = ["#F2A541", "#17BECF", "#B07AA1", "#9C755F", "#EDC948", "#76B7B2", "#FF9DA7", "#BAB0AC"]
+# Colours that mean something other than a modality (flags, thresholds, mixture components):
+# never a modality's colour, so audio is always the same orange-red and visual the same blue.
+ALERT = "#C0392B"
+COMPONENT_COLORS = ["#8E6C8A", "#F2A541", "#17BECF"]
 GROUP_PALETTE = ["#2E86AB", "#E4572E", "#59A14F", "#B07AA1", "#F2A541", "#17BECF", "#9C755F", "#2B2D42", "#EDC948", "#FF9DA7"]
 MAX_POINTS = 2000
 AXIS = {"showgrid": True, "gridcolor": "#ECEFF3", "zeroline": False, "linecolor": "#C9CED6", "ticks": "outside", "tickcolor": "#C9CED6"}
@@ -261,14 +265,14 @@ def conflict_figure(df: pd.DataFrame, tau: float | None = None, max_points: int 
         b = pd.cut(f["step"], bins=n_b, labels=False)
         frac = f.groupby(b).agg(step=("step", "mean"), flagged=("value", "mean"))
         traces.append({"type": "bar", "x": frac["step"].to_numpy(), "y": frac["flagged"].to_numpy(), "name": "flagged steps (share)",
-                       "marker": {"color": _with_alpha("#E4572E", 0.28)}, "yaxis": "y2"})
+                       "marker": {"color": _with_alpha(ALERT, 0.25)}, "yaxis": "y2"})
     lay = _base_layout(title, "step", "‖g_dominant‖ / mean ‖g_other‖")
     lay["yaxis"]["type"] = "log"
     lay["yaxis2"] = {"title": {"text": "share of steps flagged"}, "overlaying": "y", "side": "right", "range": [0, 1], "showgrid": False,
                      "type": "linear", "tickmode": "linear", "tick0": 0, "dtick": 0.25, "tickformat": ".0%", "zeroline": False}
     lay["margin"]["r"] = 60
     if tau:
-        _hline(lay, math.log10(tau), "#E4572E", f"τ = {tau:g}", yref="y", inside=True)
+        _hline(lay, math.log10(tau), ALERT, f"τ = {tau:g}", yref="y", inside=True)
         lay["shapes"][-1]["y0"] = lay["shapes"][-1]["y1"] = tau
         lay["annotations"][-1]["y"] = math.log10(tau)
     return _figure(traces, lay)
@@ -316,7 +320,7 @@ def gap_histogram_figure(hist: dict, gmm: dict | None = None, title: str | None 
     if gmm is not None:
         curves = gmm_density_curves(gmm, edges, counts.sum())
         comp_cols = [c for c in curves.columns if c.startswith("component")]
-        colors = ["#2E86AB", "#E4572E", "#59A14F"]
+        colors = COMPONENT_COLORS
         if len(comp_cols) > 1:
             for i, c in enumerate(comp_cols):
                 traces.append({"type": "scatter", "x": curves["x"].to_numpy(), "y": curves[c].to_numpy(), "mode": "lines",
@@ -326,7 +330,7 @@ def gap_histogram_figure(hist: dict, gmm: dict | None = None, title: str | None 
                        "name": "GMM fit" if len(comp_cols) > 1 else "1-component fit", "line": {"color": "#2B2D42", "width": 2, "dash": "dot"}})
         thr = gmm.get("threshold")
         if thr is not None and np.isfinite(thr) and not int(gmm.get("balanced", 0) or 0) and len(comp_cols) > 1:
-            _vline(lay, float(thr), "#E4572E", f" threshold {float(thr):.2f}")
+            _vline(lay, float(thr), ALERT, f" threshold {float(thr):.2f}")
     return _figure(traces, lay)
 
 

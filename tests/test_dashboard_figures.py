@@ -105,6 +105,9 @@ def test_gap_histogram_with_gmm_overlay():
     assert "epoch 3" in fig.layout.title.text
     assert fig.layout.shapes[0].x0 == pytest.approx(0.2)
     assert fig.layout.yaxis.title.text == "samples"
+    modality_colours = {F.MODALITY_COLORS[m] for m in ("audio", "visual", "text")}
+    assert not {t.line.color for t in fig.data[1:]} & modality_colours  # a component is not a modality
+    assert fig.layout.shapes[0].line.color not in modality_colours
     balanced = _valid(F.gap_histogram_figure(hist, {"weights": [1.0], "means": [0.0], "variances": [0.1], "threshold": float("nan"), "balanced": 1}))
     assert [t.name for t in balanced.data] == ["samples", "1-component fit"] and not balanced.layout.shapes
     bare = _valid(F.gap_histogram_figure(hist, None))
