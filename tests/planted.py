@@ -152,3 +152,14 @@ def _has(method: str) -> bool:
     from core.methods.base import _REGISTRY
 
     return method in _REGISTRY
+
+
+def append_epoch(run_dir: Path, epoch: int, acc: float = 0.5) -> None:
+    """Append one finished epoch (fused test accuracy and a gap histogram) to a running planted
+    run, as its trainer would: the live page must pick it up without a reload."""
+    edges = np.linspace(-1, 1, 41)
+    w = RunWriter(run_dir, resume=True, heartbeat_seconds=3600)
+    w.log_scalars(1000 + epoch, epoch, {"acc/test/fused": acc, "loss/total": 1.0})
+    w.log_histogram(epoch, "test", "audio-visual", edges, gmm_counts(edges, 1000))
+    w.flush()
+    w._hb_stop.set()

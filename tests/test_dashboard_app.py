@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.store import list_runs
-from tests.planted import plant_gallery, plant_run
+from tests.planted import append_epoch, plant_gallery, plant_run
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
@@ -427,35 +427,20 @@ def test_live_shows_a_trainer_that_died_before_its_store(app):
     assert "no CUDA device" in at.code[0].value
 
 
-def _add_epoch(run_dir: Path, epoch: int) -> None:
-    """Append one more finished epoch (accuracy, gap histogram) to a running planted run."""
-    import numpy as np
-
-    from core.store import RunWriter
-    from tests.planted import GMM, gmm_counts
-
-    w = RunWriter(run_dir, resume=True, heartbeat_seconds=3600)
-    edges = np.linspace(-1, 1, 41)
-    w.log_scalars(100 + epoch, epoch, {"acc/test/fused": 0.5, "loss/total": 1.0})
-    w.log_histogram(epoch, "test", "audio-visual", edges, gmm_counts(edges, 1000, GMM))
-    w.flush()
-    w._hb_stop.set()
-
-
 def test_gap_histogram_follows_the_newest_epoch_until_the_slider_moves(app):
     d = plant_run(app.runs, "growing", epochs=2, steps_per_epoch=2, status="running", set_=["epochs=10"])
     at = app("live", **{"live.run": "runs/growing", "live.view": "Modality gap"})
     assert "epoch 2 ·" in _chart(at, "Modality gap audio-visual")["layout"]["title"]["text"]
-    _add_epoch(d, 2)
+    append_epoch(d, 2)
     at.run()
     assert "epoch 3 ·" in _chart(at, "Modality gap audio-visual")["layout"]["title"]["text"]
     assert at.select_slider(key="live.gap.epoch").value == 2
     at.select_slider(key="live.gap.epoch").set_value(0).run()  # the user pins epoch 1
-    _add_epoch(d, 3)
+    append_epoch(d, 3)
     at.run()
     assert "epoch 1 ·" in _chart(at, "Modality gap audio-visual")["layout"]["title"]["text"]
     at.select_slider(key="live.gap.epoch").set_value(3).run()  # back at the end: follows again
-    _add_epoch(d, 4)
+    append_epoch(d, 4)
     at.run()
     assert "epoch 5 ·" in _chart(at, "Modality gap audio-visual")["layout"]["title"]["text"]
 
