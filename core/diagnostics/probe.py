@@ -24,8 +24,9 @@ on the sufficient statistic; on encoder features it is a standard linear probe.
 
 ``method="logistic"`` fits an L2-regularised multinomial logistic regression instead
 (full-batch L-BFGS with strong-Wolfe line search from zero weights, float64; penalty
-``ridge/2·‖W‖²`` on the mean log-loss): the textbook probe, 10-100× slower, for users who
-want to compare.
+``ridge/2·‖W‖²`` on the mean log-loss): the textbook probe, two orders of magnitude slower (about 2 s against
+8 ms for 3 000 × 64 features, 8 classes, 3 bits on one CPU core), for users who want to
+compare.
 
 Per-bit probes (``n_bits`` > 0): target ``bit_b(y) = (y >> b) & 1``, the b-th bit of the
 class index, which is the b-th entry of the class code in :mod:`core.data.synthetic`
