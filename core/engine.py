@@ -67,6 +67,7 @@ class EvalResult:
     fused: np.ndarray
     logits: dict[str, np.ndarray]
     metrics: dict[str, float] = field(default_factory=dict)
+    features: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -617,30 +618,53 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def predict_split(self, split: str, batch_size: int = 512, transform: Callable[[dict], dict] | None = None) -> EvalResult:
-        """No-grad predictions for a whole split (``transform`` may corrupt inputs)."""
+    def predict_split(
+        self, split: str, batch_size: int = 512, transform: Callable[[dict], dict] | None = None, features: bool = False
+    ) -> EvalResult:
+        """No-grad predictions for a whole split (``transform`` may corrupt inputs).
+
+        ``features=True`` also keeps every encoder's raw output (``EvalResult.features``), read
+        by forward hooks on the encoders, so the probes reuse this pass instead of running
+        their own. It is left None when an encoder did not see every row exactly once.
+        """
         ds = self.bundle.splits[split]
         was = self.model.training
         self.model.eval()
         idx, labels, fused = [], [], []
         logits: dict[str, list] = {m: [] for m in self.bundle.modalities}
-        for batch in BatchLoader(ds, batch_size, shuffle=False):
-            batch = move_batch(batch, self.device)
-            if transform is not None:
-                batch = transform(batch)
-            out = self.method.forward(self.model, batch, StepContext(self, epoch=self._epoch_or0(), step=self.global_step))
-            fused.append(self.method.predict(out).float().cpu())
-            for m, z in out.logits.items():
-                logits[m].append(z.float().cpu())
-            idx.append(batch["idx"].cpu())
-            labels.append(batch["label"].cpu())
-        self.model.train(was)
+        feats: dict[str, list] = {m: [] for m in self.model.modalities}
+        hooks = []
+        if features:
+            for m in self.model.modalities:
+                hooks.append(self.model.encoders[m].register_forward_hook(
+                    lambda mod, inp, out, m=m: feats[m].append(out.detach().reshape(len(out), -1).float().cpu())))
+        try:
+            for batch in BatchLoader(ds, batch_size, shuffle=False):
+                batch = move_batch(batch, self.device)
+                if transform is not None:
+                    batch = transform(batch)
+                out = self.method.forward(self.model, batch, StepContext(self, epoch=self._epoch_or0(), step=self.global_step))
+                fused.append(self.method.predict(out).float().cpu())
+                for m, z in out.logits.items():
+                    logits[m].append(z.float().cpu())
+                idx.append(batch["idx"].cpu())
+                labels.append(batch["label"].cpu())
+        finally:
+            for h in hooks:
+                h.remove()
+            self.model.train(was)
+        kept = None
+        if features:
+            kept = {m: torch.cat(v) for m, v in feats.items() if v}
+            if len(kept) != len(feats) or any(len(v) != len(ds) for v in kept.values()):
+                kept = None
         res = EvalResult(
             split=split,
             idx=torch.cat(idx).numpy(),
             labels=torch.cat(labels).numpy(),
             fused=torch.cat(fused).numpy(),
             logits={m: torch.cat(v).numpy() for m, v in logits.items() if v},
+            features=kept,
         )
         res.metrics = split_metrics(self.bundle.task, split, res.fused, res.logits, res.labels)
         return res
@@ -661,7 +685,7 @@ class Trainer:
                 continue
             if split == "train" and not self.needs_train_eval(epoch):
                 continue
-            out[split] = self.predict_split(split)
+            out[split] = self.predict_split(split, features=self.diagnostics.probe_reuses(split, epoch))
         return out
 
 

@@ -22,9 +22,16 @@ def _series(reader: RunReader, prefix: str) -> pd.DataFrame:
     return reader.scalars(prefix=prefix).pivot_table(index="step", columns="name", values="value")
 
 
-def test_probe_cadence_and_names(tiny):
-    t = Trainer(tiny(epochs=3, name="cad", data={"n_valid": 64}, log=QUIET, diagnostics={**LEAN, "probe_every": 2}))
+def test_probe_cadence_and_names(tiny, monkeypatch):
+    import core.diagnostics.probe as probe_mod
+
+    passes = []
+    own_pass = probe_mod.encoder_features
+    monkeypatch.setattr(probe_mod, "encoder_features", lambda model, ds, *a, **k: passes.append(len(ds)) or own_pass(model, ds, *a, **k))
+    diag = {**LEAN, "gap": True, "gmm": False, "samples": False, "probe_every": 2}  # gap: the train split is evaluated every epoch
+    t = Trainer(tiny(epochs=3, name="cad", data={"n_valid": 64}, log=QUIET, diagnostics=diag))
     t.fit()
+    assert passes == [256, 64, 128]  # only the init probe needs passes of its own; later ones reuse the evaluation
     r = RunReader(t.run_dir)
     rows = r.scalars(prefix="probe/test/visual")
     # before the first step (step 0), after epoch 1 (every 2nd) and after the last epoch 2
@@ -38,6 +45,10 @@ def test_probe_cadence_and_names(tiny):
     assert "probe/train/audio" not in names
     init = r.scalars(prefix="probe_init/test/")
     assert (init["step"] == 0).all() and len(init) == 2
+    # the last probe reused the evaluation passes' features: a pass of its own gives the same numbers
+    last = r.scalars(prefix="probe/")
+    last = last[last["epoch"] == 2].set_index("name")["value"].to_dict()
+    assert t.diagnostics.probes() == last
 
 
 def _train(tiny, **over):

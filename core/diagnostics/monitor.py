@@ -98,7 +98,7 @@ class DiagnosticsMonitor:
         devices = [torch.cuda.current_device()] if ctx.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             if self.probe_due(ctx.epoch):
-                out.update(self.probes())
+                out.update(self.probes(evals))
             if self.cfg.gap and self._gap_due(ctx.epoch) and ctx.task == "classification":
                 for split in self.cfg.gap_splits:
                     if split in evals:
@@ -135,13 +135,33 @@ class DiagnosticsMonitor:
             self._probe_rows[split] = rows
         return self._probe_rows[split]
 
-    def probes(self) -> dict[str, float]:
-        """``probe/<split>/<m>`` for valid and test, and ``probe/bit/<m>/<b>`` (test, synthetic data)."""
-        from core.diagnostics.probe import encoder_features, probe_features
+    def probe_reuses(self, split: str, epoch: int) -> bool:
+        """Whether the epoch's evaluation pass over ``split`` should keep encoder features for the probe."""
+        return self.probe_due(epoch) and self._probe_subset(split) is None
+
+    def _features(self, split: str, evals: dict | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Encoder features of ``split``: from the evaluation pass when it kept them, else a pass of their own."""
+        from core.diagnostics.probe import encoder_features
+
+        t = self.trainer
+        ev = (evals or {}).get(split)
+        if ev is not None and ev.features is not None and self._probe_subset(split) is None:
+            order = torch.as_tensor(np.argsort(ev.idx, kind="stable"))
+            return {m: f[order] for m, f in ev.features.items()}, torch.as_tensor(ev.labels)[order]
+        return encoder_features(t.model, t.bundle.splits[split], t.device, self._probe_subset(split))
+
+    def probes(self, evals: dict | None = None) -> dict[str, float]:
+        """``probe/<split>/<m>`` for valid and test, and ``probe/bit/<m>/<b>`` (test, synthetic data).
+
+        Reuses the encoder features the epoch's evaluation passes kept (``evals``); a split
+        without them (the train split when no diagnostic needs its pass, the init probe, a
+        split above ``probe_max_samples``) gets one no-grad encoder pass of its own.
+        """
+        from core.diagnostics.probe import probe_features
 
         t = self.trainer
         splits = ["train", *(s for s in PROBE_SPLITS if s in t.bundle.splits)]
-        feats = {s: encoder_features(t.model, t.bundle.splits[s], t.device, self._probe_subset(s)) for s in splits}
+        feats = {s: self._features(s, evals) for s in splits}
         n_bits = 0
         if t.cfg.data.name == "synthetic":
             from core.data.synthetic import n_bits as bits_of

@@ -199,7 +199,7 @@ def utilisation(probe: float, probe_init: float, probe_alone: float, min_gain: f
 
 
 @torch.no_grad()
-def encoder_features(model, dataset, device, indices=None, batch_size: int = 1024) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def encoder_features(model, dataset, device, indices=None, batch_size: int = 512) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """``({m: (n, d) features}, labels)`` of every encoder of ``model`` over ``dataset`` (eval mode, no grad).
 
     Features are the raw encoder outputs ``h_m = enc_m(x_m)``, before any method's
