@@ -145,4 +145,5 @@ def render() -> str:
 
 if __name__ == "__main__":
     main()
-    doctables.write_block("docs/diagnostics.md", "probe_cost")
+    for doc in ("docs/diagnostics.md", "docs/benchmarks.md"):
+        doctables.write_block(doc, "probe_cost")
