@@ -67,5 +67,8 @@ def test_parquet_one_epoch_training(tmp_path):
     write_parquet(tmp_path / "f.parquet", arrays())
     from core.engine import Trainer
 
-    final = Trainer(train_config(tmp_path, {"name": "parquet", "path": str(tmp_path / "f.parquet"), "kinds": {"frames": "sequence"}})).fit()
-    assert set(final) >= {"acc/test/fused", "acc/test/audio", "acc/test/frames"}
+    from tests.known_answers import assert_final_is_hand_computed
+
+    t = Trainer(train_config(tmp_path, {"name": "parquet", "path": str(tmp_path / "f.parquet"), "kinds": {"frames": "sequence"}}))
+    final = t.fit()
+    assert_final_is_hand_computed(final, t, {"acc/test/fused", "acc/test/audio", "acc/test/frames"})

@@ -7,6 +7,7 @@ from core.errors import ConfigError
 from core.methods.mmpareto import min_norm_weights, pareto_combine
 from core.store import open_run
 from tests.conftest import run_cli, tiny_cli_args
+from tests.known_answers import assert_final_is_hand_computed
 from tests.method_helpers import THREE_MODAL, first_step, grads, resume_matches, run, window_off_equals_joint
 
 
@@ -80,11 +81,28 @@ def test_resume_matches_uninterrupted(tiny):
 
 
 def test_three_modalities(tiny):
+    """First step: each encoder's cos and w by hand; every stored step: w = ½ exactly when cos > 0."""
+    mods = ("audio", "visual", "text")
+    t = Trainer(tiny(name="step", set=["method.name=mmpareto"], data=THREE_MODAL))
+    ctx, _ = first_step(t)
+    y = ctx.batch["label"]
+    out = t.model(ctx.batch)
+    for m in mods:
+        ps = t.model.param_groups()[f"encoder/{m}"]
+        g_mm = torch.cat([g.flatten() for g in torch.autograd.grad(F.cross_entropy(out.fused, y), ps, retain_graph=True)])
+        g_m = torch.cat([g.flatten() for g in torch.autograd.grad(F.cross_entropy(out.logits[m], y), ps, retain_graph=True)])
+        cos = float(torch.dot(g_mm, g_m) / (g_mm.norm() * g_m.norm()))
+        w1 = 0.5 if cos > 0 else min(1.0, max(0.0, float(torch.dot(g_m - g_mm, g_m) / (g_mm - g_m).pow(2).sum())))
+        assert ctx.logs[f"mmpareto/cos/{m}"] == pytest.approx(cos, abs=1e-5)
+        assert ctx.logs[f"mmpareto/w/{m}"] == pytest.approx(w1, abs=1e-5)
+    t.writer.close("finished")
     run_dir, final = run(tiny, ["method.name=mmpareto"], data=THREE_MODAL)
-    r = open_run(run_dir)
-    for m in ("audio", "visual", "text"):
-        w = r.scalars(f"mmpareto/w/{m}")["value"]
-        assert len(w) == 16 and ((w >= 0) & (w <= 1)).all()
+    w = open_run(run_dir).scalars(prefix="mmpareto/").pivot(index="step", columns="name", values="value")
+    assert len(w) == 16
+    for m in mods:
+        agree = w[f"mmpareto/cos/{m}"] > 0
+        assert (w.loc[agree, f"mmpareto/w/{m}"] == 0.5).all()
+        assert (w[f"mmpareto/conflict/{m}"] == (~agree).astype(float)).all()
     assert "acc/test/text" in final
 
 
@@ -114,7 +132,7 @@ def test_regression_with_sequence_encoders(tmp_path):
     data = {"name": "mosi", "path": str(tmp_path / "aligned_50.pkl"), "allow_pickle": True}
     t = Trainer(train_config(tmp_path, data, epochs=1, method={"name": "mmpareto"}))
     final = t.fit()
-    assert final["mae/test/fused"] >= 0
+    assert_final_is_hand_computed(final, t, {"mae/test/fused"})
     cos = open_run(t.run_dir).scalars("mmpareto/cos/text")["value"]
     assert len(cos) == 3 and ((cos >= -1) & (cos <= 1)).all()
 
