@@ -18,6 +18,7 @@ from core.methods.gap_groups import balanced_subset, mixture_from_state, mixture
 from core.methods.gmm_adaptive import adaptive_loss
 from core.store import open_run
 from tests.conftest import run_cli, tiny_cli_args
+from tests.known_answers import cuda_run_matches_cpu
 
 LN3, LN9 = math.log(3.0), math.log(9.0)
 
@@ -292,3 +293,20 @@ def test_purify_stage_removes_the_planted_corrupted_samples(tiny):
     precision = (removed & mask).sum() / removed.sum()
     recall = (removed & mask).sum() / mask.sum()
     assert precision > 0.9 and recall > 0.9, (precision, recall)
+
+
+# ---------------------------------------------------------------- CUDA
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("sets", [
+    ["method.name=gmm_adaptive", "method.warmup_epochs=1", "method.purify_epochs=1"],
+    ["method.name=cal"],
+], ids=["gmm_adaptive", "cal"])
+def test_runs_on_cuda(tiny, sets):
+    cuda_run_matches_cpu(tiny, sets, epochs=3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_purify_runs_on_cuda(tiny):
+    base = Trainer(tiny(name="base", set=["device=cpu"]))
+    base.fit()
+    cuda_run_matches_cpu(tiny, ["method.name=purify"], init_from=base.run_dir)

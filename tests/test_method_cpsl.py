@@ -8,6 +8,7 @@ from core.engine import StepContext, Trainer
 from core.methods.cpsl import dominance_ratio, label_stats, penalty_coefficient, ramp, stat_loss
 from core.store import open_run
 from tests.conftest import run_cli, tiny_cli_args
+from tests.known_answers import assert_final_is_hand_computed, cuda_run_matches_cpu
 from tests.method_helpers import THREE_MODAL, assert_same_state, first_step, grads, resume_matches, run, window_off_equals_joint
 
 
@@ -94,8 +95,17 @@ def test_three_modalities(tiny):
     r = open_run(run_dir)
     lam = r.scalars("cpsl/lambda")
     assert lam[lam["epoch"] == 0]["value"].eq(0).all() and lam[lam["epoch"] == 1]["value"].eq(0.5).all()
-    pen = r.scalars("cpsl/penalty")["value"]
-    assert ((pen > 0) & (pen <= 1)).all()
+    # every stored step: c = 1/(1 + λ(r − τ)) when r > τ = 2, else 1, from the stored r and λ
+    w = r.scalars(prefix="cpsl/").pivot(index="step", columns="name", values="value")
+    for _, row in w.iterrows():
+        lam, ratio = row["cpsl/lambda"], row["cpsl/ratio"]
+        want = 1.0 / (1.0 + lam * (ratio - 2.0)) if ratio > 2.0 and lam > 0 else 1.0
+        assert row["cpsl/penalty"] == pytest.approx(want, rel=1e-9)
+        assert row["cpsl/conflict"] == float(ratio > 2.0)
+        shares = [row[f"cpsl/share/{m}"] for m in ("audio", "visual", "text")]
+        assert sum(shares) == pytest.approx(1.0)
+        assert ratio == pytest.approx(max(shares) / ((sum(shares) - max(shares)) / 2), rel=1e-9)
+    assert (w.loc[w["cpsl/lambda"] > 0, "cpsl/penalty"] < 1).any(), "the planted imbalance triggers the penalty"
     assert len(r.scalars("cpsl/share/text")) == 16 and "acc/test/text" in final
 
 
@@ -108,8 +118,7 @@ def test_cli_end_to_end(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_runs_on_cuda(tiny):
-    run_dir, final = run(tiny, ["method.name=cpsl", "device=cuda"], data=THREE_MODAL)
-    assert 0.0 <= final["acc/test/fused"] <= 1.0
+    cuda_run_matches_cpu(tiny, ["method.name=cpsl"], data=THREE_MODAL)
 
 
 @pytest.mark.filterwarnings("ignore:unpickling")
@@ -126,7 +135,7 @@ def test_regression_on_a_mosi_pickle(tmp_path, stats):
     sl = (pred.mean() - y.mean()) ** 2 + (pred.std(unbiased=False) - y.std(unbiased=False)) ** 2
     assert ctx.logs["cpsl/stat_loss"] == pytest.approx(float(sl), rel=1e-5)
     final = t.fit()
-    assert final["mae/test/fused"] >= 0
+    assert_final_is_hand_computed(final, t, {"mae/test/fused"})
     r = open_run(t.run_dir)
     assert set(r.scalars("cpsl/share/vision")["epoch"]) == {0, 1}
     if stats == "running":

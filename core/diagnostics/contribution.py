@@ -1,7 +1,7 @@
 """Modality contribution W^m = softmax(Î(m)·D(m) / T): information quantity times confidence.
 
-Interpretation of CAL (Xu, Kou, Wu, Liu, arXiv 2510.26289; formulas [I], see
-``shared/methods.md`` §4):
+Interpretation of CAL (Xu, Kou, Wu, Liu, arXiv 2510.26289; formulas [I], written out in
+``docs/diagnostics.md`` §5):
 
 * **I(m)**, marginal performance, as the exact Shapley value of modality m in the game
   whose players are modalities and whose value is the fused model's score with the other

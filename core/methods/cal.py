@@ -1,6 +1,6 @@
 """CAL, contribution-guided asymmetric learning (Xu, Kou, Wu, Liu, arXiv 2510.26289). [I]
 
-The paper's method section is not public; this is the interpretation of methods.md §4.
+The paper's method section is not public; this is our interpretation, written out in ``docs/methods.md`` (CAL).
 
 Per training step, on the current batch:
 

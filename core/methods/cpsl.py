@@ -1,7 +1,7 @@
 """CPSL: conflict-aware multiplicative penalty + statistical loss (after Dai, Liang, Mai, arXiv 2605.28575).
 
 The paper's exact CP and SL formulas were not readable; this module implements the
-interpretation in ``shared/methods.md`` §1 and ``docs/methods.md`` (every knob exposed).
+interpretation written out in ``docs/methods.md`` (CPSL section; every knob exposed).
 """
 
 from __future__ import annotations

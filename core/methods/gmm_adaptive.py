@@ -1,4 +1,4 @@
-"""GMM-guided adaptive loss (Liu, Yu, Liu, arXiv 2510.21797; methods.md §3). Loss is [I].
+"""GMM-guided adaptive loss (Liu, Yu, Liu, arXiv 2510.21797; ``docs/methods.md``). Loss is [I].
 
 Stages, by epoch: ``warmup`` (``warmup_epochs``) → ``adaptive`` → optionally ``purify``
 (the last ``purify_epochs`` epochs).
