@@ -322,8 +322,7 @@ class Monitor:
         if not self.enabled or self.closed:
             self.step_no += 1
             return
-        if labels is not None and fused is not None and isinstance(fused, torch.Tensor):
-            self._accumulate(fused, logits or {}, labels, ids)
+        self.observe(fused=fused, logits=logits, labels=labels, ids=ids)
         if self.step_no % self.log_every == 0:
             from core.diagnostics.gradients import gradient_stats
 
@@ -337,6 +336,14 @@ class Monitor:
         self._last_step = self.step_no
         self.step_no += 1
         self._epoch_steps += 1
+
+    def observe(self, *, fused=None, logits: Mapping[str, torch.Tensor] | None = None, labels=None, ids=None) -> None:
+        """Record one batch's predictions (for ``acc/train/*`` and the train gap) without a step.
+
+        :meth:`step` calls this; use it directly where predictions arrive after the
+        gradients (a Lightning ``on_train_batch_end``)."""
+        if self.enabled and not self.closed and labels is not None and isinstance(fused, torch.Tensor):
+            self._accumulate(fused, logits or {}, labels, ids)
 
     def _grad_applied(self) -> dict[str, float]:
         """The ``grad_applied*`` names: gradient statistics after a method edited ``.grad``."""
