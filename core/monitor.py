@@ -195,6 +195,7 @@ class Monitor:
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self.step_no, self.epoch = 0, 0
         self._last_step = 0
+        self._separable: bool | None = None
         self._epoch_steps = 0
         self._t0 = time.perf_counter()
         self.closed = False
@@ -314,7 +315,20 @@ class Monitor:
         fused_loss = task_loss(fused, y, self.task) if isinstance(fused, torch.Tensor) and fused.requires_grad else loss
         uni = {m: task_loss(z, y, self.task) for m, z in live.items()}
         enc = {m: self.groups[f"encoder/{m}"] for m in self.modalities}
-        return conflict_cosines(fused_loss, uni, enc, self.groups.get("fusion", []), separable=False)
+        if self._separable is None:
+            self._separable = self._check_separable(live)
+        return conflict_cosines(fused_loss, uni, enc, self.groups.get("fusion", []), separable=self._separable)
+
+    def _check_separable(self, live: Mapping[str, torch.Tensor]) -> bool:
+        """Does each modality's logits depend on its own encoder only? (Checked once, on the first graph.)
+
+        Then one backward pass of Σ_m L_m gives every ∇θ_m L_m (see ``conflict_cosines``);
+        otherwise each unimodal loss needs its own pass."""
+        for m, z in live.items():
+            others = [p for k in self.modalities if k != m for p in self.groups[f"encoder/{k}"] if p.requires_grad]
+            if others and any(g is not None for g in torch.autograd.grad(z.sum(), others, retain_graph=True, allow_unused=True)):
+                return False
+        return True
 
     def step(self, loss=None, *, fused=None, logits: Mapping[str, torch.Tensor] | None = None, labels=None, ids=None,
              **extra: float) -> None:

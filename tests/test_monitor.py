@@ -171,3 +171,16 @@ def test_non_zero_rank_writes_nothing(tmp_path):
     mon.epoch_end()
     mon.close()
     assert not (tmp_path / "run").exists()
+
+
+def test_cross_modal_logits_are_not_treated_as_separable(tmp_path):
+    """When z_b also reads encoder a, ∇θa of Σ L_m mixes the modalities: the monitor must notice and not use the one-pass shortcut."""
+    model = Planted()
+    with _mon(tmp_path, model, diagnostics={"conflict_every": 1}) as mon:
+        x, y = torch.randn(8, 1), torch.randint(0, 2, (8,))
+        ha, hb = model.a(x), model.b(x)
+        za = torch.cat([ha, -ha], 1)
+        zb = torch.cat([hb + ha, -hb], 1)  # b's logits depend on encoder a too
+        mon.backward(torch.nn.functional.cross_entropy(za, y), fused=za, logits={"a": za, "b": zb}, labels=y)
+        assert mon._separable is False
+    assert open_run(tmp_path / "run").final_scalars("conflict/")["conflict/cos/a"] == pytest.approx(1.0)
