@@ -74,3 +74,14 @@ def test_regenerating_a_sample_run_reproduces_its_metrics(tmp_path):
     stored = open_run(src).final_scalars("acc/test/")
     for k, v in stored.items():
         assert final[k] == pytest.approx(v, abs=0.01), k
+
+
+def test_thinning_note_counts_epochs_from_one_like_the_dashboard(tmp_path):
+    """The UI numbers epochs 1..E; the note about kept snapshots must too (index 3 = epoch 4)."""
+    from core.gallery import thin
+    from tests.planted import plant_run
+
+    d = plant_run(tmp_path, "r", epochs=4, steps_per_epoch=2)
+    note = thin(d, keep_samples=True, sample_epochs=[0, 3])
+    assert "kept only for epoch(s) 1,4 (counted from 1)" in note
+    assert open_run(d).meta()["thinned"] == note

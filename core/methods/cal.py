@@ -41,7 +41,7 @@ from torch import nn
 from core.diagnostics.contribution import confidence, contribution_weights, shapley_values, subset_value_fn
 from core.diagnostics.robustness import feature_moments
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, MethodParams, register_method, task_loss
+from core.methods.base import LossParts, Method, MethodParams, Panel, register_method, task_loss
 from core.methods.purify import supervised_losses
 
 
@@ -109,6 +109,16 @@ def scale_gradients(groups: dict[str, list[nn.Parameter]], factors: dict[str, fl
 @register_method("cal")
 class Cal(Method):
     """Contribution-guided acceleration + asymmetric information bottleneck (module doc)."""
+
+    panels = (
+        Panel("Contribution weight Wᵐ", ("cal/w/*",), "Wᵐ (sums to 1)",
+              "The modality that contributes more to the fused prediction gets the larger weight.", (0.0, 1.0), 0.5, "even (two modalities)"),
+        Panel("Acceleration factor 1 + κ·Wᵐ", ("cal/accel/*",), "gradient multiplier (1 = untouched)",
+              "Every encoder's gradient is multiplied by this; high contributors are sped up, nobody is slowed.", None, 1.0, "untouched"),
+        Panel("Information-bottleneck KL per modality", ("cal/kl/*",), "KL (nats)",
+              "Low-contribution modalities are compressed harder; a large KL means the code still carries much information.",
+              log_y=True),
+    )
 
     Params = CalParams
     family = "contribution"

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from core.diagnostics.gradients import group_norm
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, fused_and_unimodal, register_method
+from core.methods.base import fused_and_unimodal, LossParts, Method, Panel, register_method
 from core.methods.window import WindowParams, joint_loss
 
 
@@ -101,6 +101,19 @@ class CPSL(Method):
     ``cpsl/std_ratio`` (mean pred std / mean label std), ``cpsl/share/<m>``.
     Outside ``[start_epoch, end_epoch)`` the step is exactly ``joint``.
     """
+
+    panels = (
+        Panel("Gradient share per encoder", ("cpsl/share/*",), "share of ‖g‖ (1/M = even)",
+              "The encoder with the larger share dominates; the penalty shrinks its gradient when the ratio passes τ.", (0.0, 1.0)),
+        Panel("Dominance ratio r", ("cpsl/ratio",), "‖g_dominant‖ / mean ‖g_other‖",
+              "Above τ the step is a conflict and the dominant encoder's gradient is scaled down.", None, 1.0, "even", log_y=True),
+        Panel("Penalty c on the dominant encoder", ("cpsl/penalty", "cpsl/lambda"), "multiplier / strength",
+              "c = 1 leaves the gradient untouched; λ ramps the penalty's strength up over the warm-up.", (0.0, 1.05), 1.0, "untouched",
+              labels=(("cpsl/penalty", "penalty c"), ("cpsl/lambda", "strength λ"))),
+        Panel("Statistical loss", ("cpsl/stat_loss", "cpsl/std_ratio"), "value",
+              "How far the predictions' per-class mean and spread are from the labels'; the std ratio should approach 1.",
+              None, 1.0, "std ratio 1", labels=(("cpsl/stat_loss", "statistical loss"), ("cpsl/std_ratio", "pred std / label std"))),
+    )
 
     Params = CPSLParams
     family = "gradient"

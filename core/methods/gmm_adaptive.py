@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from core.diagnostics.gap import true_class_prob
-from core.methods.base import LossParts, Method, MethodParams, register_method
+from core.methods.base import LossParts, Method, MethodParams, Panel, register_method
 from core.methods.gap_groups import (
     fit_mixtures,
     gap_pairs,
@@ -127,6 +127,18 @@ def adaptive_loss(
 @register_method("gmm_adaptive")
 class GmmAdaptive(Method):
     """Warm-up → GMM-weighted adaptive loss → optional purification (see module docstring)."""
+
+    panels = (
+        Panel("Training stage", ("gmm/stage",), "stage (0 warm-up · 1 adaptive · 2 purify)",
+              "Warm-up trains on everything; the adaptive stage reweights samples by the GMM; purify fine-tunes on balanced ones.",
+              (-0.2, 2.2), shape="hv"),
+        Panel("Share of training samples the GMM calls imbalanced", ("gmm/frac_imbalanced", "gmm/gamma_mean"), "share of samples",
+              "A falling share means fewer samples are carried by one modality alone.", (0.0, 1.0), 0.5, "half",
+              labels=(("gmm/frac_imbalanced", "posterior > 0.5"), ("gmm/gamma_mean", "mean posterior"))),
+        Panel("Where the two GMM components sit (the threshold lies between them)", ("gmm/mu_b", "gmm/mu_u", "gmm/threshold*"),
+              "modality gap", "Balanced samples sit near 0, imbalanced ones at the dominant modality's side.", (-1.0, 1.0), 0.0, "no gap",
+              labels=(("gmm/mu_b", "balanced mean"), ("gmm/mu_u", "imbalanced mean"))),
+    )
 
     Params = GmmAdaptiveParams
     family = "sample"

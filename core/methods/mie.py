@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, register_method, task_loss
+from core.methods.base import LossParts, Method, Panel, register_method, task_loss
 from core.methods.window import WindowParams, joint_loss
 from core.models.multimodal import ModelOutput
 
@@ -112,6 +112,16 @@ class MIE(Method):
     ``mie/p_gain/<m>`` (mean eigen-gain of m's P), ``mie/proj_ratio/<m>`` (‖W.grad·P‖/‖W.grad‖).
     Outside ``[start_epoch, end_epoch)`` the step *and the prediction* are exactly ``joint``.
     """
+
+    panels = (
+        Panel("Stage (which modality trains)", ("mie/stage",), "stage index", "Staged MIE trains one modality per stage, in turn.",
+              shape="hv"),
+        Panel("Gradient kept by the projection", ("mie/proj_ratio/*",), "‖g projected‖ / ‖g‖",
+              "Below 1 the update was turned away from the other modality's feature directions, protecting what it learned.",
+              (0.0, 1.05), 1.0, "no projection"),
+        Panel("Loss at the sharpness-probe point", ("mie/flat_loss",), "loss (nats)",
+              "The loss after a step of size ρ uphill; SAM lowers it, which favours flat minima."),
+    )
 
     Params = MIEParams
     family = "gradient"

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, fused_and_unimodal, register_method
+from core.methods.base import fused_and_unimodal, LossParts, Method, Panel, register_method
 from core.methods.window import WindowParams, joint_loss
 
 
@@ -73,6 +73,17 @@ class MMPareto(Method):
     ``mmpareto/rescale/<m>``. Outside ``[start_epoch, end_epoch)`` the step is exactly ``joint``.
     Cost: 3 backward passes per step for any M.
     """
+
+    panels = (
+        Panel("Cosine between the fused and the unimodal gradient", ("mmpareto/cos/*",), "cosine (−1 opposed … 1 aligned)",
+              "Below 0 the two gradients conflict and MMPareto switches from the plain sum to the MinNorm mix.", (-1.05, 1.05), 0.0,
+              "conflict below"),
+        Panel("Weight of the fused gradient", ("mmpareto/w/*",), "w (0.5 = plain sum)",
+              "0.5 without conflict; under conflict the weight moves toward whichever gradient keeps both losses falling.",
+              (0.0, 1.0), 0.5, "plain sum"),
+        Panel("Rescale factor", ("mmpareto/rescale/*",), "‖g_mm + g_m‖ / ‖ĝ‖",
+              "How much the combined gradient is scaled back up to the plain sum's length.", None, 1.0, "none", log_y=True),
+    )
 
     Params = MMParetoParams
     family = "gradient"

@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, register_method
+from core.methods.base import LossParts, Method, Panel, register_method
 from core.methods.window import WindowParams, joint_loss
 
 
@@ -67,6 +67,15 @@ class OGMGE(Method):
     the second, i.e. audio/visual, for two modalities) or ``ogm/ratio/<m>`` for M ≥ 3.
     Outside ``[start_epoch, end_epoch)`` the step is exactly ``joint``.
     """
+
+    panels = (
+        Panel("Modulation coefficient kₘ per encoder", ("ogm/coeff/*",), "kₘ (1 = gradient untouched)",
+              "The dominant modality's gradient is multiplied by kₘ < 1; the weaker one keeps 1.", (0.0, 1.05), 1.0, "untouched"),
+        Panel("Score ratio ρ (first modality over second)", ("ogm/ratio", "ogm/ratio/*"), "ρ (1 = both equally confident)",
+              "Above 1 the first modality is more confident on the true class and gets slowed down.", None, 1.0, "balanced", log_y=True),
+        Panel("Confidence score sₘ per modality", ("ogm/score/*",), "Σ true-class probability over the batch",
+              "The raw scores behind ρ: the modality with the larger score is the dominant one."),
+    )
 
     Params = OGMGEParams
     family = "gradient"
