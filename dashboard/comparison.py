@@ -146,3 +146,61 @@ def pool_histograms(rows: Sequence[dict]) -> dict | None:
         counts += np.asarray(r["counts"], dtype=np.float64)
         n += 1
     return {**{k: v for k, v in rows[0].items() if k not in ("edges", "counts")}, "edges": edges, "counts": counts, "n_runs": n}
+
+
+def comparison_table(sel: pd.DataFrame, weak: str | None, label: str = "group", alone_probe: float = math.nan,
+                     alone_acc: float = math.nan) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The Compare page's table: one row per group (or run) of ``sel``, best rank first.
+
+    ``sel`` has ``key, group, ref`` (paired joint run), ``acc_*`` (last epoch), ``best_fused``,
+    ``probe_<m>``/``util_<m>``, optional ``bayes_fused`` and ``wall_s``. Returns ``(numbers, shown)``:
+    ``numbers`` keeps floats (``<col> mean``, ``<col> std``, ``d_fused``, ``d_fused_low``...);
+    ``shown`` is formatted for reading. The rank orders groups by fused test accuracy at the
+    best-valid epoch when every group has it, else at the last epoch (``rank_by`` says which)."""
+    d = sel.copy()
+    if "bayes_fused" in d and "acc_fused" in d:
+        d["gap_to_bayes"] = pd.to_numeric(d["bayes_fused"], errors="coerce") - pd.to_numeric(d["acc_fused"], errors="coerce")
+    heads = sorted(c for c in d.columns if c.startswith("acc_") and c != "acc_fused" and pd.to_numeric(d[c], errors="coerce").notna().any())
+    weak_cols = [c for c in (f"probe_{weak}", f"util_{weak}") if weak and c in d and pd.to_numeric(d[c], errors="coerce").notna().any()]
+    value_cols = [c for c in ["best_fused", "acc_fused"] + heads + weak_cols + ["gap_to_bayes", "wall_s"]
+                  if c in d and (c == "acc_fused" or pd.to_numeric(d[c], errors="coerce").notna().any())]
+    rows = []
+    for grp, g in d.groupby("group", sort=False, observed=True):
+        row: dict[str, Any] = {"group": grp, "n": len(g)}
+        for c in value_cols:
+            row[f"{c} mean"], row[f"{c} std"], row[f"{c} n"] = mean_std(g[c])
+        rows.append(row)
+    num = pd.DataFrame(rows)
+    deltas = {"fused": "acc_fused"}
+    if weak_cols:
+        deltas[f"{weak}_measure"] = weak_cols[-1]
+    for short, col in deltas.items():
+        ds = delta_summary(d, col, "group", "ref").set_index("group")
+        for part in ("delta", "low", "high", "n_pairs", "is_reference"):
+            num[f"d_{short}_{part}"] = num["group"].map(ds[part])
+    use_best = "best_fused n" in num and bool((num["best_fused n"] > 0).all())
+    score = "best_fused mean" if use_best else "acc_fused mean"
+    num["rank"] = rank(num[score]) if score in num else math.nan
+    num["rank_by"] = "best-valid" if use_best else "last epoch"
+    num = num.sort_values(["rank", "group"], na_position="last", kind="stable").reset_index(drop=True)
+
+    names = {"best_fused": "fused (best-valid)", "acc_fused": "fused (last epoch)"}
+    names.update({c: f"{c[4:]} head" for c in heads})
+    if weak:
+        names.update({f"probe_{weak}": f"{weak} probe", f"util_{weak}": f"{weak} utilisation"})
+    shown = pd.DataFrame({label: num["group"].astype(str), "rank": num["rank"].map(lambda r: "—" if pd.isna(r) else int(r)), "n": num["n"]})
+    for c in value_cols:
+        digits = 1 if c == "wall_s" else 3
+        shown[names.get(c, c)] = [fmt_mean_std(m, s, n, digits) for m, s, n in zip(num[f"{c} mean"], num[f"{c} std"], num[f"{c} n"])]
+        if c == "acc_fused":
+            shown["Δ fused vs joint"] = [format_delta(*a) for a in zip(num["d_fused_delta"], num["d_fused_low"], num["d_fused_high"],
+                                                                       num["d_fused_n_pairs"].fillna(0).astype(int), num["d_fused_is_reference"].fillna(False))]
+        if c == f"probe_{weak}" and np.isfinite(alone_probe):
+            shown[f"{weak} probe alone"] = f"{alone_probe:.3f}"
+        if weak_cols and c == weak_cols[-1]:
+            k = f"d_{weak}_measure"
+            shown[f"Δ {names[c]} vs joint"] = [format_delta(*a) for a in zip(num[f"{k}_delta"], num[f"{k}_low"], num[f"{k}_high"],
+                                                                               num[f"{k}_n_pairs"].fillna(0).astype(int), num[f"{k}_is_reference"].fillna(False))]
+    if weak and f"acc_{weak}" in heads and np.isfinite(alone_acc):
+        shown.insert(list(shown.columns).index(f"{weak} head") + 1, f"{weak} alone", f"{alone_acc:.3f}")
+    return num, shown
