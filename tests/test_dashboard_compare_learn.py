@@ -137,3 +137,127 @@ def _single_counts():
     from tests.planted import GMM, gmm_counts
 
     return gmm_counts(np.linspace(-1, 1, 41), 1000, GMM)
+
+
+# ---------------------------------------------------------------------------------------------- Learn
+def _learn(app, step: str):
+    from dashboard.learn_steps import STEPS
+
+    at = app("learn")
+    at.session_state["learn.step"] = next(s for s in STEPS if s.startswith(step))
+    at.run()
+    _ok(at)
+    return at
+
+
+def _md(at: AppTest) -> str:
+    return " ".join(m.value for m in at.markdown)
+
+
+def test_learn_finds_the_weak_modality_from_the_data(app):
+    at = _learn(app, "2 ·")
+    caption = " ".join(c.value for c in at.caption)
+    assert "Weak modality on the `imbalanced` preset: **visual**" in caption and "audio 0.80, visual 0.57" in caption
+    chart = _chart(at, "Unimodal training")
+    from dashboard.figures import MODALITY_COLORS
+
+    colors = {t["name"].split(" (")[0]: t["line"]["color"] for t in chart["data"] if t.get("mode") == "lines"}
+    assert colors == {"audio alone": MODALITY_COLORS["audio"], "visual alone": MODALITY_COLORS["visual"]}
+    assert "*visual* is the weak modality here" in _md(at)
+
+
+def test_learn_step3_names_its_run_and_says_what_is_averaged(app):
+    at = _learn(app, "3 ·")
+    chart = _chart(at, "Joint training, one run (joint_imbalanced_s0, seed 0)")
+    assert {a["text"] for a in chart["layout"]["annotations"]} >= {"audio alone 0.80", "visual alone 0.57"}
+    assert "means over the 3 seeds of `joint`" in " ".join(c.value for c in at.caption)
+    assert "The fused model ends at **0.79**, about what *audio* reaches alone (0.80)" in _md(at)
+
+
+def test_learn_probe_step_shows_suppression_and_the_method_that_recovers_it(app):
+    at = _learn(app, "4 ·")
+    chart = _chart(at, "How much the visual encoder learnt")
+    assert list(chart["data"][0]["x"]) == ["joint", "mmpareto", "ogm_ge", "visual alone"]
+    lines = {a["text"] for a in chart["layout"]["annotations"]}
+    assert lines == {"at initialisation 0.19", "trained alone 0.57"}
+    md = _md(at)
+    assert "utilisation **0.20**" in md and "**suppression**" in md
+    assert "`mmpareto`, brings it to **0.52** (utilisation **0.75**)" in md  # 0.70 + 0.05·seed, mean over 3 seeds
+
+
+def test_learn_gradient_text_is_computed_from_the_chart_data(app):
+    at = _learn(app, "5 ·")
+    chart = _chart(at, "Joint training (joint_imbalanced_s0): share of the gradient")
+    assert any(a["text"] == "even share 0.50" for a in chart["layout"]["annotations"])
+    md = _md(at)
+    # planted: visual gets 1 − (0.88 − 0.2 t) of the gradient, about 12-14 % early and never more than half
+    import re
+
+    assert re.search(r"\*visual\* gets \*\*1[0-6]%\*\*", md) and "never holds more than half" in md
+
+
+def test_learn_gap_step_names_its_run_and_draws_the_threshold(app):
+    at = _learn(app, "6 ·")
+    chart = _chart(at, "joint_noisy_s0: modality gap")
+    assert [s["x0"] for s in chart["layout"]["shapes"]] == [pytest.approx(0.2)]  # planted threshold 0.2 at the last epoch
+    assert "Run `joint_noisy_s0` (`joint` on `noisy`)" in _md(at) and "**+0.20**" in _md(at)
+
+
+def test_learn_applies_its_own_test_to_the_gallery_methods(app):
+    at = _learn(app, "7 ·")
+    v = _frame(at, "method", "passes").set_index("method")
+    assert v.loc["ogm_ge", "passes"] == "✓ passes" and v.loc["mmpareto", "passes"] == "✗ fails"
+    assert v.loc["mmpareto", "raises visual"] == "yes" and v.loc["mmpareto", "keeps fused"] == "no"
+    assert v.loc["ogm_ge", "Δ fused vs joint"] == "+0.020 [-0.005, +0.045] (3 seeds)"
+    assert "**Pass the test on `imbalanced`:** `ogm_ge`." in _md(at)
+    assert "visual encoder utilisation" in _md(at)
+    assert "`" not in _chart(at, "Final test accuracy on imbalanced")["layout"]["title"]["text"]
+
+
+def test_learn_contrasts_specialisation_on_complementary(app):
+    at = _learn(app, "8 ·")
+    chart = _chart(at, "The visual head and the visual encoder")
+    assert sorted(set(chart["data"][0]["x"])) == ["complementary", "imbalanced"]
+    md = _md(at)
+    assert "`imbalanced`: visual head 0.30 inside joint vs 0.57 alone; probe 0.27 vs 0.57, utilisation 0.20 → **suppression**" in md
+    assert "`complementary`: visual head 0.22 inside joint vs 0.43 alone; probe 0.89 vs 0.89, utilisation 0.98 → **specialisation**" in md
+
+
+def test_learn_contrast_step_says_which_runs_are_missing(tmp_path, monkeypatch):
+    root = tmp_path / "g"
+    plant_run(root, "joint_imbalanced_s0", "joint", epochs=2, steps_per_epoch=2)
+    monkeypatch.setenv("MODALSCOPE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("MODALSCOPE_SAMPLE_RUNS", str(root))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("views/learn.py").run()
+    for step, missing in (("8 ·", "`joint` and `unimodal` (visual) runs on `complementary`"), ("4 ·", "log the encoder probe")):
+        from dashboard.learn_steps import STEPS
+
+        at.session_state["learn.step"] = next(s for s in STEPS if s.startswith(step))
+        at.run()
+        _ok(at)
+        assert missing in at.info[0].value
+    # no unimodal runs, no probe: the weak modality falls back to the joint model's heads (planted audio 0.60, visual 0.35)
+    assert "**visual**, found from the runs: lowest head accuracy inside the joint model" in " ".join(c.value for c in at.caption)
+
+
+def test_learn_try_it_launches_the_gallery_joint_config_and_opens_it(app, monkeypatch):
+    import core.launcher
+    from core.gallery import DEFAULT_EPOCHS
+    from core.launcher import Launched
+
+    calls = []
+
+    def fake_launch(raw, seeds, runs_dir):  # training takes minutes; plant what the trainer would write
+        calls.append((raw, seeds))
+        d = plant_run(app.runs, "joint_imbalanced_s0_mine", raw["method"]["name"], seed=seeds[0])
+        return [Launched(d.name, d, 0, [])]
+
+    monkeypatch.setattr(core.launcher, "launch", fake_launch)
+    at = _learn(app, "9 ·")
+    at.button(key="learn.try").click().run()
+    _ok(at)
+    raw, seeds = calls[0]
+    assert seeds == [0] and raw["data"]["preset"] == "imbalanced" and raw["method"]["name"] == "joint" and raw["epochs"] == DEFAULT_EPOCHS
+    assert at.title[0].value == "joint_imbalanced_s0_mine"  # Live opened on the new run
+    assert at.session_state["live.run"] == "runs/joint_imbalanced_s0_mine"
