@@ -147,3 +147,65 @@ def test_gradient_share_story_reads_the_series():
     assert "**10%**" in text and "between steps 120 and 259" in text and "last quarter it gets **30%**" in text
     flat = L.gradient_share_story(pd.DataFrame({"step": steps, "value": np.full(400, 0.2)}), "visual", "audio")
     assert "never holds more than half" in L.gradient_share_text(flat, "visual", "audio")
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def _valid(fig):
+    import plotly.graph_objects as go
+
+    go.Figure(fig.to_dict())
+    return fig
+
+
+def test_levels_bars_draw_labelled_reference_lines_in_modality_colours():
+    from dashboard import figures as F
+    from dashboard.figures_compare import Level, levels_bars_figure
+
+    df = pd.DataFrame({"group": ["a", "a", "b"], "acc_fused": [0.7, 0.8, 0.6], "acc_visual": [0.3, 0.3, 0.5]})
+    fig = _valid(levels_bars_figure(df, ["acc_fused", "acc_visual"], [Level("visual alone", 0.57, "visual"), Level("audio alone", 0.59, "audio"),
+                                                                      Level("Bayes ceiling (fused)", 0.93, "fused", "dash")]))
+    assert list(fig.data[0].y) == pytest.approx([0.75, 0.6])
+    shapes = {round(s.y0, 2): s for s in fig.layout.shapes}
+    assert set(shapes) == {0.57, 0.59, 0.93}
+    assert shapes[0.57].line.color == F.MODALITY_COLORS["visual"] and shapes[0.93].line.dash == "dash"
+    notes = {a.text: a for a in fig.layout.annotations}
+    assert set(notes) == {"visual alone 0.57", "audio alone 0.59", "Bayes ceiling (fused) 0.93"}
+    assert notes["visual alone 0.57"].x != notes["audio alone 0.59"].x  # close levels: labels staggered
+
+
+def test_modality_bands_colour_groups_by_modality_not_by_position():
+    from dashboard import figures as F
+    from dashboard.figures_learn import modality_bands
+
+    df = pd.DataFrame({"group": ["visual alone"] * 4 + ["audio alone"] * 4, "run": ["v1", "v1", "v2", "v2", "a1", "a1", "a2", "a2"],
+                       "epoch": [0, 1] * 4, "value": [0.1, 0.2, 0.15, 0.25, 0.5, 0.6, 0.55, 0.65]})
+    fig = _valid(modality_bands(df, {"audio alone": "audio", "visual alone": "visual"}, "t", "acc"))
+    lines = {t.legendgroup: t.line.color for t in fig.data if t.mode == "lines"}
+    assert lines == {"audio alone": F.MODALITY_COLORS["audio"], "visual alone": F.MODALITY_COLORS["visual"]}
+
+
+def test_probe_bars_and_shortfall_figures():
+    from dashboard.figures_compare import Level
+    from dashboard.figures_learn import probe_bars_figure, shortfall_figure
+
+    bars = pd.DataFrame({"label": ["joint", "visual alone"], "mean": [0.27, 0.57], "std": [0.01, np.nan], "n": [3, 3]})
+    fig = _valid(probe_bars_figure(bars, "visual", [Level("at initialisation", 0.19, "total")], "probe"))
+    assert list(fig.data[0].x) == ["joint", "visual alone"] and list(fig.data[0].error_y.array) == [0.01, 0.0]
+    assert fig.layout.annotations[0].text == "at initialisation 0.19"
+    sf = pd.DataFrame({"preset": ["imbalanced", "complementary"] * 2, "measure": ["head (joint)"] * 2 + ["probe (alone)"] * 2,
+                       "value": [0.3, 0.22, 0.57, 0.89]})
+    fig = _valid(shortfall_figure(sf, "visual", "s"))
+    assert [t.name for t in fig.data] == ["visual head (joint)", "visual probe (alone)"]
+    assert fig.data[1].marker.pattern.shape == "/"
+
+
+def test_gap_histogram_threshold_is_drawn_whichever_component_is_balanced():
+    """``balanced`` is the index of the balanced component, not a flag: the crossing is drawn for either."""
+    from dashboard import figures as F
+
+    edges = np.linspace(-1, 1, 21)
+    hist = {"edges": edges, "counts": np.ones(20), "name": "audio-visual", "epoch": 0, "split": "test"}
+    for balanced in (0, 1):
+        g = {"weights": [0.2, 0.8], "means": [-0.97, -0.02], "variances": [0.001, 0.1], "threshold": -0.86, "balanced": balanced}
+        fig = _valid(F.gap_histogram_figure(hist, g))
+        assert [s.x0 for s in fig.layout.shapes] == [-0.86]
