@@ -62,19 +62,24 @@ def pair_with_reference(runs: pd.DataFrame, on: Sequence[str] = PAIR_ON, referen
     return pd.Series(out, index=runs.index, name="ref")
 
 
-def paired_differences(runs: pd.DataFrame, metric: str, ref_col: str = "ref") -> pd.Series:
-    """``metric`` of each run minus ``metric`` of its paired reference run (NaN if either is missing)."""
-    by_key = pd.to_numeric(runs.set_index("key")[metric], errors="coerce")
+def paired_differences(runs: pd.DataFrame, metric: str, ref_col: str = "ref", lookup: pd.DataFrame | None = None) -> pd.Series:
+    """``metric`` of each run minus ``metric`` of its paired reference run (NaN if either is missing).
+    Reference values are looked up in ``lookup`` (rows with ``key``), default ``runs`` itself."""
+    src = runs if lookup is None else pd.concat([runs, lookup], ignore_index=True)
+    if metric not in src:
+        return pd.Series(np.nan, index=runs.index)
+    by_key = pd.to_numeric(src.set_index("key")[metric], errors="coerce")
     by_key = by_key[~by_key.index.duplicated()]
     ref_vals = runs[ref_col].map(by_key)
     return pd.to_numeric(runs[metric], errors="coerce") - pd.to_numeric(ref_vals, errors="coerce")
 
 
 def delta_summary(runs: pd.DataFrame, metric: str, group_col: str = "group", ref_col: str = "ref",
-                  level: float = 0.95) -> pd.DataFrame:
+                  level: float = 0.95, lookup: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per group: ``n_pairs``, ``delta`` (mean paired difference), ``low``/``high`` (t-interval)
-    and ``is_reference`` (every run of the group is its own reference: Δ is 0 by construction)."""
-    d = runs.assign(_d=paired_differences(runs, metric, ref_col))
+    and ``is_reference`` (every run of the group is its own reference: Δ is 0 by construction).
+    ``lookup``: further runs (``key`` + ``metric``) where reference runs not in ``runs`` are found."""
+    d = runs.assign(_d=paired_differences(runs, metric, ref_col, lookup))
     rows = []
     for grp, g in d.groupby(group_col, sort=False, observed=True):
         mean, lo, hi, n = t_interval(g["_d"], level)
@@ -149,11 +154,12 @@ def pool_histograms(rows: Sequence[dict]) -> dict | None:
 
 
 def comparison_table(sel: pd.DataFrame, weak: str | None, label: str = "group", alone_probe: float = math.nan,
-                     alone_acc: float = math.nan) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     alone_acc: float = math.nan, lookup: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The Compare page's table: one row per group (or run) of ``sel``, best rank first.
 
     ``sel`` has ``key, group, ref`` (paired joint run), ``acc_*`` (last epoch), ``best_fused``,
-    ``probe_<m>``/``util_<m>``, optional ``bayes_fused`` and ``wall_s``. Returns ``(numbers, shown)``:
+    ``probe_<m>``/``util_<m>``, optional ``bayes_fused`` and ``wall_s``; ``lookup`` holds the paired
+    reference runs that are not selected. Returns ``(numbers, shown)``:
     ``numbers`` keeps floats (``<col> mean``, ``<col> std``, ``d_fused``, ``d_fused_low``...);
     ``shown`` is formatted for reading. The rank orders groups by fused test accuracy at the
     best-valid epoch when every group has it, else at the last epoch (``rank_by`` says which)."""
@@ -175,7 +181,7 @@ def comparison_table(sel: pd.DataFrame, weak: str | None, label: str = "group", 
     if weak_cols:
         deltas[f"{weak}_measure"] = weak_cols[-1]
     for short, col in deltas.items():
-        ds = delta_summary(d, col, "group", "ref").set_index("group")
+        ds = delta_summary(d, col, "group", "ref", lookup=lookup).set_index("group")
         for part in ("delta", "low", "high", "n_pairs", "is_reference"):
             num[f"d_{short}_{part}"] = num["group"].map(ds[part])
     use_best = "best_fused n" in num and bool((num["best_fused n"] > 0).all())

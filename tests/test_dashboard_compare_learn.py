@@ -88,6 +88,14 @@ def test_compare_groups_delta_vs_joint_paired_by_seed_with_interval(app):
     assert "best-valid epoch" in caption
 
 
+def test_compare_across_presets_leaves_out_per_preset_levels(app):
+    at = app("compare", **{"compare.mode": "groups", "compare.groups": ["joint · imbalanced", "joint · noisy"]})
+    t = _frame(at, "group", "rank").set_index("group")
+    assert "visual alone" not in t.columns
+    assert not _chart(at, "Final test accuracy")["layout"].get("shapes")
+    assert "The rows span several presets" in " ".join(c.value for c in at.caption)
+
+
 def test_compare_bars_have_bayes_and_unimodal_reference_lines(app):
     at = app("compare", **{"compare.mode": "groups", "compare.groups": GROUPS})
     bars = _chart(at, "Final test accuracy")
@@ -99,15 +107,18 @@ def test_compare_bars_have_bayes_and_unimodal_reference_lines(app):
 
 
 def test_compare_runs_mode_labels_rows_by_run_name(app):
-    at = app("compare", **{"compare.selected": ["gallery/ogm_ge_imbalanced_s1", "gallery/joint_imbalanced_s1"]})
+    """Rows are runs; each is paired with the joint run of its seed even when that run is not selected."""
+    at = app("compare", **{"compare.selected": ["gallery/mmpareto_imbalanced_s2", "gallery/ogm_ge_imbalanced_s1"]})
     assert at.radio(key="compare.mode").value == "runs"
     t = _frame(at, "run", "rank").set_index("run")
-    assert list(t.index) == ["ogm_ge_imbalanced_s1", "joint_imbalanced_s1"]
+    assert list(t.index) == ["ogm_ge_imbalanced_s1", "mmpareto_imbalanced_s2"]
     assert t.loc["ogm_ge_imbalanced_s1", "Δ fused vs joint"] == f"+{OGM_DELTA[1]:.3f} (1 seed)"
+    assert t.loc["mmpareto_imbalanced_s2", "Δ fused vs joint"] == "-0.050 (1 seed)"
+    assert t.loc["mmpareto_imbalanced_s2", "Δ visual utilisation vs joint"] == "+0.600 (1 seed)"  # 0.70 + 0.10 − 0.20
     bars = _chart(at, "Final test accuracy")
-    assert list(bars["data"][0]["x"]) == ["ogm_ge_imbalanced_s1", "joint_imbalanced_s1"]
+    assert list(bars["data"][0]["x"]) == ["ogm_ge_imbalanced_s1", "mmpareto_imbalanced_s2"]
     hist_titles = [c["layout"]["title"]["text"] for c in _charts(at) if c["data"] and c["data"][0]["type"] == "bar" and c["data"][0]["name"] == "samples"]
-    assert sorted(hist_titles) == ["joint_imbalanced_s1 · epoch 4", "ogm_ge_imbalanced_s1 · epoch 4"]
+    assert hist_titles == ["ogm_ge_imbalanced_s1 · epoch 4", "mmpareto_imbalanced_s2 · epoch 4"]
 
 
 def test_compare_gap_histograms_follow_the_grouping(app):

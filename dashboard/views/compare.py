@@ -79,12 +79,16 @@ weak, why = LS.weak_modality(alone, util, heads)
 alone_probe = np.nan
 if weak and weak in alone_runs and f"probe_{weak}" in alone_runs[weak]:
     alone_probe = pd.to_numeric(alone_runs[weak][f"probe_{weak}"], errors="coerce").mean()
-num, shown = CMP.comparison_table(sel, weak, label="run" if mode == "runs" else "group", alone_probe=alone_probe,
-                                  alone_acc=alone.get(weak, np.nan) if weak else np.nan)
+one_preset = sel["preset"].astype(str).nunique() == 1
+num, shown = CMP.comparison_table(sel, weak, label="run" if mode == "runs" else "group", alone_probe=alone_probe if one_preset else np.nan,
+                                  alone_acc=alone.get(weak, np.nan) if weak and one_preset else np.nan, lookup=pool)
 st.subheader("Final metrics")
 st.dataframe(shown, hide_index=True, key="compare.final")
-notes = [f"Ranked by fused test accuracy at the {num['rank_by'].iloc[0]} epoch" + (" (the epoch with the best *valid* fused accuracy; never chosen on test)." if num["rank_by"].iloc[0] == "best-valid" else ": these runs log no best-valid accuracy."),
+notes = ["Ranked by fused test accuracy " + ("at the best-valid epoch (the epoch with the best *valid* fused accuracy; never chosen on test)."
+                                            if num["rank_by"].iloc[0] == "best-valid" else "at the last epoch (not every run logs a best-valid accuracy)."),
          "Δ vs joint: each run minus the `joint` run with the same data and seed, averaged over seeds; [95 % t-interval] when there are ≥ 2 seeds."]
+if not one_preset:
+    notes.append(f"The rows span several presets: trained-alone levels and reference lines are left out (they differ per preset); the weak modality is read on `{preset}`.")
 if weak:
     notes.append(f"Weak modality: **{weak}** ({why}). Its probe is a linear classifier on the frozen {weak} encoder's features; "
                  f"utilisation = (probe − probe at init) / (probe of the encoder trained alone − probe at init): 1 = learns as much as alone, 0 = nothing.")
@@ -99,9 +103,9 @@ acc_cols = [c for c in acc_cols if c in sel]
 if acc_cols:
     order = [g for g in num["group"] if g in set(sel["group"])]
     bars = sel.assign(group=pd.Categorical(sel["group"], categories=order, ordered=True))
-    levels = [FC.Level(f"{m} alone", float(v), m) for m, v in alone.items() if np.isfinite(v)]
+    levels = [FC.Level(f"{m} alone", float(v), m) for m, v in alone.items() if np.isfinite(v)] if one_preset else []
     bayes = pd.to_numeric(sel["bayes_fused"], errors="coerce").dropna()
-    if not bayes.empty:
+    if not bayes.empty and one_preset:
         levels.append(FC.Level("Bayes ceiling (fused)", float(bayes.mean()), "fused", "dash"))
     chart(FC.levels_bars_figure(bars, acc_cols, levels, title="Final test accuracy (last epoch) against the Bayes ceiling and each modality alone"),
           "compare.bars", sel[["name", "group"] + acc_cols], "final_accuracy")

@@ -155,8 +155,8 @@ elif i == 2:
             st.markdown(
                 f"The fused model ends at **{fused_j:.2f}**, {'about' if close else ('above' if fused_j > strong_alone else 'below')} "
                 f"what *{strong}* reaches alone ({strong_alone:.2f}); the *{weak}* head ends at **{weak_in:.2f}** against {weak_alone:.2f} alone. "
-                + ("Adding the second modality bought almost nothing: " if close else "")
-                + f"is the *{weak}* encoder learning less than it could? The next step looks inside it."
+                + ("Adding the second modality bought almost nothing. " if close else "")
+                + f"Is the *{weak}* encoder learning less than it could? The next step looks inside it."
             )
 elif i == 3:
     st.markdown(
@@ -338,9 +338,14 @@ elif i == 7:
 else:
     measured = try_measured()
     cfg = try_config()
+    ended = (measured or {}).get("ended") or {}
+    shows = (abs(ended.get("fused", np.nan) - ended.get(f"{strong} alone", np.nan)) <= 0.03
+             and ended.get(f"{weak} utilisation", np.nan) <= LS.STARVED)
     st.markdown(
         f"Train the gallery's `joint` run on `{PRESET}` (seed 0, {cfg['epochs']} epochs) yourself and watch it live: press **Try it** and the Live page opens on your run. "
-        f"Watch the fused accuracy settle near *{strong}* alone while the *{weak}* probe stays low; then try a method that passed step 7's test."
+        + (f"Watch the fused accuracy settle near *{strong}* alone while the *{weak}* encoder's probe stays low; "
+           if shows else f"Compare its fused accuracy with *{strong}* alone and its *{weak}* probe with the trained-alone level; ")
+        + "then try a method that passed step 7's test."
     )
     if measured:
         st.caption(f"It took {fmt_seconds(measured['wall_s'])} on {measured.get('machine', 'a CPU')} (measured by `benchmarks/learn_try.py`) and ended with "
