@@ -21,7 +21,7 @@ To keep the folder small (target < 15 MB) the gallery is thinned after training,
 was thinned is written into each run's ``thinned`` meta key so the dashboard can say so:
 per-sample snapshots are kept for seed 0 only and only at the last epoch (strong-weak gap
 only for three modalities); per-step scalars of seeds 1 and 2 are kept every 2nd step;
-checkpoints are removed (re-run the stored config to get one); the SQLite files are vacuumed.
+checkpoints (``checkpoint.pt``, ``best.pt``) are removed (re-run the stored config to get them); the SQLite files are vacuumed.
 """
 
 from __future__ import annotations
