@@ -424,10 +424,10 @@ _register()
 def write_docs() -> None:
     from benchmarks.doctables import blocks
 
-    text = (ROOT / DOC).read_text(encoding="utf-8")
-    for key in blocks(text):
-        if key.startswith("methods."):
-            doctables.write_block(DOC, key)
+    for doc in (DOC, "docs/methods.md"):
+        for key in blocks((ROOT / doc).read_text(encoding="utf-8")):
+            if key.startswith("methods."):
+                doctables.write_block(doc, key)
 
 
 # ---------------------------------------------------------------------------- main
