@@ -27,6 +27,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -42,7 +43,7 @@ from core.diagnostics.sample_store import SampleStore
 from core.errors import StoreError, TrainingError
 from core.methods import LossParts, Method, get_method, task_loss
 from core.metrics import split_metrics
-from core.models import ModelOutput, build_model
+from core.models import ModelOutput, build_model, resolve_heads
 from core.selection import BEST_FILE, NO_VALID, SELECT_ON, BestTracker
 from core.store import RunWriter
 
@@ -228,7 +229,7 @@ class Trainer:
 
             raise DataError("the dataset must have non-empty 'train' and 'test' splits")
         seed_everything(cfg.seed)
-        self.model = build_model(cfg, self.bundle).to(self.device)
+        self.model = build_model(cfg, self.bundle, self._head_kind(method_cls)).to(self.device)
         self.method: Method = method_cls(cfg.method, self.bundle.modalities, self.bundle.task)
         self.method.setup(self)
         for mod in self.method.extra_modules().values():
@@ -286,12 +287,25 @@ class Trainer:
         )
         if init_note:
             self.event("init", init_note)
+        if self.head_warning and not resume:
+            self.event("warning", self.head_warning)
         if resume:
             self._resume(resumed)
         self.diagnostics = DiagnosticsMonitor(self)
         self.log_file = open(self.run_dir / "log.txt", "a", encoding="utf-8")
 
     # ------------------------------------------------------------------ construction
+    def _head_kind(self, method_cls: type[Method]) -> str:
+        """Resolve ``model.heads`` against the method's declared need; a disagreement is warned once."""
+        from core.models.fusion import FUSIONS
+
+        fusion = self.cfg.model.fusion if len(self.bundle.modalities) > 1 else "sum"
+        kind, warn = resolve_heads(self.cfg.model.heads, method_cls.unimodal_heads(self.cfg.method), FUSIONS[fusion].sliced)
+        self.head_warning = f"method {method_cls.name!r}: {warn}" if warn else None
+        if warn:
+            warnings.warn(self.head_warning, UserWarning, stacklevel=3)
+        return kind
+
     def parameters(self) -> list[torch.nn.Parameter]:
         params = list(self.model.parameters())
         for mod in self.method.extra_modules().values():

@@ -91,6 +91,38 @@ def test_detach_strong_sends_gap_gradient_only_to_the_weak_modality():
     assert zv.grad[0, 0] < 0 and za.grad[1, 0] < 0
 
 
+def test_default_alignment_never_pushes_the_strong_true_class_probability_down(tiny):
+    """Default params: the gap terms' gradient on the strong modality is zero, on the weak one it raises p[y]."""
+    from core.methods.gmm_adaptive import GmmAdaptiveParams
+
+    p = GmmAdaptiveParams()
+    assert p.gap_source == "ema"
+    y = torch.zeros(2, dtype=torch.long)
+    za = torch.tensor([logit_pair(0.9), logit_pair(0.6)], requires_grad=True)
+    zv = torch.tensor([logit_pair(0.2), logit_pair(0.3)], requires_grad=True)
+    per, _ = adaptive_loss(torch.zeros(2, 2), {"audio": za, "visual": zv}, y, torch.tensor([[0.9], [0.9]]), [0.0],
+                           [("audio", "visual")], p.lambda_f, p.lambda_g, p.lambda_s, p.use_abs, p.detach_strong, unimodal=False)
+    per.sum().backward()
+    # a gradient step moves z by −grad: the strong (audio) true-class logit must not go down
+    assert (za.grad[:, 0] <= 0).all() and torch.equal(za.grad, torch.zeros_like(za.grad))
+    assert (zv.grad[:, 0] < 0).all()
+    # without detaching, the same terms lower the strong modality's true-class logit
+    za.grad = zv.grad = None
+    per, _ = adaptive_loss(torch.zeros(2, 2), {"audio": za, "visual": zv}, y, torch.tensor([[0.9], [0.9]]), [0.0],
+                           [("audio", "visual")], p.lambda_f, p.lambda_g, p.lambda_s, p.use_abs, False, unimodal=False)
+    per.sum().backward()
+    assert (za.grad[:, 0] > 0).all()
+
+
+def test_ema_gap_source_keeps_the_imbalance_that_memorisation_erases():
+    """Per-sample EMA of training-batch gaps: early epochs' gaps survive after both branches fit the sample."""
+    s = SampleStore(1, momentum=0.9)
+    for g in [0.8, 0.8, 0.8, 0.0, 0.0]:  # imbalanced for three epochs, then memorised (gap 0)
+        s.update_ema([0], [g])
+    # 0.8 → 0.8 → 0.8 → 0.72 → 0.648: still in the imbalanced mode, where an eval pass would say 0
+    assert float(s.values[0]) == pytest.approx(0.648)
+
+
 def test_subset_filter_keeps_exactly_samples_with_balanced_posterior_above_threshold():
     gamma = np.array([0.1, 0.5, 0.49, 0.9, 0.51, 0.0])
     assert balanced_subset(gamma, 0.5).tolist() == [0, 1, 2, 5]

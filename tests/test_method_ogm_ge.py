@@ -74,6 +74,30 @@ def test_ge_adds_gaussian_noise_with_the_raw_gradient_std(tiny):
             torch.testing.assert_close(p.grad, expect, rtol=1e-6, atol=1e-9)
 
 
+def test_scores_come_from_the_fusion_slices_even_with_trained_heads(tiny):
+    with pytest.warns(UserWarning, match="untrained heads"):
+        t = Trainer(tiny(set=["method.name=ogm_ge", "method.ge=false", "model.heads=trained"]))
+    assert t.model.head_kind == "trained"
+    ctx, _ = first_step(t)
+    y, h = ctx.batch["label"], ctx.out.features
+    W, b, d = t.model.fusion.fc.weight.detach(), t.model.fusion.fc.bias.detach(), t.model.fusion.dim
+    # z_m = h_m W[:, slice_m]ᵀ + b/2 (bias split evenly), computed here from the raw weights
+    sl = {"audio": h["audio"].detach() @ W[:, :d].t() + b / 2, "visual": h["visual"].detach() @ W[:, d:].t() + b / 2}
+    s = {m: torch.softmax(z, 1)[torch.arange(len(y)), y].sum().item() for m, z in sl.items()}
+    s_heads = {m: torch.softmax(z.detach(), 1)[torch.arange(len(y)), y].sum().item() for m, z in ctx.out.logits.items()}
+    assert abs(s_heads["audio"] - s["audio"]) > 1e-3  # the untrained heads would give other scores
+    t.method.after_backward(ctx)
+    assert ctx.logs["ogm/score/audio"] == pytest.approx(s["audio"], rel=1e-5)
+    assert ctx.logs["ogm/score/visual"] == pytest.approx(s["visual"], rel=1e-5)
+
+
+def test_default_model_keeps_slices_and_no_unimodal_loss(tiny):
+    t = Trainer(tiny(set=["method.name=ogm_ge"]))
+    assert t.model.head_kind == "slice" and t.model.heads is None
+    ctx, parts = first_step(t)
+    torch.testing.assert_close(parts.total, torch.nn.functional.cross_entropy(ctx.out.fused, ctx.batch["label"]))
+
+
 def test_window_off_equals_joint(tiny):
     window_off_equals_joint(tiny, ["method.name=ogm_ge"])
 
