@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core import __version__
+from core import __version__, lazy_dynamo
 from core.config import RunConfig, validate_run_name
 from core.data import BatchLoader, DatasetBundle, get_dataset, move_batch
 from core.diagnostics.monitor import DiagnosticsMonitor
@@ -48,6 +48,7 @@ from core.selection import BEST_FILE, NO_VALID, SELECT_ON, BestTracker
 from core.store import RunWriter
 
 CHECKPOINT = "checkpoint.pt"
+lazy_dynamo.install()
 
 
 class StopRequested(Exception):
@@ -154,14 +155,20 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write-then-rename: a crash or a full disk leaves the previous file intact, never half of one."""
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write-then-rename: a crash or a full disk leaves the previous file intact, never half of one.
+
+    ``durable=False`` skips the fsync: the rename is still atomic for a process that dies
+    (kill -9, OOM), only a power cut could lose the newest file; used for the per-epoch
+    checkpoints, whose last one is written durably.
+    """
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -395,7 +402,7 @@ class Trainer:
         }
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue())
+        atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue(), durable=epoch >= self.cfg.epochs - 1)
 
     def save_best(self, epoch: int, score: float) -> None:
         """``best.pt``: the weights at the best-valid epoch (``--init-from`` reads it like a checkpoint)."""

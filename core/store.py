@@ -30,12 +30,25 @@ import threading
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import pandas as pd
 
 from core.errors import StoreError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+else:
+
+    class _LazyPandas:
+        """pandas is only needed to read runs: a training process writes without importing it (~0.3 s)."""
+
+        def __getattr__(self, name: str):
+            import pandas
+
+            return getattr(pandas, name)
+
+    pd = _LazyPandas()
 
 SCHEMA_VERSION = 1
 STALE_SECONDS = 30.0

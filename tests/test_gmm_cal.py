@@ -202,7 +202,7 @@ def test_robustness_with_zero_noise_equals_clean_accuracy(tiny):
 
 
 def test_fit_stores_robustness_scalars_and_table(tiny):
-    run_dir, _ = train(tiny(epochs=1, name="robtab", set=["diagnostics.robust_levels=[1.0]"]))
+    run_dir, _ = train(tiny(epochs=1, name="robtab", set=["diagnostics.robust=true", "diagnostics.robust_levels=[1.0]"]))
     r = open_run(run_dir)
     names = r.scalar_names()
     for n in ("robust/clean", "robust/audio/noise/1", "robust/visual/blank/1"):
