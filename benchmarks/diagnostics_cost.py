@@ -16,6 +16,8 @@ Rows (cumulative, each adds one family to the previous):
 * ``+ gap, GMM, samples``  — a no-grad pass over the training split, histograms, the
   mixture fits and the per-sample snapshot on train and test every ``gap_every`` epochs;
 * ``+ contributions``      — 2^M no-grad forwards on the fixed test batches every epoch;
+* ``+ probes``             — linear probes on the encoder features at init, every
+  ``probe_every`` epochs and at the last epoch (``benchmarks/probe_cost.py`` times one probe);
 * ``full diagnostics``     — plus the captum cross-check (every default on).
 
 Then the median CPU time of :func:`core.diagnostics.gmm.fit_gap_mixture` (numpy EM, the
@@ -49,12 +51,13 @@ from benchmarks.overhead import bare_loop, engine_run  # noqa: E402
 from core.config import resolve_config  # noqa: E402
 from core.engine import build_bundle  # noqa: E402
 
-OFF = {"conflict": False, "gap": False, "samples": False, "gmm": False, "contrib": False, "captum": False}
+OFF = {"conflict": False, "gap": False, "samples": False, "gmm": False, "contrib": False, "captum": False, "probe": False}
 VARIANTS = {
     "engine, grad stats": OFF,
     "+ conflict cosines": {**OFF, "conflict": True},
     "+ gap, GMM, samples": {**OFF, "conflict": True, "gap": True, "gmm": True, "samples": True},
     "+ contributions": {**OFF, "conflict": True, "gap": True, "gmm": True, "samples": True, "contrib": True},
+    "+ probes": {**OFF, "conflict": True, "gap": True, "gmm": True, "samples": True, "contrib": True, "probe": True},
     "full diagnostics": {},
 }
 

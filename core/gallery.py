@@ -14,7 +14,7 @@ To keep the folder small (target < 15 MB) the gallery is thinned after training,
 was thinned is written into each run's ``thinned`` meta key so the dashboard can say so:
 per-sample snapshots are kept for seed 0 only and only at the last epoch (strong-weak gap
 only for three modalities); per-step scalars of seeds 1 and 2 are kept every 2nd step;
-checkpoints are removed (re-run the stored config to get one); the SQLite files are vacuumed.
+checkpoints (``checkpoint.pt``, ``best.pt``) are removed (re-run the stored config to get them); the SQLite files are vacuumed.
 """
 
 from __future__ import annotations
@@ -135,10 +135,11 @@ def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int], step_strid
                 (step_stride,),
             )
             notes.append(f"per-step scalars kept every {step_stride} steps (per-epoch scalars all kept)")
-        ck = run_dir / "checkpoint.pt"
-        if ck.exists():
-            ck.unlink()
-            notes.append("checkpoint.pt removed (re-run the stored config to get one)")
+        removed = [f for f in ("checkpoint.pt", "best.pt") if (run_dir / f).exists()]
+        for f in removed:
+            (run_dir / f).unlink()
+        if removed:
+            notes.append(f"{' and '.join(removed)} removed (re-run the stored config to get them)")
         con.execute("DROP INDEX IF EXISTS scalars_name")
         con.execute("DROP INDEX IF EXISTS samples_epoch")
         notes.append("query indexes dropped (small runs scan fast)")

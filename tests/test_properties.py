@@ -29,6 +29,7 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 PRESET_MODALITIES = {
     "balanced": ["audio", "visual"],
     "imbalanced": ["audio", "visual"],
+    "complementary": ["audio", "visual"],
     "noisy": ["audio", "visual"],
     "three_modal": ["audio", "visual", "text"],
 }
