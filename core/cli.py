@@ -178,6 +178,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     if args.runs_cmd == "export":
         what = args.what
+        if args.format == "tensorboard":
+            from core.export_tb import export_tensorboard
+
+            if what != "scalars":
+                raise ModalScopeError("--format tensorboard exports scalars and gap histograms; use --what scalars")
+            print(export_tensorboard(run, Path(args.out) if args.out else run.dir / "export_tensorboard"))
+            return 0
         df = {"scalars": run.scalars, "samples": run.samples, "contributions": run.contributions, "events": run.events, "gmm": run.gmm}[what]()
         if what == "gmm":
             for c in ("weights", "means", "variances"):
@@ -280,8 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--runs-dir", default="runs")
         if name == "export":
             q.add_argument("--what", choices=["scalars", "samples", "contributions", "events", "gmm"], default="scalars")
-            q.add_argument("--format", choices=["csv", "parquet"], default="csv")
-            q.add_argument("--out", help="output file (default: export_<what>.<format> in the run's folder)")
+            q.add_argument("--format", choices=["csv", "parquet", "tensorboard"], default="csv",
+                           help="tensorboard: a folder of event files (scalars and gap histograms)")
+            q.add_argument("--out", help="output file or folder (default: export_<what>.<format> in the run's folder)")
     r.set_defaults(fn=cmd_runs)
 
     d = sub.add_parser("dashboard", help="start the Streamlit dashboard")

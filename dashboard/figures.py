@@ -329,7 +329,7 @@ def gap_histogram_figure(hist: dict, gmm: dict | None = None, title: str | None 
         traces.append({"type": "scatter", "x": curves["x"].to_numpy(), "y": curves["mixture"].to_numpy(), "mode": "lines",
                        "name": "GMM fit" if len(comp_cols) > 1 else "1-component fit", "line": {"color": "#2B2D42", "width": 2, "dash": "dot"}})
         thr = gmm.get("threshold")
-        if thr is not None and np.isfinite(thr) and not int(gmm.get("balanced", 0) or 0) and len(comp_cols) > 1:
+        if thr is not None and np.isfinite(thr) and len(comp_cols) > 1:
             _vline(lay, float(thr), ALERT, f" threshold {float(thr):.2f}")
     return _figure(traces, lay)
 

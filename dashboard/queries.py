@@ -268,6 +268,20 @@ def summary(key: str) -> dict[str, Any]:
     return rd.summary() if rd is not None else {}
 
 
+@st.cache_data(max_entries=1024, show_spinner=False)
+def _final_values(path: str, upto: int, prefix: str) -> dict[str, float]:
+    return open_run(path).final_scalars(prefix)
+
+
+def final_values(key: str, prefix: str = "") -> dict[str, float]:
+    """The last logged value of every scalar of a run whose name starts with ``prefix``
+    (e.g. ``probe_util/``, ``acc/best/``), cached by the run's last row id."""
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return {}
+    return _final_values(str(p), last_id(key), prefix)
+
+
 def last_row(key: str) -> dict[str, Any] | None:
     """The newest scalar row (its step and epoch give the live progress)."""
     rd = reader(key)

@@ -146,6 +146,18 @@ class Method:
             raise ConfigError(f"method {cls.name!r} supports at most {cls.max_modalities} modalities, the data has {n}")
 
     @classmethod
+    def unimodal_heads(cls, params: MethodParams) -> str | None:
+        """Which per-modality logits the method needs (see :func:`core.models.resolve_heads`).
+
+        ``"trained"``: it trains unimodal losses, which must act on separate heads trained with
+        the encoders (never on the fusion layer, whose weights the fused loss alone should set);
+        ``"slice"``: it reads the fusion-layer slices and trains no unimodal loss; None: no
+        preference. ``model.heads=auto`` builds what this returns; an explicit ``model.heads``
+        overrides it with a warning when the two disagree.
+        """
+        return None
+
+    @classmethod
     def used_modalities(cls, params: MethodParams, modalities: list[str]) -> list[str]:
         """Modalities the model is built with (``unimodal`` keeps one)."""
         return list(modalities)

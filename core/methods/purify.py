@@ -1,6 +1,6 @@
 """Purification fine-tune: keep training only on the samples the gap mixture calls balanced.
 
-Step D of the GMM-guided method (Liu, Yu, Liu, arXiv 2510.21797; methods.md §3), usable on
+Step D of the GMM-guided method (Liu, Yu, Liu, arXiv 2510.21797; ``docs/methods.md``), usable on
 its own after any run: ``modalscope train --init-from RUN --method purify --epochs 5``.
 
 At the first epoch the (initialised) model predicts the whole training split without
