@@ -619,9 +619,6 @@ class RunReader:
         best = self.final_scalars("best/epoch").get("best/epoch")
         if best is not None:
             row["best_epoch"] = int(best)
-        best = self.final_scalars("acc/best/test/fused")
-        if "acc/best/test/fused" in best:
-            row["best_fused"] = best["acc/best/test/fused"]
         return row
 
 
