@@ -344,13 +344,9 @@ def _method(upto: int, smoothing: float, every: int) -> None:
 
 
 def _robustness(upto: int) -> None:
+    """The charts first (bars for blanking, lines with markers for graded noise), the stored
+    tables under them."""
     shown = False
-    for t in q.table(key, "table_names", upto=upto) or []:
-        df = q.table(key, "table", arg=t, upto=upto)
-        if df is not None and not df.empty:
-            st.markdown(f"**Table `{t}`**")
-            st.dataframe(df, hide_index=True)
-            shown = True
     rob = q.scalars(key, prefix="robust/", upto=upto)
     if not rob.empty:
         clean = rob.loc[rob["name"] == "robust/clean", "value"]
@@ -361,6 +357,15 @@ def _robustness(upto: int) -> None:
             with col:
                 chart(F.robustness_figure(graded, kind, float(clean.iloc[-1]) if len(clean) else None), f"live.robust.{kind}", graded,
                       f"robust_{kind}")
+            shown = True
+        st.caption("Test accuracy when one modality's input is replaced at test time (blanked, or noised at growing levels); "
+                   "the dotted line is the accuracy with every input intact. A large drop when the weak modality is blanked "
+                   "means the model does use it.")
+    for t in q.table(key, "table_names", upto=upto) or []:
+        df = q.table(key, "table", arg=t, upto=upto)
+        if df is not None and not df.empty:
+            with st.expander(f"Table `{t}`", expanded=not shown):
+                st.dataframe(df, hide_index=True)
             shown = True
     if not shown:
         missing("Robustness", "no robustness evaluation was stored (it runs at the end of training when enabled)")
