@@ -110,8 +110,9 @@ def main() -> None:
         page.goto(f"{url}/live?run=runs/{started[0].name}")
         page.locator(".js-plotly-plot").filter(has_text="Training losses").first.wait_for()
         want = {"Accuracy per epoch", "Training losses", "Share of the gradient each encoder receives"}
-        for _ in range(50):  # charts redraw when new rows arrive: catch a moment when all are drawn
-            if want <= set(page.locator(".js-plotly-plot .gtitle").all_text_contents()):
+        drawn = "() => Array.from(document.querySelectorAll('.js-plotly-plot')).filter(gd => gd.querySelector('path.js-line')).length"
+        for _ in range(100):  # charts redraw when new rows arrive: catch a moment when all are drawn
+            if want <= set(page.locator(".js-plotly-plot .gtitle").all_text_contents()) and page.evaluate(drawn) >= 4:
                 break
             page.wait_for_timeout(100)
         save(page, "live_running")
