@@ -272,3 +272,18 @@ def test_learn_try_it_launches_the_gallery_joint_config_and_opens_it(app, monkey
     assert seeds == [0] and raw["data"]["preset"] == "imbalanced" and raw["method"]["name"] == "joint" and raw["epochs"] == DEFAULT_EPOCHS
     assert at.title[0].value == "joint_imbalanced_s0_mine"  # Live opened on the new run
     assert at.session_state["live.run"] == "runs/joint_imbalanced_s0_mine"
+
+
+def test_compare_computes_utilisation_a_run_did_not_log(app):
+    """A run trained before its unimodal reference logged probes but no probe_util: Compare computes it
+    against the gallery's reference ((0.38 − 0.19) / (0.57 − 0.19) = 0.5) or says why it cannot."""
+    from tests.planted_study import _append
+
+    for name, seed in (("mine", 0), ("orphan", 7)):
+        d = plant_run(app.runs, name, "joint", seed=seed)
+        _append(d, {"probe/test/visual": 0.38, "probe_init/test/visual": 0.19})
+    at = app("compare", **{"compare.selected": ["runs/mine", "runs/orphan"]})
+    t = _frame(at, "run", "visual utilisation").set_index("run")
+    assert t.loc["mine", "visual utilisation"] == "0.500"
+    assert t.loc["orphan", "visual utilisation"] == "—"
+    assert "No utilisation for orphan (visual): no finished 'unimodal' run with modality=visual" in " ".join(c.value for c in at.caption)

@@ -348,8 +348,9 @@ else:
         + "then try a method that passed step 7's test."
     )
     if measured:
-        st.caption(f"It took {fmt_seconds(measured['wall_s'])} on {measured.get('machine', 'a CPU')} (measured by `benchmarks/learn_try.py`) and ended with "
-                   + ", ".join(f"{k} {v:.2f}" for k, v in (measured.get("ended") or {}).items()) + ".")
+        cpu = f" ({fmt_seconds(measured['cpu_s'])} of CPU time; load {measured['load_1min']:.1f})" if "cpu_s" in measured else ""
+        st.caption(f"Measured by `benchmarks/learn_try.py`: it took {fmt_seconds(measured['wall_s'])}{cpu} on {measured.get('machine', 'a CPU')} "
+                   "and ended with " + ", ".join(f"{k} {v:.2f}" for k, v in ended.items()) + ".")
     else:
         st.caption("Its duration has not been measured on this checkout (run `python -m benchmarks.learn_try`).")
     choices = sorted(METHODS)
