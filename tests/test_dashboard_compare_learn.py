@@ -266,6 +266,15 @@ def test_learn_try_it_launches_the_gallery_joint_config_and_opens_it(app, monkey
 
     monkeypatch.setattr(core.launcher, "launch", fake_launch)
     at = _learn(app, "9 ·")
+    from dashboard.learn_steps import try_measured
+    from dashboard.widgets import fmt_seconds
+
+    m = try_measured()  # the committed measurement: its duration and outcome are what the page states
+    caption = " ".join(c.value for c in at.caption)
+    assert f"it took {fmt_seconds(m['wall_s'])} ({fmt_seconds(m['cpu_s'])} of CPU time" in caption
+    assert f"fused {m['ended']['fused']:.2f}, audio alone {m['ended']['audio alone']:.2f}" in caption
+    lesson = abs(m["ended"]["fused"] - m["ended"]["audio alone"]) <= 0.03 and m["ended"]["visual utilisation"] <= 0.4
+    assert ("Watch the fused accuracy settle near *audio* alone while the *visual* encoder's probe stays low" in _md(at)) == lesson
     at.button(key="learn.try").click().run()
     _ok(at)
     raw, seeds = calls[0]
