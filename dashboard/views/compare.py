@@ -65,13 +65,16 @@ pool = runs[runs["key"].isin(sel["key"]) | (runs["method"] == CMP.REFERENCE) | r
 extra = pd.DataFrame([CMP.final_metric_columns(q.final_values(k), mods) for k in pool["key"]], index=pool.index)
 pool = pd.concat([pool.drop(columns=[c for c in extra.columns if c in pool]), extra], axis=1)
 util_reasons: list[tuple[str, str, str]] = []
+selected, sel_presets = set(sel["key"]), set(sel["preset"].astype(str))
 for idx, k in zip(pool.index, pool["key"]):  # utilisation not logged (reference trained later): compute it now
+    if k not in selected and not (pool.at[idx, "method"] == CMP.REFERENCE and str(pool.at[idx, "preset"]) in sel_presets):
+        continue
     if not any(np.isfinite(pool.at[idx, f"probe_{m}"]) and not np.isfinite(pool.at[idx, f"util_{m}"]) for m in mods):
         continue
     for _, u in q.utilisation(k).iterrows():
         if u["modality"] in mods and np.isfinite(u["utilisation"]):
             pool.at[idx, f"util_{u['modality']}"] = u["utilisation"]
-        elif u["modality"] in mods and u["reason"] and k in set(sel["key"]):
+        elif u["modality"] in mods and u["reason"] and k in selected:
             util_reasons.append((k.split("/", 1)[1], u["modality"], u["reason"]))
 pool["ref"] = CMP.pair_with_reference(pool, pair_on)
 sel = sel[["key", "group"]].merge(pool.drop(columns=["group"]), on="key", how="left")
