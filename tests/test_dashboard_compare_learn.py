@@ -231,7 +231,8 @@ def test_learn_contrasts_specialisation_on_complementary(app):
     assert sorted(set(chart["data"][0]["x"])) == ["complementary", "imbalanced"]
     md = _md(at)
     assert "`imbalanced`: visual head 0.30 inside joint vs 0.57 alone; probe 0.27 vs 0.57, utilisation 0.20 → **suppression**" in md
-    assert "`complementary`: visual head 0.22 inside joint vs 0.43 alone; probe 0.89 vs 0.89, utilisation 0.98 → **specialisation**" in md
+    assert ("`complementary`: visual head 0.22 inside joint vs 0.43 alone; probe 0.26 vs 0.42, utilisation 0.38; per bit 0: 0.06, 1: -0.06, 2: 1.00 "
+            "→ **specialisation**: the encoder keeps bit 2 as well as alone (*audio*'s encoder predicts it at 0.53) and lets the rest go.") in md
 
 
 def test_learn_contrast_step_says_which_runs_are_missing(tmp_path, monkeypatch):
