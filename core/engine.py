@@ -27,6 +27,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,7 +35,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core import __version__
+from core import __version__, lazy_dynamo
 from core.config import RunConfig, validate_run_name
 from core.data import BatchLoader, DatasetBundle, get_dataset, move_batch
 from core.diagnostics.monitor import DiagnosticsMonitor
@@ -42,11 +43,12 @@ from core.diagnostics.sample_store import SampleStore
 from core.errors import StoreError, TrainingError
 from core.methods import LossParts, Method, get_method, task_loss
 from core.metrics import split_metrics
-from core.models import ModelOutput, build_model
+from core.models import ModelOutput, build_model, resolve_heads
 from core.selection import BEST_FILE, NO_VALID, SELECT_ON, BestTracker
 from core.store import RunWriter
 
 CHECKPOINT = "checkpoint.pt"
+lazy_dynamo.install()
 
 
 class StopRequested(Exception):
@@ -153,14 +155,20 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write-then-rename: a crash or a full disk leaves the previous file intact, never half of one."""
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write-then-rename: a crash or a full disk leaves the previous file intact, never half of one.
+
+    ``durable=False`` skips the fsync: the rename is still atomic for a process that dies
+    (kill -9, OOM), only a power cut could lose the newest file; used for the per-epoch
+    checkpoints, whose last one is written durably.
+    """
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -228,7 +236,7 @@ class Trainer:
 
             raise DataError("the dataset must have non-empty 'train' and 'test' splits")
         seed_everything(cfg.seed)
-        self.model = build_model(cfg, self.bundle).to(self.device)
+        self.model = build_model(cfg, self.bundle, self._head_kind(method_cls)).to(self.device)
         self.method: Method = method_cls(cfg.method, self.bundle.modalities, self.bundle.task)
         self.method.setup(self)
         for mod in self.method.extra_modules().values():
@@ -286,12 +294,25 @@ class Trainer:
         )
         if init_note:
             self.event("init", init_note)
+        if self.head_warning and not resume:
+            self.event("warning", self.head_warning)
         if resume:
             self._resume(resumed)
         self.diagnostics = DiagnosticsMonitor(self)
         self.log_file = open(self.run_dir / "log.txt", "a", encoding="utf-8")
 
     # ------------------------------------------------------------------ construction
+    def _head_kind(self, method_cls: type[Method]) -> str:
+        """Resolve ``model.heads`` against the method's declared need; a disagreement is warned once."""
+        from core.models.fusion import FUSIONS
+
+        fusion = self.cfg.model.fusion if len(self.bundle.modalities) > 1 else "sum"
+        kind, warn = resolve_heads(self.cfg.model.heads, method_cls.unimodal_heads(self.cfg.method), FUSIONS[fusion].sliced)
+        self.head_warning = f"method {method_cls.name!r}: {warn}" if warn else None
+        if warn:
+            warnings.warn(self.head_warning, UserWarning, stacklevel=3)
+        return kind
+
     def parameters(self) -> list[torch.nn.Parameter]:
         params = list(self.model.parameters())
         for mod in self.method.extra_modules().values():
@@ -381,7 +402,7 @@ class Trainer:
         }
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue())
+        atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue(), durable=epoch >= self.cfg.epochs - 1)
 
     def save_best(self, epoch: int, score: float) -> None:
         """``best.pt``: the weights at the best-valid epoch (``--init-from`` reads it like a checkpoint)."""
@@ -491,7 +512,11 @@ class Trainer:
         from core.reference import default_roots, probe_utilisation
 
         self.writer.flush()
-        df = probe_utilisation(self.run_dir, default_roots(self.cfg.runs_dir))
+        try:
+            df = probe_utilisation(self.run_dir, default_roots(self.cfg.runs_dir))
+        except StoreError as e:
+            self.event("probe_util", f"utilisation not computed: {e}")
+            return
         logs = {f"probe_util/{m}": u for m, u in zip(df["modality"], df["utilisation"]) if u == u}
         if logs:
             self.writer.log_scalars(self.global_step, self._epoch, logs)

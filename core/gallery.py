@@ -150,7 +150,7 @@ def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int], step_strid
             kept = ",".join(str(e) for e in sample_epochs)
             con.execute(f"DELETE FROM samples WHERE epoch NOT IN ({kept})")
             series = [r[0] for r in con.execute("SELECT DISTINCT name FROM samples")]
-            note = f"per-sample snapshots kept only for epoch(s) {kept}"
+            note = f"per-sample snapshots kept only for epoch(s) {','.join(str(e + 1) for e in sample_epochs)} (counted from 1)"
             if "strong-weak" in series and len(series) > 1:
                 con.execute("DELETE FROM samples WHERE name != 'strong-weak'")
                 note += " and only for the strong-weak gap"

@@ -30,12 +30,25 @@ import threading
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import pandas as pd
 
 from core.errors import StoreError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+else:
+
+    class _LazyPandas:
+        """pandas is only needed to read runs: a training process writes without importing it (~0.3 s)."""
+
+        def __getattr__(self, name: str):
+            import pandas
+
+            return getattr(pandas, name)
+
+    pd = _LazyPandas()
 
 SCHEMA_VERSION = 1
 STALE_SECONDS = 30.0
@@ -58,6 +71,17 @@ CREATE TABLE IF NOT EXISTS contributions(id INTEGER PRIMARY KEY, epoch INTEGER, 
 CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER, kind TEXT, message TEXT, time REAL);
 CREATE TABLE IF NOT EXISTS tables(name TEXT PRIMARY KEY, data TEXT);
 """
+
+# The public, join-free shape of the scalars: ``SELECT step, epoch, name, value FROM scalar_values``.
+# A view holds no data, so adding it leaves SCHEMA_VERSION at 1: files written before it get it
+# the next time a writer opens them, or from :func:`ensure_views`; RunReader.sql has it either way.
+SCALARS_VIEW = "scalar_values"
+VIEWS = f"""
+CREATE VIEW IF NOT EXISTS {SCALARS_VIEW} AS
+    SELECT s.id AS id, s.step AS step, s.epoch AS epoch, n.name AS name, s.value AS value
+    FROM scalars s JOIN names n ON n.id = s.name_id;
+"""
+SCHEMA += VIEWS
 
 ROW_TABLES = {
     "scalars": ("step", "epoch", "name_id", "value"),
@@ -373,6 +397,25 @@ class RunReader:
         except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
             raise StoreError(f"cannot read {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
 
+    def sql(self, query: str, params: Iterable = ()) -> pd.DataFrame:
+        """Run a read-only SQL query on this run (the connection is opened read-only).
+
+        ``scalar_values(id, step, epoch, name, value)`` is available even on files written
+        before the view existed (it is then created as a TEMP view of this connection only).
+        """
+
+        def do():
+            with closing(self._con()) as con:
+                has = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ?", (SCALARS_VIEW,)).fetchone()
+                if not has:
+                    con.execute(VIEWS.replace("CREATE VIEW IF NOT EXISTS ", "CREATE TEMP VIEW IF NOT EXISTS ").strip().rstrip(";"))
+                return pd.read_sql_query(query, con, params=tuple(params))
+
+        try:
+            return _retry(do)
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
+            raise StoreError(f"cannot query {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
+
     def _check(self) -> None:
         try:
             meta = self.meta()
@@ -571,12 +614,26 @@ class RunReader:
         }
         for k, v in finals.items():
             row[k.replace("acc/test/", "acc_")] = v
-        for k, v in self.final_scalars("acc/best/test/").items():
-            row[k.replace("acc/best/test/", "best_acc_")] = v
         best = self.final_scalars("best/epoch").get("best/epoch")
         if best is not None:
             row["best_epoch"] = int(best)
+        best = self.final_scalars("acc/best/test/fused")
+        if "acc/best/test/fused" in best:
+            row["best_fused"] = best["acc/best/test/fused"]
         return row
+
+
+def ensure_views(run_dir: str | Path) -> None:
+    """Add the public views to a run file written before they existed (a write; not while the run trains)."""
+    path = Path(run_dir) / DB_NAME
+    if not path.is_file():
+        raise StoreError(f"{run_dir} is not a ModalScope run (no {DB_NAME})")
+    try:
+        with closing(_connect(path)) as con:
+            con.executescript(VIEWS)
+            con.commit()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"cannot add views to {path}: {e}") from None
 
 
 def open_run(path: str | Path) -> RunReader:

@@ -330,8 +330,10 @@ def progress(key: str) -> dict[str, Any]:
     eta = None
     if st_ == "running" and done > 0 and total > done:
         eta = elapsed / done * (total - done)
+    fused = scalars(key, names=["acc/test/fused"])
+    epochs_done = int(fused["epoch"].max()) + 1 if len(fused) else 0
     return {"done": min(done, total) if total else done, "total": total, "elapsed": elapsed, "eta": eta,
-            "epoch": int(row["epoch"]) + 1 if row else 0, "epochs": epochs, "status": st_}
+            "epoch": int(row["epoch"]) + 1 if row else 0, "epochs_done": epochs_done, "epochs": epochs, "status": st_}
 
 
 def log_tail(key: str, n: int = 30) -> str:
@@ -349,3 +351,11 @@ def log_tail(key: str, n: int = 30) -> str:
                 continue
             out.append(f"--- {f}\n" + "\n".join(lines))
     return "\n".join(out)
+
+
+def method_panels(cfg: dict[str, Any]) -> tuple:
+    """The panels the run's method declares (``Method.panels``); () for unknown methods."""
+    from core.methods.base import _REGISTRY
+
+    cls = _REGISTRY.get(str((cfg.get("method") or {}).get("name", "")))
+    return tuple(getattr(cls, "panels", ()) or ())

@@ -142,7 +142,7 @@ def test_best_epoch_never_reads_test(tiny):
 
 
 def test_no_valid_split_says_so(tiny):
-    t = _train(tiny, name="nov", epochs=1, diagnostics={**LEAN, "probe": False})
+    t = _train(tiny, name="nov", epochs=1, data={"n_valid": 0}, diagnostics={**LEAN, "probe": False})
     r = RunReader(t.run_dir)
     assert not (t.run_dir / "best.pt").exists()
     assert "best/epoch" not in r.scalar_names()
