@@ -237,7 +237,7 @@ def test_learn_contrasts_specialisation_on_complementary(app):
 
 def test_learn_contrast_step_says_which_runs_are_missing(tmp_path, monkeypatch):
     root = tmp_path / "g"
-    plant_run(root, "joint_imbalanced_s0", "joint", epochs=2, steps_per_epoch=2)
+    plant_run(root, "joint_imbalanced_s0", "joint", epochs=2, steps_per_epoch=2, probes=False)
     monkeypatch.setenv("MODALSCOPE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("MODALSCOPE_SAMPLE_RUNS", str(root))
     at = AppTest.from_file(APP, default_timeout=60).run()
