@@ -227,8 +227,11 @@ def test_learn_applies_its_own_test_to_the_gallery_methods(app):
 
 def test_learn_contrasts_specialisation_on_complementary(app):
     at = _learn(app, "8 ·")
-    chart = _chart(at, "The visual head and the visual encoder")
+    chart = _chart(at, "The visual head and encoder, inside joint and alone")
     assert sorted(set(chart["data"][0]["x"])) == ["complementary", "imbalanced"]
+    bits = _chart(at, "The visual encoder under joint, per bit")
+    assert [t["name"] for t in bits["data"]] == ["complementary"]  # only complementary planted per-bit probes
+    assert list(bits["data"][0]["x"]) == ["bit 0", "bit 1", "bit 2"] and bits["data"][0]["text"] == ["0.06", "-0.06", "1.00"]
     md = _md(at)
     assert "`imbalanced`: visual head 0.30 inside joint vs 0.57 alone; probe 0.27 vs 0.57, utilisation 0.20 → **suppression**" in md
     assert ("`complementary`: visual head 0.22 inside joint vs 0.43 alone; probe 0.26 vs 0.42, utilisation 0.38; per bit 0: 0.06, 1: -0.06, 2: 1.00 "

@@ -214,6 +214,17 @@ def test_probe_bars_and_shortfall_figures():
     assert fig.data[1].marker.pattern.shape == "/"
 
 
+def test_bit_utilisation_figure_groups_bits_by_preset():
+    from dashboard.figures_learn import bit_utilisation_figure
+
+    df = pd.DataFrame({"preset": ["imbalanced"] * 3 + ["complementary"] * 3, "bit": [0, 1, 2] * 2,
+                       "utilisation": [0.26, 0.25, 0.37, 0.06, -0.06, 1.0]})
+    fig = _valid(bit_utilisation_figure(df, "visual", "bits"))
+    assert [t.name for t in fig.data] == ["imbalanced", "complementary"]
+    assert list(fig.data[1].y) == [0.06, -0.06, 1.0] and fig.layout.yaxis.range[0] < -0.06
+    assert fig.layout.annotations[0].text == "as alone 1.00"
+
+
 def test_gap_histogram_threshold_is_drawn_whichever_component_is_balanced():
     """``balanced`` is the index of the balanced component, not a flag: the crossing is drawn for either."""
     from dashboard import figures as F

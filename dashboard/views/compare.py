@@ -41,7 +41,7 @@ if mode == "runs":
     sel = runs[runs["key"].isin(chosen)]
 else:
     groups = sorted(runs["group"].unique())
-    teaching = [g for g in (f"{m} · imbalanced" for m in ("joint", "ogm_ge", "unimodal:visual")) if g in groups]
+    teaching = [g for g in (f"{m} · imbalanced" for m in ("joint", "ogm_ge", "ensemble", "unimodal:visual")) if g in groups]
     chosen_groups = st.multiselect("Groups", groups, default=teaching or groups[: min(3, len(groups))], key="compare.groups")
     sel = runs[runs["group"].isin(chosen_groups)]
 if sel.empty:

@@ -336,8 +336,14 @@ elif i == 7:
     if CONTRAST not in kinds:
         need(f"`joint` and `unimodal` ({weak}) runs on `{CONTRAST}`")
     else:
-        st.plotly_chart(FL.shortfall_figure(pd.DataFrame(rows), weak, f"The {weak} head and the {weak} encoder, inside joint and trained alone"),
-                        key="learn.contrast")
+        bit_rows = [{"preset": p, "bit": b, "utilisation": u} for p, k in kinds.items() for b, u in k[3].items()]
+        c1, c2 = st.columns(2) if bit_rows else (st.container(), None)
+        with c1:
+            st.plotly_chart(FL.shortfall_figure(pd.DataFrame(rows), weak, f"The {weak} head and encoder, inside joint and alone"), key="learn.contrast")
+        if c2 is not None:
+            with c2:
+                st.plotly_chart(FL.bit_utilisation_figure(pd.DataFrame(bit_rows), weak, f"The {weak} encoder under joint, per bit of the class code"),
+                                key="learn.bits")
         for preset, (kind, vals, u, bits, strong_bits) in kinds.items():
             util = f", utilisation {u:.2f}" if np.isfinite(u) else ""
             per_bit = ("; per bit " + ", ".join(f"{b}: {x:.2f}" for b, x in bits.items())) if bits else ""
