@@ -92,4 +92,4 @@ def bit_utilisation_figure(df: pd.DataFrame, modality: str, title: str) -> go.Fi
     lay["barmode"] = "group"
     lay["hovermode"] = "closest"
     lay["yaxis"]["range"] = [min(-0.1, float(df["utilisation"].min()) - 0.1), 1.2]
-    return add_levels(F._figure(traces, lay), [Level("as alone", 1.0, "total")])
+    return add_levels(F._figure(traces, lay), [Level("as alone", 1.0, "total")], left=True)
