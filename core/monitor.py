@@ -22,7 +22,7 @@ What is logged, and from where (the maths is the Trainer's, imported, not copied
   ``grad_ratio``, ``conflict/flag`` read from ``.grad`` after the backward
   (:func:`core.diagnostics.gradients.gradient_stats`); the gradient as it is then is the
   gradient *before* any method edits it, as in the Trainer;
-* every ``diagnostics.conflict_every`` steps, when :meth:`backward` is given per-modality
+* every ``diagnostics.conflict_every`` steps (50 by default; the Trainer's is 10), when :meth:`backward` is given per-modality
   logits still attached to the graph: ``conflict/cos/<m>`` and ``conflict/cos_fusion``
   (:func:`core.diagnostics.conflict.conflict_cosines`, cross-entropy as the unimodal loss);
 * every epoch: ``acc/train/*`` from the epoch's training forward passes, ``acc/<split>/*``
@@ -64,6 +64,10 @@ from core.errors import ConfigError, StoreError
 from core.store import DB_NAME, RunWriter
 
 Arrays = Mapping[str, Any]
+#: The monitor's departures from the Trainer's diagnostics defaults. Each conflict evaluation
+#: costs two or three extra backward passes through the user's encoders; at the Trainer's
+#: every-10-steps that alone is ~10-20 % of a step, so the monitor evaluates every 50 steps.
+DEFAULTS = {"conflict_every": 50}
 _OPEN: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
 _HOOKED = False
 
@@ -182,7 +186,7 @@ class Monitor:
         if int(log_every) < 1:
             raise ConfigError("log_every must be >= 1")
         try:
-            self.dcfg = DiagnosticsConfig(**dict(diagnostics or {}))
+            self.dcfg = DiagnosticsConfig(**{**DEFAULTS, **dict(diagnostics or {})})
         except ValidationError as e:
             err = e.errors()[0]
             raise ConfigError(f"diagnostics.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
