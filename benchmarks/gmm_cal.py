@@ -79,7 +79,7 @@ def run_one(preset: str, variant: str, seed: int, epochs: int, runs_dir: Path) -
         "method": dict(spec["method"]),
         "model": dict(spec.get("model", {})),
         "log": {"progress": False},
-        "diagnostics": {"captum": False, "samples": False},
+        "diagnostics": {"captum": False, "samples": False, "robust": True},
     }
     init = None
     if "init" in spec:

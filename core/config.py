@@ -94,9 +94,14 @@ class DiagnosticsConfig(Strict):
     contrib_batches: int = Field(4, ge=1, le=10000, description="Fixed evaluation batches for contributions.")
     contrib_absent: Literal["zero", "mean"] = Field("zero", description="How an absent modality is filled.")
     contrib_temperature: float = Field(1.0, gt=0.0, le=1000.0, description="Softmax temperature of W^m.")
-    captum: bool = Field(True, description="Cross-check contributions with captum attribution.")
+    captum: bool = Field(
+        False, description="Cross-check contributions with captum attribution (opt-in: importing captum costs ~1 s of start-up)."
+    )
     captum_method: Literal["shapley_sampling", "feature_ablation"] = Field("feature_ablation", description="captum algorithm.")
-    robust: bool = Field(True, description="At the end of a run, test accuracy with each modality noised or blanked.")
+    probe: bool = Field(True, description="Linear probes on frozen encoder features (fit on train, scored on valid/test) at init, every probe_every epochs and at the last epoch.")
+    probe_every: int = Field(5, ge=1, le=100000, description="Epochs between encoder probes (the last epoch is always probed).")
+    probe_max_samples: int = Field(20000, ge=10, le=10_000_000, description="At most this many samples per split (a fixed seeded subset) for the probes.")
+    robust: bool = Field(False, description="At the end of a run, test accuracy with each modality noised or blanked (opt-in).")
     robust_levels: list[Annotated[float, Field(ge=0.0, le=100.0)]] = Field(
         [0.5, 1.0, 2.0], min_length=1, max_length=16, description="Gaussian noise std as multiples of each feature's std."
     )

@@ -30,12 +30,25 @@ import threading
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import pandas as pd
 
 from core.errors import StoreError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+else:
+
+    class _LazyPandas:
+        """pandas is only needed to read runs: a training process writes without importing it (~0.3 s)."""
+
+        def __getattr__(self, name: str):
+            import pandas
+
+            return getattr(pandas, name)
+
+    pd = _LazyPandas()
 
 SCHEMA_VERSION = 1
 STALE_SECONDS = 30.0
@@ -543,6 +556,34 @@ class RunReader:
     def counts(self) -> dict[str, int]:
         return {t: int(self._query(f"SELECT COUNT(*) AS n FROM {t}")["n"].iloc[0]) for t in ROW_TABLES}
 
+    def best_vs_last(self) -> pd.DataFrame:
+        """Accuracy at the best-valid epoch next to the last epoch's, per split and head.
+
+        Columns ``split, key, best, last, best_epoch, last_epoch`` (``key`` = ``fused`` or a
+        modality); one row per ``acc/<split>/<key>`` the run logged. ``best`` is NaN and
+        ``attrs["reason"]`` says why when the run has no model selection (no valid split, or a
+        run older than it). Selection is on ``acc/valid/fused`` only (:mod:`core.selection`).
+        """
+        cols = ["split", "key", "best", "last", "best_epoch", "last_epoch"]
+        df = self._query(
+            "SELECT n.name, s.epoch, s.value FROM scalars s JOIN names n ON n.id = s.name_id "
+            "WHERE s.id IN (SELECT MAX(id) FROM scalars GROUP BY name_id) "
+            "AND ((n.name >= 'acc/' AND n.name < 'acc0') OR n.name = 'best/epoch')"
+        )
+        last = {n: (v, e) for n, e, v in zip(df["name"], df["epoch"], df["value"])}
+        best_epoch = last.get("best/epoch", (float("nan"), None))[0]
+        rows = []
+        for name, (v, e) in sorted(last.items()):
+            parts = name.split("/")
+            if len(parts) != 3 or parts[0] != "acc":
+                continue
+            b = last.get(f"acc/best/{parts[1]}/{parts[2]}", (float("nan"), None))[0]
+            rows.append({"split": parts[1], "key": parts[2], "best": b, "last": v, "best_epoch": best_epoch, "last_epoch": int(e)})
+        out = pd.DataFrame(rows, columns=cols)
+        if best_epoch != best_epoch:
+            out.attrs["reason"] = str(self.meta().get("model_selection") or "this run has no acc/best/* (trained before model selection existed)")
+        return out
+
     def summary(self) -> dict[str, Any]:
         """One row of the runs table: identity, status, progress and final accuracies."""
         meta = self.meta()
@@ -573,6 +614,14 @@ class RunReader:
         }
         for k, v in finals.items():
             row[k.replace("acc/test/", "acc_")] = v
+        for k, v in self.final_scalars("acc/best/test/").items():
+            row[k.replace("acc/best/test/", "best_acc_")] = v
+        best = self.final_scalars("best/epoch").get("best/epoch")
+        if best is not None:
+            row["best_epoch"] = int(best)
+        best = self.final_scalars("acc/best/test/fused")
+        if "acc/best/test/fused" in best:
+            row["best_fused"] = best["acc/best/test/fused"]
         return row
 
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
 import torch
 
 from core.data.base import BatchLoader, MultimodalDataset
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
     from core.engine import Trainer
 
 
@@ -88,4 +89,6 @@ def evaluate_robustness(trainer: "Trainer", levels: list[float], seed: int = 0, 
             acc = trainer.predict_split(split, transform=tf).metrics[key]
             scalars[f"robust/{m}/{kind}/{level:g}"] = acc
             rows.append({"modality": m, "kind": kind, "level": level, "acc": acc, "clean": clean, "drop": clean - acc})
+    import pandas as pd
+
     return scalars, pd.DataFrame(rows, columns=["modality", "kind", "level", "acc", "clean", "drop"])
