@@ -35,6 +35,9 @@ What is logged, and from where (the maths is the Trainer's, imported, not copied
 * ``probe/<split>/<m>`` (and ``probe_init/…`` at step 0) encoder probes when ``features``
   is given (:mod:`core.diagnostics.probe`, the Trainer's cadence).
 
+ModalScope's own Trainer logs its per-step scalars and ``acc/train/*`` through this class too
+(:meth:`Monitor.attach` on the Trainer's store), so both kinds of run share one logging path.
+
 Liveness follows the Trainer's contract: ``status`` starts ``running`` with a heartbeat; a
 ``with`` block, :meth:`close`, an uncaught exception (``sys.excepthook``) or interpreter
 exit (``atexit``) records ``finished`` / ``failed`` / ``interrupted``; a killed process is

@@ -184,3 +184,26 @@ def test_cross_modal_logits_are_not_treated_as_separable(tmp_path):
         mon.backward(torch.nn.functional.cross_entropy(za, y), fused=za, logits={"a": za, "b": zb}, labels=y)
         assert mon._separable is False
     assert open_run(tmp_path / "run").final_scalars("conflict/")["conflict/cos/a"] == pytest.approx(1.0)
+
+
+def test_probes_from_a_features_callable_at_init_and_last_epoch(tmp_path):
+    """Encoder a's features are the one-hot label (probe accuracy 1); b's are constant (probe = majority share)."""
+    y_tr, y_te = torch.arange(60) % 3, torch.tensor([0, 0, 0, 0, 1, 2])
+    onehot = torch.nn.functional.one_hot
+
+    def features(split):
+        if split == "valid":
+            return None
+        y = y_tr if split == "train" else y_te
+        return {"a": onehot(y, 3).float(), "b": torch.ones(len(y), 2)}, y
+
+    model = Planted()
+    with _mon(tmp_path, model, features=features, epochs=2, diagnostics={"probe_every": 5}) as mon:
+        assert not any(k.startswith("probe/") for k in mon.epoch_end())  # epoch 0 of 2, probe_every 5: not due
+        assert "probe/test/a" in mon.epoch_end()  # the last epoch always is
+    f = open_run(tmp_path / "run")
+    init = f.scalars(prefix="probe_init/")
+    assert init["step"].tolist() == [0, 0] and dict(zip(init["name"], init["value"]))["probe_init/test/a"] == 1.0
+    last = f.final_scalars("probe/")
+    assert last["probe/test/a"] == 1.0 and last["probe/test/b"] == pytest.approx(4 / 6)
+    assert len(f.scalars("probe/test/a")) == 2  # init and last epoch
