@@ -418,11 +418,14 @@ class Monitor:
         self._log_method(logs)
         return logs
 
-    def cpsl_penalty(self, tau: float = 2.0, lam: float = 0.5, penalty: str = "inverse") -> dict[str, float]:
-        """CPSL's conflict-aware penalty on the dominant encoder's ``.grad`` (same placement as :meth:`ogm_ge`)."""
+    def cpsl_penalty(self, tau: float = 2.0, lam: float = 0.5, penalty: str = "inverse", source: str | None = None,
+                     features: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """CPSL's conflict-aware penalty on the dominant encoder's ``.grad`` (same placement as :meth:`ogm_ge`;
+        ``source``/``features`` as in :func:`core.methods.grad_edit.cpsl_penalty_`)."""
         from core.methods.grad_edit import cpsl_penalty_
 
-        logs = cpsl_penalty_({m: self.groups[f"encoder/{m}"] for m in self.modalities}, tau, lam, penalty)
+        logs = cpsl_penalty_({m: self.groups[f"encoder/{m}"] for m in self.modalities}, tau, lam, penalty, source,
+                             dict(features) if features else None)
         self._log_method(logs)
         return logs
 

@@ -207,3 +207,22 @@ def test_probes_from_a_features_callable_at_init_and_last_epoch(tmp_path):
     last = f.final_scalars("probe/")
     assert last["probe/test/a"] == 1.0 and last["probe/test/b"] == pytest.approx(4 / 6)
     assert len(f.scalars("probe/test/a")) == 2  # init and last epoch
+
+
+def test_cpsl_penalty_measured_at_the_fusion_input(tmp_path):
+    """n_m = ‖∂L/∂h_m‖: with L = 3·h_a + 12·h_b the ratio is 4 whatever the encoders' parameters are."""
+    model = Planted()
+    with torch.no_grad():
+        model.b.weight.fill_(5.0)
+    with _mon(tmp_path, model) as mon:
+        x = torch.full((1, 1), 2.0)
+        ha, hb = model.a(x), model.b(x)
+        ha.retain_grad()
+        hb.retain_grad()
+        (3 * ha.sum() + 12 * hb.sum()).backward()
+        mon.step()
+        logs = mon.cpsl_penalty(tau=2.0, lam=0.5, features={"a": ha, "b": hb})
+        with pytest.raises(ValueError, match="retain_grad"):
+            mon.cpsl_penalty(source="features")
+    assert logs["cpsl/ratio"] == pytest.approx(4.0) and logs["cpsl/penalty"] == pytest.approx(0.5)
+    assert float(model.b.weight.grad) == pytest.approx(12.0)  # 12·x = 24, halved
