@@ -517,7 +517,11 @@ class Trainer:
         from core.reference import default_roots, probe_utilisation
 
         self.writer.flush()
-        df = probe_utilisation(self.run_dir, default_roots(self.cfg.runs_dir))
+        try:
+            df = probe_utilisation(self.run_dir, default_roots(self.cfg.runs_dir))
+        except StoreError as e:
+            self.event("probe_util", f"utilisation not computed: {e}")
+            return
         logs = {f"probe_util/{m}": u for m, u in zip(df["modality"], df["utilisation"]) if u == u}
         if logs:
             self.writer.log_scalars(self.global_step, self._epoch, logs)

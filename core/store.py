@@ -614,8 +614,6 @@ class RunReader:
         }
         for k, v in finals.items():
             row[k.replace("acc/test/", "acc_")] = v
-        for k, v in self.final_scalars("acc/best/test/").items():
-            row[k.replace("acc/best/test/", "best_acc_")] = v
         best = self.final_scalars("best/epoch").get("best/epoch")
         if best is not None:
             row["best_epoch"] = int(best)

@@ -137,8 +137,7 @@ class DiagnosticsMonitor:
         t = self.trainer
         ev = (evals or {}).get(split)
         if ev is not None and ev.features is not None and self._probe_subset(split) is None:
-            order = torch.as_tensor(np.argsort(ev.idx, kind="stable"))
-            return {m: f[order] for m, f in ev.features.items()}, torch.as_tensor(ev.labels)[order]
+            return ev.features, torch.as_tensor(ev.labels)  # rows aligned with the labels; order is irrelevant to a probe
         return encoder_features(t.model, t.bundle.splits[split], t.device, self._probe_subset(split))
 
     def probes(self, evals: dict | None = None) -> dict[str, float]:
