@@ -541,6 +541,10 @@ class Monitor:
 
         cat = {k: torch.cat([t.float() if k != "labels" and k != "ids" else t for t in v]).cpu().numpy()
                for k, v in self._acc.items() if v}
+        # Sorted by sample id, so the per-sample snapshot (chosen by position) follows the same
+        # samples every epoch whatever order the loader served them in.
+        order = np.argsort(cat["ids"], kind="stable")
+        cat = {k: v[order] for k, v in cat.items()}
         logits = {m: cat[m] for m in self.modalities if m in cat}
         res = EvalResult("train", cat["ids"].astype(np.int64), cat["labels"], cat["fused"], logits)
         res.metrics = split_metrics(self.task, "train", res.fused, logits, res.labels)

@@ -226,3 +226,23 @@ def test_cpsl_penalty_measured_at_the_fusion_input(tmp_path):
             mon.cpsl_penalty(source="features")
     assert logs["cpsl/ratio"] == pytest.approx(4.0) and logs["cpsl/penalty"] == pytest.approx(0.5)
     assert float(model.b.weight.grad) == pytest.approx(12.0)  # 12·x = 24, halved
+
+
+def test_train_snapshot_follows_the_same_samples_whatever_the_batch_order(tmp_path):
+    n, k = 30, 3
+    y = torch.arange(n) % k
+    za = torch.randn(n, k)
+    zb = torch.randn(n, k)
+    model = Planted()
+    with _mon(tmp_path, model, diagnostics={"samples_max": 10}) as mon:
+        for epoch in range(2):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+            for i in range(0, n, 10):
+                idx = order[i : i + 10]
+                (model.a.weight.sum() + model.b.weight.sum()).backward()
+                mon.step(fused=za[idx], logits={"a": za[idx], "b": zb[idx]}, labels=y[idx], ids=idx)
+            mon.epoch_end()
+    s = open_run(tmp_path / "run").samples(split="train")
+    first, second = (s[s["epoch"] == e].sort_values("sample_id") for e in (0, 1))
+    assert first["sample_id"].tolist() == second["sample_id"].tolist() and len(first) == 10
+    np.testing.assert_allclose(first["gap"].to_numpy(), second["gap"].to_numpy())  # same samples, same predictions
