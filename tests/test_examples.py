@@ -62,6 +62,12 @@ def _live(run: Path, monkeypatch) -> AppTest:
     assert not at.exception, [e.message for e in at.exception]
     titles = [json.loads(el.proto.spec)["layout"]["title"]["text"] for el in at.get("plotly_chart")]
     assert any(t.startswith("Modality gap pix-mor") for t in titles), titles
+    at.session_state["compare.selected"] = [f"runs/{run.name}"]
+    at.switch_page("views/compare.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    fin = next(d.value for d in at.dataframe if "fused (last epoch)" in d.value.columns)
+    assert list(fin["run"]) == [run.name]
     return at
 
 
