@@ -66,7 +66,6 @@ from torch import nn
 from core.errors import ConfigError, StoreError
 from core.store import DB_NAME, RunWriter
 
-Arrays = Mapping[str, Any]
 #: The monitor's departures from the Trainer's diagnostics defaults. Each conflict evaluation
 #: costs two or three extra backward passes through the user's encoders; at the Trainer's
 #: every-10-steps that alone is ~10-20 % of a step, so the monitor evaluates every 50 steps.

@@ -8,7 +8,6 @@ below is plain PyTorch; the lines marked ``# +`` are all that ModalScope adds.
 
 import argparse
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
