@@ -82,6 +82,9 @@ def test_own_loop_example_runs_and_renders_on_live(tmp_path, monkeypatch):
     _check_run(run, 2, 22)  # 1400 training digits / batch 64
     cos = open_run(run).scalars("conflict/cos/pix")
     assert cos["step"].tolist() == [0]  # every 50 steps by default: only step 0 of 44
+    w = open_run(run).final_scalars("contrib/")
+    assert w["contrib/w/pix"] + w["contrib/w/mor"] == pytest.approx(1.0)
+    assert w["contrib/info/pix"] > w["contrib/info/mor"] > 0 and w["contrib/w/pix"] > 0.5  # the strong view carries the decision
     _live(run, monkeypatch)
 
 
