@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from core.diagnostics.gradients import gradient_stats
+from core.diagnostics.gradients import applied_gradient_stats, gradient_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.engine import EvalResult, StepContext, Trainer
@@ -81,16 +81,7 @@ class DiagnosticsMonitor:
         ``grad_applied_share/<m>``, ``grad_applied_ratio``; no conflict flag)."""
         if not self.cfg.grad:
             return {}
-        stats = gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
-        out = {}
-        for k, v in stats.items():
-            if k.startswith("grad_norm/"):
-                out["grad_applied/" + k[len("grad_norm/"):]] = v
-            elif k.startswith("grad_share/"):
-                out["grad_applied_share/" + k[len("grad_share/"):]] = v
-            elif k == "grad_ratio":
-                out["grad_applied_ratio"] = v
-        return out
+        return applied_gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
 
     # ------------------------------------------------------------------ per epoch
     def on_epoch_end(self, ctx: "StepContext", evals: dict[str, "EvalResult"]) -> dict[str, float]:
