@@ -25,7 +25,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 
 #: benchmark modules that register renderers (imported, never run, by ``check_docs``).
-MODULES: list[str] = []
+MODULES: list[str] = ["benchmarks.presets"]
 
 _RENDERERS: dict[str, Callable[[], str]] = {}
 _BLOCK = re.compile(r"(<!-- generated:(?P<key>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=key) -->)", re.S)
@@ -72,6 +72,19 @@ def write_block(doc: str | Path, key: str) -> None:
     """Render ``key`` and write it into ``doc`` (a path relative to the repository root)."""
     path = ROOT / doc
     path.write_text(replace_block(path.read_text(encoding="utf-8"), key, _RENDERERS[key]()), encoding="utf-8")
+
+
+def carry_blocks(old: str, new: str) -> str:
+    """``new`` plus every generated block of ``old`` that ``new`` lacks, appended at the end.
+
+    For scripts that rewrite a whole document (``benchmarks/methods.py`` writes
+    ``docs/results.md``): blocks other scripts own survive the rewrite.
+    """
+    have = blocks(new)
+    kept = [m.group(0) for m in _BLOCK.finditer(old) if m.group("key") not in have]
+    if not kept:
+        return new
+    return new.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
 
 
 def blocks(text: str) -> dict[str, str]:

@@ -36,13 +36,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import doctables  # noqa: E402
 from core.config import resolve_config  # noqa: E402
 from core.data.synthetic import PRESETS  # noqa: E402
 from core.methods import list_methods  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "methods.jsonl"
 REPORT = ROOT / "docs" / "results.md"
-ALL_PRESETS = ["imbalanced", "noisy", "three_modal"]
+ALL_PRESETS = ["imbalanced", "complementary", "noisy", "three_modal"]
 QUIET = {"grad": False, "conflict": False, "gap": False, "samples": False, "gmm": False, "contrib": False, "captum": False}
 
 
@@ -333,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     command = "OMP_NUM_THREADS=1 python benchmarks/methods.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")
     text = report(rows, presets, args.epochs, f"{args.timing_epochs} epochs (seed 0)", command)
-    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.report).write_text(text + "\n")
+    report_path = Path(args.report)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    old = report_path.read_text(encoding="utf-8") if report_path.is_file() else ""
+    report_path.write_text(doctables.carry_blocks(old, text + "\n"))
     print(text)
     return 0
 

@@ -49,7 +49,7 @@ PRESETS: dict[str, dict] = {
     },
     "imbalanced": {
         "modalities": ["audio", "visual"],
-        "strength": {"audio": [1.6, 1.6, 1.6], "visual": [1.2, 1.2, 1.2]},
+        "strength": {"audio": [1.6, 1.6, 1.6], "visual": [1.4, 1.4, 1.4]},
         "scale": {"audio": 1.0, "visual": 0.3},
         "corrupt_rate": 0.0,
     },
@@ -61,15 +61,15 @@ PRESETS: dict[str, dict] = {
     },
     "noisy": {
         "modalities": ["audio", "visual"],
-        "strength": {"audio": [3.0, 3.0, 3.0], "visual": [3.0, 3.0, 3.0]},
+        "strength": {"audio": [1.6, 1.6, 1.6], "visual": [1.6, 1.6, 1.6]},
         "scale": {"audio": 1.0, "visual": 0.3},
         "corrupt_rate": 0.3,
         "corrupt_kind": "missing",
-        "dims": {"audio": 16, "visual": 16},
+        "dims": {"audio": 64, "visual": 64},
     },
     "three_modal": {
         "modalities": ["audio", "visual", "text"],
-        "strength": {"audio": [2.2, 2.2, 0.3], "visual": [0.8, 0.8, 1.6], "text": [0.3, 1.2, 1.2]},
+        "strength": {"audio": [1.6, 1.6, 1.6], "visual": [1.4, 1.4, 1.4], "text": [1.2, 1.2, 1.2]},
         "scale": {"audio": 1.0, "visual": 0.3, "text": 0.5},
         "corrupt_rate": 0.0,
     },
