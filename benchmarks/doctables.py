@@ -25,7 +25,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 
 #: benchmark modules that register renderers (imported, never run, by ``check_docs``).
-MODULES: list[str] = ["benchmarks.presets"]
+MODULES: list[str] = ["benchmarks.presets", "benchmarks.noisy_gap_recovery"]
 
 _RENDERERS: dict[str, Callable[[], str]] = {}
 _BLOCK = re.compile(r"(<!-- generated:(?P<key>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=key) -->)", re.S)
