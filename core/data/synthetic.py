@@ -86,7 +86,7 @@ PRESETS: dict[str, dict] = {
     "three_modal": {
         "modalities": ["audio", "visual", "text"],
         "strength": {"audio": [1.6, 1.6, 1.6], "visual": [1.4, 1.4, 1.4], "text": [1.2, 1.2, 1.2]},
-        "scale": {"audio": 1.0, "visual": 0.3, "text": 0.5},
+        "scale": {"audio": 1.0, "visual": 0.3, "text": 0.3},
         "corrupt_rate": 0.0,
     },
 }
