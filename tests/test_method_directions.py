@@ -30,8 +30,10 @@ pytestmark = pytest.mark.slow
 SEEDS = (0, 1, 2)
 EPOCHS = 8
 BALANCING = ["ogm_ge", "mmpareto", "cpsl", "mie", "gmm_adaptive", "cal"]
-#: the smallest settings in which each method's mechanism acts within the budget
-KNOBS = {"gmm_adaptive": ["method.warmup_epochs=3"]}
+#: settings under which each method's mechanism acts within this small budget: GMM's adaptive
+#: stage starts after 3 epochs instead of 10; MIE runs two stages (audio, then visual), so no
+#: later best-valid reload can discard the visual stage (see docs/methods.md, closing note).
+KNOBS = {"gmm_adaptive": ["method.warmup_epochs=3"], "mie": ["method.n_stages=2"]}
 
 
 def _run(root, method: str, seed: int) -> dict[str, float]:
