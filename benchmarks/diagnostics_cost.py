@@ -16,12 +16,17 @@ Rows (cumulative, each adds one family to the previous):
 * ``+ gap, GMM, samples``  — a no-grad pass over the training split, histograms, the
   mixture fits and the per-sample snapshot on train and test every ``gap_every`` epochs;
 * ``+ contributions``      — 2^M no-grad forwards on the fixed test batches every epoch;
+* ``+ probes``             — linear probes on the encoder features at init, every
+  ``probe_every`` epochs and at the last epoch (``benchmarks/probe_cost.py`` times one probe);
 * ``full diagnostics``     — plus the captum cross-check (every default on).
 
-Then the median time of :func:`core.diagnostics.gmm.fit_gap_mixture` (numpy EM, the
+Then the median CPU time of :func:`core.diagnostics.gmm.fit_gap_mixture` (numpy EM, the
 default, and the scikit-learn backend) on 100 000 gaps.
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/diagnostics_cost.py [--epochs 10] [--reps 3] [--set data.n_train=15000] [--json out.json]``
+
+``--gmm-only`` times just the mixture fit, writes ``benchmarks/results/gmm_fit_time.json`` and
+the ``gmm_fit_time`` blocks of ``docs/diagnostics.md`` and ``docs/benchmarks.md`` from it.
 """
 
 from __future__ import annotations
@@ -41,21 +46,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from benchmarks import doctables  # noqa: E402
 from benchmarks.overhead import bare_loop, engine_run  # noqa: E402
 from core.config import resolve_config  # noqa: E402
 from core.engine import build_bundle  # noqa: E402
 
-OFF = {"conflict": False, "gap": False, "samples": False, "gmm": False, "contrib": False, "captum": False}
+OFF = {"conflict": False, "gap": False, "samples": False, "gmm": False, "contrib": False, "captum": False, "probe": False}
 VARIANTS = {
     "engine, grad stats": OFF,
     "+ conflict cosines": {**OFF, "conflict": True},
     "+ gap, GMM, samples": {**OFF, "conflict": True, "gap": True, "gmm": True, "samples": True},
     "+ contributions": {**OFF, "conflict": True, "gap": True, "gmm": True, "samples": True, "contrib": True},
+    "+ probes": {**OFF, "conflict": True, "gap": True, "gmm": True, "samples": True, "contrib": True, "probe": True},
     "full diagnostics": {},
 }
 
 
 def gmm_time(n: int = 100_000, reps: int = 5, backend: str = "numpy") -> float:
+    """Median process CPU seconds of one fit (other processes' load does not inflate it)."""
     from core.diagnostics.gmm import fit_gap_mixture
 
     rng = np.random.default_rng(0)
@@ -63,10 +71,30 @@ def gmm_time(n: int = 100_000, reps: int = 5, backend: str = "numpy") -> float:
     x = np.concatenate([rng.normal(0.0, 0.1, k), rng.normal(0.6, 0.15, n - k)])
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fit_gap_mixture(x, backend=backend)
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return statistics.median(times)
+
+
+GMM_JSON = Path(__file__).resolve().parent / "results" / "gmm_fit_time.json"
+GMM_REPS = 5
+
+
+def gmm_only() -> dict:
+    res = {"n": 100_000, "reps": GMM_REPS, "threads": torch.get_num_threads(),
+           "numpy_s": gmm_time(reps=GMM_REPS, backend="numpy"), "sklearn_s": gmm_time(reps=GMM_REPS, backend="sklearn")}
+    GMM_JSON.write_text(json.dumps(res, indent=2) + "\n")
+    for doc in ("docs/diagnostics.md", "docs/benchmarks.md"):
+        doctables.write_block(doc, "gmm_fit_time")
+    return res
+
+
+@doctables.renderer("gmm_fit_time")
+def render_gmm_fit_time() -> str:
+    r = json.loads(GMM_JSON.read_text())
+    rows = [["numpy EM (default)", f"{r['numpy_s'] * 1000:.0f}"], ["scikit-learn", f"{r['sklearn_s'] * 1000:.0f}"]]
+    return doctables.table([f"mixture fit on {r['n']:,} gaps", f"median CPU ms of {r['reps']} runs"], rows)
 
 
 def main(argv=None) -> dict:
@@ -75,8 +103,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.n_train=15000")
     ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--gmm-only", action="store_true", help="only time the mixture fit (writes its JSON and doc block)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.gmm_only:
+        return gmm_only()
     base = {"epochs": args.epochs, "log": {"progress": False}, "device": "cpu"}
     cfg_bare = resolve_config(base=base, overrides=args.set)
     cfgs = {name: resolve_config(base={**base, "diagnostics": d}, overrides=args.set) for name, d in VARIANTS.items()}
@@ -106,7 +137,7 @@ def main(argv=None) -> dict:
         "ratio_vs_bare_min": {k: v / best["bare loop"] for k, v in best.items()},
         "ratio_vs_bare_median": {k: v / med["bare loop"] for k, v in med.items()},
         "cpu_ratio_vs_bare": {k: v / cpu_med["bare loop"] for k, v in cpu_med.items()},
-        "gmm_fit_100k_numpy_s": gmm_time(backend="numpy"), "gmm_fit_100k_sklearn_s": gmm_time(backend="sklearn"),
+        "gmm_fit_100k_numpy_s": gmm_time(reps=GMM_REPS, backend="numpy"), "gmm_fit_100k_sklearn_s": gmm_time(reps=GMM_REPS, backend="sklearn"),
     }
     print(f"{'row':<24}{'wall min':>9}{'ratio':>7}{'wall med':>9}{'ratio':>7}{'CPU med':>9}{'ratio':>7}")
     for k in best:

@@ -11,8 +11,8 @@ and returns markdown) with :func:`renderer`, and calls :func:`write_block` after
 test ``tests/test_doc_tables.py`` re-renders every block of every doc from the committed JSON
 and fails on any drift, so a table can never be typed or edited by hand.
 
-Renderers live in the benchmark module that writes the JSON; :data:`MODULES` lists those
-modules so the test can import them without running any benchmark.
+Renderers live in the benchmark module that writes the JSON; the check finds those
+modules by their ``doctables.renderer(`` use and imports them without running any benchmark.
 """
 
 from __future__ import annotations
@@ -24,8 +24,18 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: benchmark modules that register renderers (imported, never run, by ``check_docs``).
+#: extra modules with renderers that the scan below would not find.
 MODULES: list[str] = []
+
+
+def _renderer_modules() -> list[str]:
+    """Benchmark modules that register renderers (found by their ``renderer(`` use; imported, never run)."""
+    here = Path(__file__).resolve().parent
+    return sorted(
+        f"benchmarks.{p.stem}" for p in here.glob("*.py")
+        if p.stem != "doctables" and "doctables.renderer(" in p.read_text(encoding="utf-8")
+    )
+
 
 _RENDERERS: dict[str, Callable[[], str]] = {}
 _BLOCK = re.compile(r"(<!-- generated:(?P<key>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=key) -->)", re.S)
@@ -80,7 +90,7 @@ def blocks(text: str) -> dict[str, str]:
 
 def check_docs(docs: list[Path] | None = None) -> list[str]:
     """Every generated block whose body differs from what its renderer gives now (or has none)."""
-    for mod in MODULES:
+    for mod in {*MODULES, *_renderer_modules()}:
         importlib.import_module(mod)
     docs = docs if docs is not None else [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     drift = []

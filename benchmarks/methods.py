@@ -1,24 +1,32 @@
-"""Every registered method × synthetic presets × seeds, same settings for all: the results table.
+"""Every registered method × datasets × seeds, same settings for all: the results table.
 
 Each trial is one training run with the RunConfig defaults (default model, SGD, batch 64,
-``--epochs`` epochs) on a synthetic preset; only ``method`` and ``seed`` change, so every
-method sees identical data, model and optimiser. ``unimodal`` runs once per modality of the
-preset. Diagnostics are off (they never change the trajectory, only the wall time), so
-``time/epoch`` measures the method itself.
+``--epochs`` epochs) on one dataset of :data:`DATASETS`; only ``method`` and ``seed`` change,
+so every method sees identical data, model and optimiser. ``unimodal`` runs once per modality
+(it is the reference of the probe utilisation). Trials log the linear probes and the gradient
+diagnostics the table reads; a separate timing pass with diagnostics off measures the method.
 
-Resumable: each finished trial appends one JSON line to ``benchmarks/results/methods.jsonl``
-keyed by (method label, preset, seed, config hash); a trial whose key is already there is
-skipped, so an interrupted sweep continues where it stopped and a changed default (new
-hash) is re-run. Run folders go to a temporary directory that is deleted afterwards.
+**Cache.** Each finished trial appends one JSON line to ``benchmarks/results/methods.jsonl``
+keyed by (label, dataset, seed, key); the key hashes the resolved config *and* the source of
+the code that can change the result: every training-side module under ``core/`` (data, models,
+engine, diagnostics, metrics, config) plus the method's own module and the ``core/methods``
+modules it imports. A code change therefore reruns exactly the rows it can affect; rows of
+older code stay in the cache but are never shown.
 
-Writes ``docs/results.md``: per preset, fused test accuracy (mean ± std over seeds), test
-accuracy of each per-modality head (the unimodal logits the model exposes: fusion-layer
-slices for concat fusion, the method's own heads for MIE), the gap of the mean fused
-accuracy to the preset's Bayes ceiling, and train wall time per epoch relative to
-``joint`` on the same preset.
+**Snapshot.** After a run, ``benchmarks/results/methods.json`` holds only the rows of the
+current keys (plus the command); ``docs/results.md``'s tables are rendered from it by the
+renderers registered here (:mod:`benchmarks.doctables`), never typed.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/methods.py [--methods joint,ogm_ge] [--presets
-imbalanced] [--seeds 5] [--epochs 20] [--variant cpsl:aux_weight=0] [--report-only]``
+Columns (test split, %, mean over seeds): fused accuracy after the last epoch and at the
+best-validation epoch (``acc/best/test/fused``); the weak modality's linear probe
+(``probe/test/<weak>``) and its utilisation ``(probe − probe_init)/(probe_alone − probe_init)``
+with ``probe_alone`` the ``unimodal:<weak>`` run of the same seed; the dominant modality's
+applied gradient share (``grad_applied_share/<dominant>``, mean over logged steps); the paired
+difference of last-epoch fused accuracy against ``joint`` (same seeds) with a 95 % t-interval;
+the share of the joint→Bayes gap it closes; time per epoch relative to ``joint``.
+
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/methods.py [--methods joint,ogm_ge] [--datasets
+imbalanced,mfeat] [--seeds 5] [--epochs 20] [--variant cpsl:aux_weight=0] [--report-only] [--stale]``
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
+import re
 import shutil
 import statistics
 import sys
@@ -34,19 +44,112 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from core.config import resolve_config  # noqa: E402
-from core.data.synthetic import PRESETS  # noqa: E402
-from core.methods import list_methods  # noqa: E402
+from benchmarks import doctables  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "methods.jsonl"
-REPORT = ROOT / "docs" / "results.md"
-ALL_PRESETS = ["imbalanced", "noisy", "three_modal"]
-QUIET = {"grad": False, "conflict": False, "gap": False, "samples": False, "gmm": False, "contrib": False, "captum": False}
+SNAPSHOT = ROOT / "benchmarks" / "results" / "methods.json"
+DOC = "docs/results.md"
+BALANCING = ["ogm_ge", "mmpareto", "cpsl", "mie", "gmm_adaptive", "cal"]
+QUIET = {"grad": True, "conflict": False, "gap": False, "samples": False, "gmm": False, "contrib": False, "captum": False, "robust": False}
+#: modules under core/ that cannot change a trial's numbers (I/O, CLI, dashboards, sweeps).
+UNTRACKED = {"__main__.py", "cli.py", "gallery.py", "launcher.py", "sweep.py", "sweep_executors.py", "store.py"}
+
+#: name → data block, weak and dominant modality. Synthetic: dominant = fast (largest input
+#: scale), weak = slow; mfeat pix (≈ 97 % alone) + mor (≈ 70 %).
+DATASETS: dict[str, dict] = {
+    "imbalanced": {"data": {"name": "synthetic", "preset": "imbalanced", "n_valid": 500}},
+    "complementary": {"data": {"name": "synthetic", "preset": "complementary", "n_valid": 500}},
+    "three_modal": {"data": {"name": "synthetic", "preset": "three_modal", "n_valid": 500}},
+    "noisy": {"data": {"name": "synthetic", "preset": "noisy", "n_valid": 500}},
+    "mfeat": {"data": {"name": "mfeat", "views": ["pix", "mor"], "valid_fraction": 0.15}, "modalities": ["pix", "mor"],
+              "weak": "mor", "dominant": "pix"},
+}
+DEFAULT_DATASETS = list(DATASETS)
 
 
-def trial_config(method: str, preset: str, seed: int, epochs: int, runs_dir: str, modality: str | None = None, extra: dict | None = None):
+def dataset_info(name: str) -> dict | None:
+    """``{"data", "modalities", "weak", "dominant"}`` or None when this checkout lacks the dataset."""
+    spec = DATASETS.get(name)
+    if spec is None:
+        return None
+    if spec["data"]["name"] != "synthetic":
+        return dict(spec)
+    from core.data.synthetic import PRESETS
+
+    preset = PRESETS.get(spec["data"]["preset"])
+    if preset is None:
+        return None
+    scale = preset["scale"]
+    return {**spec, "modalities": list(preset["modalities"]), "weak": min(scale, key=scale.get), "dominant": max(scale, key=scale.get)}
+
+
+# ---------------------------------------------------------------------------- code keys
+def _method_modules(method: str) -> list[Path]:
+    """The method's module and every ``core/methods`` module it imports, transitively."""
+    from core.methods import get_method
+
+    base = ROOT / "core" / "methods"
+    first = Path(sys.modules[get_method(method).__module__].__file__).resolve()
+    todo, seen = [first], set()
+    pat = re.compile(r"from core\.methods(?:\.(\w+))? import ([\w, ()]+)")
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        for mod, names in pat.findall(f.read_text(encoding="utf-8")):
+            cands = [mod] if mod else [n.strip(" ()") for n in names.split(",")]
+            for c in cands:
+                p = base / f"{c}.py"
+                if p.is_file() and p not in seen:
+                    todo.append(p)
+    return sorted(seen | {base / "base.py"})
+
+
+def code_hash(method: str) -> str:
+    """Hash of the source that can change ``method``'s results (see module docstring)."""
+    files = [p for p in sorted((ROOT / "core").rglob("*.py")) if "methods" not in p.relative_to(ROOT / "core").parts[:1] and p.name not in UNTRACKED]
+    files += _method_modules(method)
+    h = hashlib.sha256()
+    for p in sorted(set(files)):
+        h.update(str(p.relative_to(ROOT)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def trial_key(cfg, method: str) -> str:
+    raw = cfg.dump()
+    raw.pop("runs_dir", None)
+    raw.pop("name", None)
+    return hashlib.sha256((json.dumps(raw, sort_keys=True) + code_hash(method)).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------- trials
+def diagnostics_block(epochs: int, quiet: bool = False) -> dict:
+    """Diagnostics the table reads (probes at init and at the end, gradient shares); all off for timing."""
+    from core.config import DiagnosticsConfig
+
+    fields = DiagnosticsConfig.model_fields
+    out = {k: v for k, v in QUIET.items() if k in fields}
+    if quiet:
+        out = {k: False for k in out}
+        if "probe" in fields:
+            out["probe"] = False
+        return out
+    if "probe" in fields:
+        out["probe"] = True
+    if "probe_every" in fields:
+        out["probe_every"] = max(1, epochs)
+    return out
+
+
+def trial_config(method: str, dataset: str, seed: int, epochs: int, runs_dir: str, modality: str | None = None,
+                 extra: dict | None = None, quiet: bool = False):
+    from core.config import resolve_config
+
     method_block: dict = {"name": method, **(extra or {})}
     if modality is not None:
         method_block["modality"] = modality
@@ -55,29 +158,23 @@ def trial_config(method: str, preset: str, seed: int, epochs: int, runs_dir: str
         "epochs": epochs,
         "seed": seed,
         "device": "cpu",
-        "data": {"name": "synthetic", "preset": preset},
+        "data": dict(DATASETS[dataset]["data"]),
         "method": method_block,
         "log": {"progress": False, "checkpoint": False, "eval_train": False},
-        "diagnostics": dict(QUIET),
+        "diagnostics": diagnostics_block(epochs, quiet),
     }
     return resolve_config(base=base)
 
 
-def config_hash(cfg) -> str:
-    raw = cfg.dump()
-    raw.pop("runs_dir", None)
-    raw.pop("name", None)
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def trials(methods: list[str], presets: list[str], seeds: list[int]) -> list[tuple[str, str, int, str | None]]:
+def trials(methods: list[str], datasets: list[str], seeds: list[int]) -> list[tuple[str, str, int, str | None]]:
     out = []
-    for preset in presets:
+    for ds in datasets:
+        info = dataset_info(ds)
         for method in methods:
-            mods = PRESETS[preset]["modalities"] if method == "unimodal" else [None]
+            mods = info["modalities"] if method == "unimodal" else [None]
             for m in mods:
                 for seed in seeds:
-                    out.append((method, preset, seed, m))
+                    out.append((method, ds, seed, m))
     return out
 
 
@@ -115,17 +212,28 @@ def load_results(path: Path) -> list[dict]:
     return rows
 
 
+READ_PREFIXES = ("acc/test/", "acc/best/test/", "best/epoch", "probe/test/", "probe_init/test/", "probe_util/")
+MEAN_PREFIXES = ("grad_share/", "grad_applied_share/")
+
+
 def run_trial(cfg) -> dict:
     from core.engine import Trainer
     from core.store import open_run
 
     t = Trainer(cfg)
     t0, c0 = time.perf_counter(), time.process_time()
-    final = t.fit()
+    t.fit()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    times = open_run(t.run_dir).scalars("time/epoch")["value"].tolist()
+    r = open_run(t.run_dir)
+    metrics = {k: float(v) for k, v in r.final_scalars().items() if k.startswith(READ_PREFIXES)}
+    names = [n for n in r.scalar_names() if n.startswith(MEAN_PREFIXES)]
+    if names:
+        df = r.scalars(names)
+        for n, v in df.groupby("name")["value"].mean().items():
+            metrics[f"mean/{n}"] = float(v)
+    times = r.scalars("time/epoch")["value"].tolist()
     return {
-        "metrics": final,
+        "metrics": metrics,
         "time_per_epoch": sum(times) / len(times),
         "wall_s": wall,
         "cpu_per_epoch": cpu / len(times),
@@ -135,207 +243,298 @@ def run_trial(cfg) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------- statistics
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t_quantile(df: int) -> float:
+    """Two-sided 95 % Student t quantile t_{0.975, df} (table; nearest lower tabulated df beyond 10)."""
+    if df in T975:
+        return T975[df]
+    return T975[max(k for k in T975 if k <= df)] if df > 0 else float("nan")
+
+
+def paired_interval(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, float, int]:
+    """Mean of ``a[s] − b[s]`` over common seeds with its 95 % t-interval: (mean, lo, hi, n)."""
+    common = sorted(set(a) & set(b))
+    d = [a[s] - b[s] for s in common]
+    if not d:
+        return float("nan"), float("nan"), float("nan"), 0
+    m = statistics.fmean(d)
+    if len(d) < 2:
+        return m, float("nan"), float("nan"), len(d)
+    half = t_quantile(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+    return m, m - half, m + half, len(d)
+
+
+def utilisation(probe: float, init: float, alone: float) -> float:
+    """``(probe − probe_init) / (probe_alone − probe_init)``: 1 = as much as training m alone."""
+    den = alone - init
+    return (probe - init) / den if abs(den) > 1e-9 else float("nan")
+
+
 def mean_std(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if x == x]
     if not xs:
         return float("nan"), float("nan")
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def timing_ratios(rows: list[dict], preset: str) -> dict[str, tuple[float, float]]:
-    """(wall, cpu) time per epoch relative to joint: median over the interleaved timing rounds."""
+def timing_ratios(rows: list[dict], dataset: str) -> dict[str, float]:
+    """Wall time per epoch relative to joint: median over the interleaved timing rounds."""
     per: dict[str, dict[int, dict]] = {}
     for r in rows:
-        if r.get("kind") == "timing" and r["preset"] == preset:
+        if r.get("kind") == "timing" and r["dataset"] == dataset:
             per.setdefault(r["label"], {})[r["rep"]] = r
     if "joint" not in per:
         return {}
     out = {}
     for lab, reps in per.items():
         common = [k for k in reps if k in per["joint"]]
-        if not common:
-            continue
-        wall = statistics.median(reps[k]["time_per_epoch"] / per["joint"][k]["time_per_epoch"] for k in common)
-        cpu = statistics.median(reps[k]["cpu_per_epoch"] / per["joint"][k]["cpu_per_epoch"] for k in common)
-        out[lab] = (wall, cpu)
+        if common:
+            out[lab] = statistics.median(reps[k]["time_per_epoch"] / per["joint"][k]["time_per_epoch"] for k in common)
     return out
 
 
-def summarise(rows: list[dict], preset: str) -> list[dict]:
-    """One line per method label: means over seeds (latest result per key)."""
-    timing = timing_ratios(rows, preset)
-    latest: dict[tuple, dict] = {}
+def summarise(rows: list[dict], dataset: str, weak: str, dominant: str) -> list[dict]:
+    """One line per method label on ``dataset`` (see module docstring for the columns)."""
+    timing = timing_ratios(rows, dataset)
+    by_label: dict[str, dict[int, dict]] = {}
     for r in rows:
-        if r["preset"] == preset and r.get("kind", "trial") == "trial":
-            latest[(r["label"], r["seed"], r["hash"])] = r
-    by_label: dict[str, list[dict]] = {}
-    for r in latest.values():
-        by_label.setdefault(r["label"], []).append(r)
-    joint_t = [r["time_per_epoch"] for r in by_label.get("joint", [])]
-    joint_time = statistics.fmean(joint_t) if joint_t else float("nan")
-    mods = PRESETS[preset]["modalities"]
+        if r.get("kind", "trial") == "trial" and r["dataset"] == dataset:
+            by_label.setdefault(r["label"], {})[r["seed"]] = r
+    alone = {s: r["metrics"].get(f"probe/test/{weak}") for s, r in by_label.get(f"unimodal:{weak}", {}).items()}
+    joint = {s: r["metrics"]["acc/test/fused"] for s, r in by_label.get("joint", {}).items()}
     out = []
     for lab, rs in by_label.items():
-        fused = [r["metrics"]["acc/test/fused"] for r in rs]
-        per = {}
-        for m in mods:
-            vals = [r["metrics"][f"acc/test/{m}"] for r in rs if f"acc/test/{m}" in r["metrics"]]
-            if vals:
-                per[m] = mean_std(vals)
-        bayes = rs[0]["bayes"].get("fused", float("nan"))
-        t = statistics.fmean(r["time_per_epoch"] for r in rs)
-        wall, cpu = timing.get(lab, (t / joint_time if joint_time == joint_time else float("nan"), float("nan")))
-        out.append(
-            {"label": lab, "n": len(rs), "fused": mean_std(fused), "per": per, "bayes": bayes,
-             "gap": bayes - statistics.fmean(fused), "rel_time": wall, "rel_cpu": cpu}
-        )
+        fused = {s: r["metrics"]["acc/test/fused"] for s, r in rs.items()}
+        best = [r["metrics"].get("acc/best/test/fused", float("nan")) for r in rs.values()]
+        probe = [r["metrics"].get(f"probe/test/{weak}", float("nan")) for r in rs.values()]
+        utils = []
+        for s, r in rs.items():
+            m = r["metrics"]
+            if m.get(f"probe_util/{weak}") is not None:
+                utils.append(m[f"probe_util/{weak}"])
+            elif alone.get(s) is not None and f"probe/test/{weak}" in m and f"probe_init/test/{weak}" in m:
+                utils.append(utilisation(m[f"probe/test/{weak}"], m[f"probe_init/test/{weak}"], alone[s]))
+        share = [r["metrics"].get(f"mean/grad_applied_share/{dominant}", float("nan")) for r in rs.values()]
+        bayes = next(iter(rs.values()))["bayes"].get("fused", float("nan"))
+        diff = paired_interval(fused, joint) if lab != "joint" else (0.0, float("nan"), float("nan"), len(fused))
+        jm = statistics.fmean(joint.values()) if joint else float("nan")
+        fm = statistics.fmean(fused.values())
+        closed = (fm - jm) / (bayes - jm) if bayes == bayes and abs(bayes - jm) > 1e-9 else float("nan")
+        out.append({
+            "label": lab, "n": len(rs), "fused": mean_std(list(fused.values())), "best": mean_std(best),
+            "probe": mean_std(probe), "util": mean_std(utils), "share": mean_std(share), "diff": diff,
+            "bayes": bayes, "closed": closed, "rel_time": timing.get(lab, float("nan")),
+        })
+
     def rank(lab: str) -> int:
-        if lab == "joint":
-            return 0
-        if lab.startswith("unimodal"):
-            return 3
-        return 2 if "(" in lab else 1
+        return 0 if lab == "joint" else 3 if lab.startswith("unimodal") else 2 if "(" in lab else 1
 
     out.sort(key=lambda r: (rank(r["label"]), -r["fused"][0]))
     return out
 
 
-def fmt(ms: tuple[float, float]) -> str:
-    return f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"
+# ---------------------------------------------------------------------------- rendering
+def _pct(ms: tuple[float, float]) -> str:
+    return "–" if ms[0] != ms[0] else f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"
 
 
-def report(rows: list[dict], presets: list[str], epochs: int, timing: str = "", command: str = "") -> str:
-    lines = [
-        "# Method results on the synthetic presets",
-        "",
-        *([f"Command: `{command}`", ""] if command else []),
-        "Produced by `benchmarks/methods.py` (do not edit by hand). Every method runs with the",
-        "RunConfig defaults (default model: 2-layer MLP encoders, concat fusion; SGD lr 0.05, momentum 0.9;",
-        f"batch 64; {epochs} epochs) and its own default hyperparameters; only the method and the seed",
-        "change. Accuracies are test accuracies in % after the last epoch, mean ± std over seeds.",
-        "",
-        "* **fused**: accuracy of the method's prediction.",
-        "* **per-modality head accuracy**: accuracy of each modality's unimodal logits (slices of the",
-        "  concat fusion layer for most methods; the method's own per-modality heads for MIE;",
-        "  the only head for `unimodal:<m>`). It says how much each modality's branch can do on its",
-        "  own inside the trained model; it is not a re-trained linear probe.",
-        "* **gap to Bayes**: Bayes-optimal fused accuracy of the preset minus the mean fused accuracy",
-        "  (percentage points; smaller is better).",
-        "* **time/epoch**: training wall time per epoch relative to `joint` on the same preset (CPU,",
-        "  one thread; evaluation excluded), from a separate timing pass in which every method runs",
-        f"  {timing} in turn, round after round, so load on the shared machine hits all alike; the",
-        "  median ratio over rounds is shown. **CPU/epoch** is the same for process CPU time (which",
-        "  includes the per-epoch test evaluation, identical for all methods, so it understates ratios).",
-        "* rows named `method(knob=value)` are ablations run with `--variant` (defaults otherwise).",
-        "",
-    ]
-    for preset in presets:
-        summ = summarise(rows, preset)
-        if not summ:
+def _num(x: float, fmt: str = "{:.2f}") -> str:
+    return "–" if x != x else fmt.format(x)
+
+
+def _diff(d: tuple) -> str:
+    m, lo, hi, n = d
+    if m != m:
+        return "–"
+    if lo != lo:
+        return f"{100 * m:+.1f}"
+    return f"{100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def load_snapshot(path: Path = SNAPSHOT) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"rows": [], "datasets": [], "command": ""}
+
+
+def render_dataset(snapshot: dict, dataset: str) -> str:
+    info = snapshot.get("info", {}).get(dataset)
+    rows = snapshot.get("rows", [])
+    if info is None or not any(r.get("dataset") == dataset for r in rows):
+        return f"*No results for `{dataset}` in `benchmarks/results/methods.json` yet.*\n"
+    weak, dom = info["weak"], info["dominant"]
+    summ = summarise(rows, dataset, weak, dom)
+    bayes = summ[0]["bayes"]
+    head = ["method", "seeds", "fused (last)", "fused (best valid)", f"{weak} probe", f"{weak} utilisation",
+            f"{dom} applied grad share", "Δ vs joint [95% CI] (pp)", "joint→Bayes gap closed", "time/epoch vs joint"]
+    body = [[s["label"], s["n"], _pct(s["fused"]), _pct(s["best"]), _pct(s["probe"]), _num(s["util"][0]),
+             _num(s["share"][0]), "–" if s["label"] == "joint" else _diff(s["diff"]),
+             "–" if s["label"] == "joint" else _num(s["closed"], "{:.0%}"), _num(s["rel_time"], "{:.2f}×")] for s in summ]
+    note = f"Bayes ceiling (fused): {_num(100 * bayes, '{:.1f}')}%. Weak modality: `{weak}`; dominant: `{dom}`.\n\n"
+    return note + doctables.table(head, body)
+
+
+def render_headline(snapshot: dict, dataset: str = "imbalanced") -> str:
+    info = snapshot.get("info", {}).get(dataset)
+    rows = snapshot.get("rows", [])
+    if info is None or not any(r.get("dataset") == dataset for r in rows):
+        return f"*No results for `{dataset}` yet.*\n"
+    summ = {s["label"]: s for s in summarise(rows, dataset, info["weak"], info["dominant"])}
+    body, wins, best = [], 0, None
+    for m in BALANCING:
+        s = summ.get(m)
+        if s is None:
             continue
-        mods = PRESETS[preset]["modalities"]
-        bayes = summ[0]["bayes"]
-        lines += [f"## {preset}", "", f"Bayes ceiling (fused): {100 * bayes:.1f}%.", ""]
-        head = ["method", "seeds", "fused acc", *[f"{m} head acc" for m in mods], "gap to Bayes (pp)", "time/epoch vs joint", "CPU/epoch vs joint"]
-        lines.append("| " + " | ".join(head) + " |")
-        lines.append("|" + "---|" * len(head))
-        for s in summ:
-            per = [fmt(s["per"][m]) if m in s["per"] else "–" for m in mods]
-            lines.append(
-                f"| {s['label']} | {s['n']} | {fmt(s['fused'])} | " + " | ".join(per) + f" | {100 * s['gap']:.1f} | {s['rel_time']:.2f}× | {s['rel_cpu']:.2f}× |"
-            )
-        lines.append("")
-    return "\n".join(lines)
+        d = s["diff"]
+        win = d[0] == d[0] and d[0] >= 0.03
+        wins += win
+        if best is None or s["fused"][0] > summ[best]["fused"][0]:
+            best = m
+        body.append([m, _diff(d), "yes" if win else "no", _num(s["closed"], "{:.0%}"), _num(s["util"][0]), _num(s["share"][0])])
+    j = summ.get("joint")
+    text = doctables.table(["method", "Δ vs joint [95% CI] (pp)", "≥ +3 pp", "gap closed", f"{info['weak']} utilisation", f"{info['dominant']} applied grad share"], body)
+    if j is not None:
+        text += (f"\n{wins} of {len(body)} balancing methods beat `joint` by ≥ 3 points on the mean paired difference "
+                 f"(joint {_pct(j['fused'])}, weak-modality utilisation {_num(j['util'][0])}, dominant applied share "
+                 f"{_num(j['share'][0])}). Best: `{best}`, closing {_num(summ[best]['closed'], '{:.0%}')} of the joint→Bayes gap.\n")
+    return text
 
 
+def render_setup(snapshot: dict) -> str:
+    if not snapshot.get("rows"):
+        return "*The benchmark has not been run on this code yet.*\n"
+    lines = [f"Command: `{snapshot.get('command', '')}`", "",
+             f"Epochs: {snapshot.get('epochs')}; seeds: {snapshot.get('seeds')}; timing: {snapshot.get('timing', '')}.", "",
+             "Code keys (hash of the source each row depends on): " + ", ".join(f"`{k}` {v}" for k, v in sorted(snapshot.get("code", {}).items())) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _register() -> None:
+    doctables.renderer("methods.setup")(lambda: render_setup(load_snapshot()))
+    doctables.renderer("methods.headline")(lambda: render_headline(load_snapshot()))
+    for ds in DATASETS:
+        doctables.renderer(f"methods.{ds}")(lambda ds=ds: render_dataset(load_snapshot(), ds))
+
+
+_register()
+
+
+def write_docs() -> None:
+    from benchmarks.doctables import blocks
+
+    for doc in (DOC, "docs/methods.md"):
+        for key in blocks((ROOT / doc).read_text(encoding="utf-8")):
+            if key.startswith("methods."):
+                doctables.write_block(doc, key)
+
+
+# ---------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
+    from core.methods import list_methods
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--methods", default=",".join(list_methods()), help="comma-separated registry names (default: all)")
-    ap.add_argument("--presets", default=",".join(ALL_PRESETS), help="comma-separated synthetic presets")
+    ap.add_argument("--methods", default=",".join(m for m in list_methods() if m != "purify"), help="comma-separated registry names (default: all but purify)")
+    ap.add_argument("--datasets", default=",".join(DEFAULT_DATASETS), help=f"comma-separated, from {', '.join(DATASETS)}")
     ap.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--results", default=str(RESULTS), help="JSON-lines cache of finished trials")
-    ap.add_argument("--report", default=str(REPORT), help="markdown report to write")
+    ap.add_argument("--snapshot", default=str(SNAPSHOT), help="JSON the doc tables are rendered from")
     ap.add_argument("--variant", action="append", default=[], metavar="METHOD:KEY=VALUE",
                     help="extra configuration of a method, e.g. cpsl:aux_weight=0 (repeatable; row cpsl(aux_weight=0))")
     ap.add_argument("--timing-reps", type=int, default=3, help="rounds of the interleaved timing pass (0 = skip)")
     ap.add_argument("--timing-epochs", type=int, default=3, help="epochs per timing run")
-    ap.add_argument("--report-only", action="store_true", help="only rebuild the report from the cache")
+    ap.add_argument("--report-only", action="store_true", help="only rebuild the snapshot and the doc from the cache")
+    ap.add_argument("--stale", action="store_true", help="list the trials the cache lacks for the current code, then exit")
     args = ap.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
         print(f"unknown method(s): {', '.join(unknown)}; available: {', '.join(list_methods())}", file=sys.stderr)
         return 2
-    presets = [p for p in args.presets.split(",") if p]
-    bad = [p for p in presets if p not in PRESETS]
+    for needed in ("joint", "unimodal"):
+        if needed not in methods:
+            methods.insert(0, needed)
+    datasets = [d for d in args.datasets.split(",") if d]
+    bad = [d for d in datasets if d not in DATASETS]
     if bad:
-        print(f"unknown preset(s): {', '.join(bad)}; available: {', '.join(PRESETS)}", file=sys.stderr)
+        print(f"unknown dataset(s): {', '.join(bad)}; available: {', '.join(DATASETS)}", file=sys.stderr)
         return 2
+    missing = [d for d in datasets if dataset_info(d) is None]
+    if missing:
+        print(f"skipping dataset(s) this checkout lacks: {', '.join(missing)}", file=sys.stderr)
+        datasets = [d for d in datasets if d not in missing]
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="modalscope-bench-")
-    wanted = {}
-    for method, preset, seed, mod in trials(methods, presets, list(range(args.seeds))):
-        cfg = trial_config(method, preset, seed, args.epochs, tmp, mod)
-        wanted[(label(method, mod), preset, seed, config_hash(cfg))] = cfg
+    wanted, timing_wanted = {}, {}
+    for method, ds, seed, mod in trials(methods, datasets, list(range(args.seeds))):
+        cfg = trial_config(method, ds, seed, args.epochs, tmp, mod)
+        wanted[(label(method, mod), ds, seed, trial_key(cfg, method))] = cfg
+        if seed == 0 and method != "unimodal":
+            tcfg = trial_config(method, ds, 0, args.timing_epochs, tmp, mod, quiet=True)
+            for rep in range(args.timing_reps):
+                timing_wanted[(label(method, mod), ds, rep, trial_key(tcfg, method))] = tcfg
     for text in args.variant:
         lab, method, extra = parse_variant(text)
-        for preset in presets:
+        for ds in datasets:
             for seed in range(args.seeds):
-                cfg = trial_config(method, preset, seed, args.epochs, tmp, extra=extra)
-                wanted[(lab, preset, seed, config_hash(cfg))] = cfg
-    if args.report_only:
+                cfg = trial_config(method, ds, seed, args.epochs, tmp, extra=extra)
+                wanted[(lab, ds, seed, trial_key(cfg, method))] = cfg
+    cached = load_results(results)
+    done = {(r["label"], r["dataset"], r["seed"], r["key"]) for r in cached if r.get("kind", "trial") == "trial" and "dataset" in r}
+    tdone = {(r["label"], r["dataset"], r["rep"], r["key"]) for r in cached if r.get("kind") == "timing" and "dataset" in r}
+    todo = [(k, c) for k, c in wanted.items() if k not in done]
+    ttodo = sorted((k for k in timing_wanted if k not in tdone), key=lambda k: (k[1], k[2]))
+    if args.stale:
+        for k, _ in todo:
+            print("missing", *k[:3])
+        print(f"{len(todo)} trial(s) and {len(ttodo)} timing run(s) to run for the current code", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        from tqdm import tqdm
-
-        done = {(r["label"], r["preset"], r["seed"], r["hash"]) for r in load_results(results) if r.get("kind", "trial") == "trial"}
-        todo = [(k, c) for k, c in wanted.items() if k not in done]
+        return 0
+    if not args.report_only:
         try:
-            bar = tqdm(todo, desc="trials", unit="run", dynamic_ncols=True)
-            for key, cfg in bar:
-                bar.set_postfix_str(f"{key[0]} {key[1]} s{key[2]}")
+            for i, (key, cfg) in enumerate(todo):
+                print(f"[{i + 1}/{len(todo)}] {key[0]} {key[1]} seed {key[2]}", file=sys.stderr, flush=True)
                 res = run_trial(cfg)
                 shutil.rmtree(res.pop("run_dir"), ignore_errors=True)
-                row = {"label": key[0], "preset": key[1], "seed": key[2], "hash": key[3], "epochs": args.epochs, **res}
+                row = {"label": key[0], "dataset": key[1], "seed": key[2], "key": key[3], "epochs": args.epochs, **res}
                 with open(results, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row, sort_keys=True) + "\n")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    timing_wanted = {}
-    for (lab, preset, seed, _), cfg in wanted.items():
-        if seed != 0:
-            continue
-        tcfg = cfg.model_copy(update={"epochs": args.timing_epochs})
-        for rep in range(args.timing_reps):
-            timing_wanted[(lab, preset, rep, config_hash(tcfg))] = tcfg
-    if not args.report_only and timing_wanted:
-        from tqdm import tqdm
-
-        done = {(r["label"], r["preset"], r["rep"], r["hash"]) for r in load_results(results) if r.get("kind") == "timing"}
-        todo = sorted((k for k in timing_wanted if k not in done), key=lambda k: (k[1], k[2]))
-        tmp = tempfile.mkdtemp(prefix="modalscope-bench-")
-        try:
-            for key in tqdm(todo, desc="timing", unit="run", dynamic_ncols=True):
-                cfg = timing_wanted[key].model_copy(update={"runs_dir": tmp})
-                res = run_trial(cfg)
+            for i, key in enumerate(ttodo):
+                print(f"[timing {i + 1}/{len(ttodo)}] {key[0]} {key[1]} round {key[2]}", file=sys.stderr, flush=True)
+                res = run_trial(timing_wanted[key].model_copy(update={"runs_dir": tmp}))
                 shutil.rmtree(res.pop("run_dir"), ignore_errors=True)
-                row = {"kind": "timing", "label": key[0], "preset": key[1], "rep": key[2], "hash": key[3],
+                row = {"kind": "timing", "label": key[0], "dataset": key[1], "rep": key[2], "key": key[3],
                        "epochs": args.timing_epochs, "time_per_epoch": res["time_per_epoch"], "cpu_per_epoch": res["cpu_per_epoch"]}
                 with open(results, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row, sort_keys=True) + "\n")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     rows = [
-        r for r in load_results(results)
-        if (r.get("kind") == "timing" and (r["label"], r["preset"], r["rep"], r["hash"]) in timing_wanted)
-        or (r.get("kind", "trial") == "trial" and (r["label"], r["preset"], r["seed"], r["hash"]) in wanted)
+        r for r in load_results(results) if "dataset" in r and (
+            (r.get("kind") == "timing" and (r["label"], r["dataset"], r["rep"], r["key"]) in timing_wanted)
+            or (r.get("kind", "trial") == "trial" and (r["label"], r["dataset"], r["seed"], r["key"]) in wanted))
     ]
-    command = "OMP_NUM_THREADS=1 python benchmarks/methods.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")
-    text = report(rows, presets, args.epochs, f"{args.timing_epochs} epochs (seed 0)", command)
-    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.report).write_text(text + "\n")
-    print(text)
+    for r in rows:
+        r.pop("wall_s", None)
+    command = "OMP_NUM_THREADS=1 python benchmarks/methods.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--report-only", "--stale"))
+    snapshot = {
+        "command": command.strip(), "epochs": args.epochs, "seeds": args.seeds,
+        "timing": f"{args.timing_reps} interleaved rounds of {args.timing_epochs} epochs (seed 0, diagnostics off)",
+        "datasets": datasets, "info": {d: dataset_info(d) for d in datasets},
+        "code": {m: code_hash(m) for m in sorted({k[0].split("(")[0].split(":")[0] for k in wanted})},
+        "rows": sorted(rows, key=lambda r: (r["dataset"], r["label"], r.get("kind", "trial"), r.get("seed", r.get("rep", 0)))),
+    }
+    Path(args.snapshot).write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
+    if Path(args.snapshot).resolve() == SNAPSHOT.resolve():
+        write_docs()
+    for ds in datasets:
+        print(f"## {ds}\n\n{render_dataset(snapshot, ds)}")
     return 0
 
 

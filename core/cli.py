@@ -17,6 +17,8 @@ from pathlib import Path
 
 from core.errors import ModalScopeError
 
+MISSING = "—"  # how every table (CLI and dashboard) shows a value a run does not have
+
 SUBCOMMANDS: list[str] = [
     "core.gallery",
     "core.data.check",
@@ -64,22 +66,59 @@ def config_from_args(args: argparse.Namespace):
     return resolve_config(base=base, config_file=args.config, overrides=args.set)
 
 
+RESUME_FIXED = (("--config", "config"), ("--dataset", "dataset"), ("--preset", "preset"), ("--data-path", "data_path"),
+                ("--method", "method"), ("--batch-size", "batch_size"), ("--lr", "lr"), ("--seed", "seed"),
+                ("--runs-dir", "runs_dir"), ("--name", "name"), ("--init-from", "init_from"))
+
+
+def _resume_trainer(args: argparse.Namespace):
+    """``train --resume RUN [--epochs N]``: continue the stored config from its last checkpoint.
+
+    ``--epochs N`` extends (or shortens, never below what is trained) the run, a finished
+    one included; the stored config.json is updated once the checkpoint has loaded. Resuming
+    a finished run without a larger ``--epochs`` is refused, as is any flag that would
+    silently change the stored experiment (only ``--epochs``, ``--device``, ``--set`` apply).
+    """
+    from core.config import build_config, read_config_file, resolve_config
+    from core.engine import Trainer
+    from core.store import is_run_dir, open_run
+
+    run_dir = Path(args.resume)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise ModalScopeError(f"--resume {run_dir}: not a run folder (no config.json)")
+    fixed = [flag for flag, attr in RESUME_FIXED if getattr(args, attr, None) is not None]
+    if fixed:
+        raise ModalScopeError(f"--resume continues the stored config: {', '.join(fixed)} cannot change it (only --epochs, --device and --set apply)")
+    raw = read_config_file(cfg_path)
+    stored = dict(raw)
+    if args.epochs is not None:
+        raw["epochs"] = args.epochs
+    if args.device is not None:
+        raw["device"] = args.device
+    cfg = resolve_config(base=raw, overrides=args.set) if args.set else build_config(raw)
+    new = cfg.dump()
+    if args.no_progress:
+        cfg.log.progress = False
+    if is_run_dir(run_dir):
+        reader = open_run(run_dir)
+        done = reader.summary().get("epochs_done") or 0
+        if reader.status() == "finished" and cfg.epochs <= done:
+            raise ModalScopeError(f"--resume {run_dir}: the run already finished its {done} epochs; "
+                                  f"add --epochs N with N > {done} to train it further")
+        if cfg.epochs < done:
+            raise ModalScopeError(f"--epochs {cfg.epochs}: the run has already trained {done} epochs (give at least {done})")
+    trainer = Trainer(cfg, resume=True, run_dir=run_dir)
+    if new != stored:
+        cfg_path.write_text(json.dumps(new, indent=2))
+    return trainer
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.config import build_config, read_config_file
     from core.engine import StopRequested, Trainer
 
     if args.resume:
-        from core.config import resolve_config
-
-        run_dir = Path(args.resume)
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.is_file():
-            raise ModalScopeError(f"--resume {run_dir}: not a run folder (no config.json)")
-        raw = read_config_file(cfg_path)
-        cfg = resolve_config(base=raw, overrides=args.set) if args.set else build_config(raw)
-        if args.no_progress:
-            cfg.log.progress = False
-        trainer = Trainer(cfg, resume=True, run_dir=run_dir)
+        trainer = _resume_trainer(args)
     else:
         cfg = config_from_args(args)
         if args.no_progress:
@@ -107,10 +146,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if df.empty:
             print(f"no runs under {', '.join(args.roots or [args.runs_dir])}")
             return 0
-        cols = [c for c in ["name", "method", "preset", "seed", "status", "epochs_done", "epochs", "acc_fused"] if c in df]
+        cols = [c for c in ["name", "method", "preset", "seed", "status", "epochs_done", "epochs", "acc_fused", "best_fused"] if c in df]
         cols += sorted(c for c in df.columns if c.startswith("acc_") and c != "acc_fused")
+        out = df[cols].astype(object)
+        for c in cols:  # a value a run lacks (a modality it does not have, no epoch yet) reads "—", as on the dashboard
+            num = pd.to_numeric(df[c], errors="coerce") if c.startswith(("acc_", "best_")) else None
+            if num is not None:
+                out[c] = [MISSING if pd.isna(v) else f"{v:.4f}" for v in num]
+            else:
+                out[c] = [MISSING if v is None or (isinstance(v, float) and pd.isna(v)) else (int(v) if isinstance(v, float) and v.is_integer() else v)
+                          for v in df[c]]
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
-            print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+            print(out.to_string(index=False))
         return 0
     run = open_run(resolve_run(args.run, args.runs_dir))
     if args.runs_cmd == "show":
@@ -131,11 +178,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     if args.runs_cmd == "export":
         what = args.what
+        if args.format == "tensorboard":
+            from core.export_tb import export_tensorboard
+
+            if what != "scalars":
+                raise ModalScopeError("--format tensorboard exports scalars and gap histograms; use --what scalars")
+            print(export_tensorboard(run, Path(args.out) if args.out else run.dir / "export_tensorboard"))
+            return 0
         df = {"scalars": run.scalars, "samples": run.samples, "contributions": run.contributions, "events": run.events, "gmm": run.gmm}[what]()
         if what == "gmm":
             for c in ("weights", "means", "variances"):
                 df[c] = [json.dumps(v) for v in df[c]]
-        out = Path(args.out) if args.out else Path(f"{run.name}_{what}.{args.format}")
+        out = Path(args.out) if args.out else run.dir / f"export_{what}.{args.format}"
         if args.format == "csv":
             df.to_csv(out, index=False)
         else:
@@ -164,12 +218,50 @@ def dashboard_command(host: str, port: int, runs_dir: str, sample_runs: str) -> 
     ]
 
 
+class _Stop(Exception):
+    pass
+
+
+def serve_child(cmd: list[str]) -> int:
+    """Run ``cmd`` as a child and take it down with us: SIGTERM, SIGINT (Ctrl-C) or SIGHUP to
+    this process terminates the child (SIGKILL after 10 s) before we exit, so no server is
+    left holding the port. Returns the child's exit status, or 130 when we were stopped."""
+    import signal
+
+    proc = subprocess.Popen(cmd)
+
+    def handler(signum, frame):
+        raise _Stop(signum)
+
+    old = {}
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        try:
+            old[s] = signal.signal(s, handler)
+        except (ValueError, OSError):
+            pass
+    try:
+        return proc.wait()
+    except (_Stop, KeyboardInterrupt):
+        for s in old:  # a second signal must not interrupt the clean-up
+            signal.signal(s, signal.SIG_IGN)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 130
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         print(f"warning: binding the dashboard to {args.host}: anyone who can reach this address can launch and delete runs", file=sys.stderr)
     cmd = dashboard_command(args.host, args.port, args.runs_dir, args.sample_runs)
     print(f"ModalScope dashboard on http://{args.host}:{args.port}  (runs: {args.runs_dir}, gallery: {args.sample_runs})", file=sys.stderr)
-    return subprocess.call(cmd)
+    return serve_child(cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,8 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--runs-dir", default="runs")
         if name == "export":
             q.add_argument("--what", choices=["scalars", "samples", "contributions", "events", "gmm"], default="scalars")
-            q.add_argument("--format", choices=["csv", "parquet"], default="csv")
-            q.add_argument("--out", help="output file")
+            q.add_argument("--format", choices=["csv", "parquet", "tensorboard"], default="csv",
+                           help="tensorboard: a folder of event files (scalars and gap histograms)")
+            q.add_argument("--out", help="output file or folder (default: export_<what>.<format> in the run's folder)")
     r.set_defaults(fn=cmd_runs)
 
     d = sub.add_parser("dashboard", help="start the Streamlit dashboard")

@@ -98,6 +98,9 @@ class DiagnosticsConfig(Strict):
         False, description="Cross-check contributions with captum attribution (opt-in: importing captum costs ~1 s of start-up)."
     )
     captum_method: Literal["shapley_sampling", "feature_ablation"] = Field("feature_ablation", description="captum algorithm.")
+    probe: bool = Field(True, description="Linear probes on frozen encoder features (fit on train, scored on valid/test) at init, every probe_every epochs and at the last epoch.")
+    probe_every: int = Field(5, ge=1, le=100000, description="Epochs between encoder probes (the last epoch is always probed).")
+    probe_max_samples: int = Field(20000, ge=10, le=10_000_000, description="At most this many samples per split (a fixed seeded subset) for the probes.")
     robust: bool = Field(False, description="At the end of a run, test accuracy with each modality noised or blanked (opt-in).")
     robust_levels: list[Annotated[float, Field(ge=0.0, le=100.0)]] = Field(
         [0.5, 1.0, 2.0], min_length=1, max_length=16, description="Gaussian noise std as multiples of each feature's std."

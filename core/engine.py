@@ -1,8 +1,13 @@
 """The training loop. It owns the loop; methods shape loss and gradients through hooks.
 
 Per step it logs ``loss/<part>`` (``loss/fused``, ``loss/<m>`` ...), ``loss/total``,
-``grad_norm/<m>``, ``grad_norm/fusion`` and what the method and the diagnostics add; per
-epoch ``acc/{train,valid,test}/{fused,<m>}``, ``lr`` and ``time/epoch``.
+``grad_norm/<m>``, ``grad_norm/fusion`` (before the method edits gradients),
+``grad_applied/<m>`` (what the optimiser gets) and what the method and the diagnostics add;
+per epoch ``acc/{train,valid,test}/{fused,<m>}``, ``acc/best/…`` and ``best/epoch`` (model
+selection on the valid split, :mod:`core.selection`), ``lr`` and ``time/epoch``; encoder
+probes ``probe/…`` before the first step and every ``diagnostics.probe_every`` epochs, and
+``probe_util/<m>`` at the end when a matching unimodal reference run exists
+(:mod:`core.reference`).
 
 Robustness contract:
 
@@ -22,6 +27,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,7 +43,8 @@ from core.diagnostics.sample_store import SampleStore
 from core.errors import StoreError, TrainingError
 from core.methods import LossParts, Method, get_method, task_loss
 from core.metrics import split_metrics
-from core.models import ModelOutput, build_model
+from core.models import ModelOutput, build_model, resolve_heads
+from core.selection import BEST_FILE, NO_VALID, SELECT_ON, BestTracker
 from core.store import RunWriter
 
 CHECKPOINT = "checkpoint.pt"
@@ -62,6 +69,7 @@ class EvalResult:
     fused: np.ndarray
     logits: dict[str, np.ndarray]
     metrics: dict[str, float] = field(default_factory=dict)
+    features: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -228,7 +236,7 @@ class Trainer:
 
             raise DataError("the dataset must have non-empty 'train' and 'test' splits")
         seed_everything(cfg.seed)
-        self.model = build_model(cfg, self.bundle).to(self.device)
+        self.model = build_model(cfg, self.bundle, self._head_kind(method_cls)).to(self.device)
         self.method: Method = method_cls(cfg.method, self.bundle.modalities, self.bundle.task)
         self.method.setup(self)
         for mod in self.method.extra_modules().values():
@@ -240,6 +248,7 @@ class Trainer:
         self._stop_signal: int | None = None
         self._ema_step_time: float | None = None
         self.sample_stores: dict[str, SampleStore] = {}
+        self.best = BestTracker()
 
         if run_dir is None:
             name = cfg.name or cfg.default_name()
@@ -285,12 +294,25 @@ class Trainer:
         )
         if init_note:
             self.event("init", init_note)
+        if self.head_warning and not resume:
+            self.event("warning", self.head_warning)
         if resume:
             self._resume(resumed)
         self.diagnostics = DiagnosticsMonitor(self)
         self.log_file = open(self.run_dir / "log.txt", "a", encoding="utf-8")
 
     # ------------------------------------------------------------------ construction
+    def _head_kind(self, method_cls: type[Method]) -> str:
+        """Resolve ``model.heads`` against the method's declared need; a disagreement is warned once."""
+        from core.models.fusion import FUSIONS
+
+        fusion = self.cfg.model.fusion if len(self.bundle.modalities) > 1 else "sum"
+        kind, warn = resolve_heads(self.cfg.model.heads, method_cls.unimodal_heads(self.cfg.method), FUSIONS[fusion].sliced)
+        self.head_warning = f"method {method_cls.name!r}: {warn}" if warn else None
+        if warn:
+            warnings.warn(self.head_warning, UserWarning, stacklevel=3)
+        return kind
+
     def parameters(self) -> list[torch.nn.Parameter]:
         params = list(self.model.parameters())
         for mod in self.method.extra_modules().values():
@@ -345,6 +367,7 @@ class Trainer:
                 mod.load_state_dict(state["extra"][name])
             self.method.load_state_dict(state.get("method", {}))
             self.sample_stores = {k: SampleStore.from_state_dict(v, self.device) for k, v in state.get("sample_stores", {}).items()}
+            self.best.load_state_dict(state.get("best", {}))
             set_rng_state(state["rng"])
             self.start_epoch = int(state["epoch"]) + 1
             self.global_step = int(state["step"])
@@ -373,12 +396,29 @@ class Trainer:
             "method": self.method.state_dict(),
             "extra": {k: m.state_dict() for k, m in self.method.extra_modules().items()},
             "sample_stores": {k: st.state_dict() for k, st in self.sample_stores.items()},
+            "best": self.best.state_dict(),
             "rng": rng_state(),
             "version": __version__,
         }
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue(), durable=epoch >= self.cfg.epochs - 1)
+
+    def save_best(self, epoch: int, score: float) -> None:
+        """``best.pt``: the weights at the best-valid epoch (``--init-from`` reads it like a checkpoint)."""
+        import io
+
+        state = {
+            "epoch": epoch,
+            "valid_score": score,
+            "selected_on": SELECT_ON,
+            "model": self.model.state_dict(),
+            "extra": {k: m.state_dict() for k, m in self.method.extra_modules().items()},
+            "version": __version__,
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.run_dir / BEST_FILE, buf.getvalue())
 
     def sample_store(self, name: str, momentum: float = 0.9, shape: tuple[int, ...] = ()) -> SampleStore:
         """Per-training-sample values keyed by ``batch["idx"]``, created on first use, checkpointed."""
@@ -427,6 +467,10 @@ class Trainer:
             total = (self.cfg.epochs - self.start_epoch) * len(self._train_loader(self.start_epoch))
             bar = _progress(total, self.cfg.log.progress, self.run_dir.name)
             self.event("start", f"training {self.cfg.method.name} on {self.bundle.modalities} for {self.cfg.epochs} epochs")
+            if self.start_epoch == 0:
+                self.writer.log_scalars(0, 0, self.diagnostics.probe_init())
+            if "valid" not in self.bundle.splits:
+                self.writer.set("model_selection", NO_VALID)
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 self._epoch = epoch
                 final = self._run_epoch(epoch, bar)
@@ -453,12 +497,28 @@ class Trainer:
         fn = getattr(self.method, "on_train_end", None)
         if fn is not None:
             fn(StepContext(self, epoch=self._epoch, step=self.global_step))
+        self._log_utilisation()
         if self.cfg.diagnostics.robust:
             from core.diagnostics.robustness import evaluate_robustness
 
             scalars, table = evaluate_robustness(self, self.cfg.diagnostics.robust_levels, seed=self.cfg.seed)
             self.writer.log_scalars(self.global_step, self._epoch, scalars)
             self.writer.log_table("robustness", table)
+
+    def _log_utilisation(self) -> None:
+        """``probe_util/<m>`` when a matching unimodal reference run exists (else an event saying why not)."""
+        if not self.diagnostics.probes_enabled():
+            return
+        from core.reference import default_roots, probe_utilisation
+
+        self.writer.flush()
+        df = probe_utilisation(self.run_dir, default_roots(self.cfg.runs_dir))
+        logs = {f"probe_util/{m}": u for m, u in zip(df["modality"], df["utilisation"]) if u == u}
+        if logs:
+            self.writer.log_scalars(self.global_step, self._epoch, logs)
+        missing = [f"{m}: {r}" for m, u, r in zip(df["modality"], df["utilisation"], df["reason"]) if u != u]
+        if missing:
+            self.event("probe_util", "no utilisation for " + "; ".join(missing))
 
     def _close(self, status, error, bar, old) -> None:
         if bar is not None:
@@ -504,6 +564,13 @@ class Trainer:
         metrics.update(ctx.logs)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         metrics["time/epoch"] = train_time
+        if "valid" in evals:
+            valid_score = evals["valid"].metrics.get(SELECT_ON, float("nan"))
+            if self.best.update(epoch, valid_score):
+                self.best.snapshot(metrics)
+                if self.cfg.log.checkpoint:
+                    self.save_best(epoch, valid_score)
+            metrics.update(self.best.logs())
         self.writer.log_scalars(self.global_step, epoch, metrics)
         if self.scheduler is not None:
             self.scheduler.step()
@@ -555,6 +622,8 @@ class Trainer:
         self.method.after_backward(ctx)
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.optim.grad_clip)
+        if log_now:
+            logs.update(self.diagnostics.applied_gradients(ctx))
         self.method.optimizer_step(ctx, self._closure(batch, ctx))
         self._running.update(self.method.predict(out).detach(), [z.detach() for z in out.logits.values()], list(out.logits), batch["label"])
         if log_now:
@@ -570,30 +639,53 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def predict_split(self, split: str, batch_size: int = 512, transform: Callable[[dict], dict] | None = None) -> EvalResult:
-        """No-grad predictions for a whole split (``transform`` may corrupt inputs)."""
+    def predict_split(
+        self, split: str, batch_size: int = 512, transform: Callable[[dict], dict] | None = None, features: bool = False
+    ) -> EvalResult:
+        """No-grad predictions for a whole split (``transform`` may corrupt inputs).
+
+        ``features=True`` also keeps every encoder's raw output (``EvalResult.features``), read
+        by forward hooks on the encoders, so the probes reuse this pass instead of running
+        their own. It is left None when an encoder did not see every row exactly once.
+        """
         ds = self.bundle.splits[split]
         was = self.model.training
         self.model.eval()
         idx, labels, fused = [], [], []
         logits: dict[str, list] = {m: [] for m in self.bundle.modalities}
-        for batch in BatchLoader(ds, batch_size, shuffle=False):
-            batch = move_batch(batch, self.device)
-            if transform is not None:
-                batch = transform(batch)
-            out = self.method.forward(self.model, batch, StepContext(self, epoch=self._epoch_or0(), step=self.global_step))
-            fused.append(self.method.predict(out).float().cpu())
-            for m, z in out.logits.items():
-                logits[m].append(z.float().cpu())
-            idx.append(batch["idx"].cpu())
-            labels.append(batch["label"].cpu())
-        self.model.train(was)
+        feats: dict[str, list] = {m: [] for m in self.model.modalities}
+        hooks = []
+        if features:
+            for m in self.model.modalities:
+                hooks.append(self.model.encoders[m].register_forward_hook(
+                    lambda mod, inp, out, m=m: feats[m].append(out.detach().reshape(len(out), -1).float().cpu())))
+        try:
+            for batch in BatchLoader(ds, batch_size, shuffle=False):
+                batch = move_batch(batch, self.device)
+                if transform is not None:
+                    batch = transform(batch)
+                out = self.method.forward(self.model, batch, StepContext(self, epoch=self._epoch_or0(), step=self.global_step))
+                fused.append(self.method.predict(out).float().cpu())
+                for m, z in out.logits.items():
+                    logits[m].append(z.float().cpu())
+                idx.append(batch["idx"].cpu())
+                labels.append(batch["label"].cpu())
+        finally:
+            for h in hooks:
+                h.remove()
+            self.model.train(was)
+        kept = None
+        if features:
+            kept = {m: torch.cat(v) for m, v in feats.items() if v}
+            if len(kept) != len(feats) or any(len(v) != len(ds) for v in kept.values()):
+                kept = None
         res = EvalResult(
             split=split,
             idx=torch.cat(idx).numpy(),
             labels=torch.cat(labels).numpy(),
             fused=torch.cat(fused).numpy(),
             logits={m: torch.cat(v).numpy() for m, v in logits.items() if v},
+            features=kept,
         )
         res.metrics = split_metrics(self.bundle.task, split, res.fused, res.logits, res.labels)
         return res
@@ -614,7 +706,7 @@ class Trainer:
                 continue
             if split == "train" and not self.needs_train_eval(epoch):
                 continue
-            out[split] = self.predict_split(split)
+            out[split] = self.predict_split(split, features=self.diagnostics.probe_reuses(split, epoch))
         return out
 
 

@@ -3,18 +3,25 @@
 What is generated (every registered method is picked up automatically):
 
 * preset ``imbalanced`` (the default): ``unimodal`` on each modality, ``joint`` and every
-  other method, seeds 0, 1, 2 (so Compare can draw mean ± std bands);
-* preset ``noisy``: every method, seed 0;
-* preset ``three_modal``: one run per method family, seed 0.
+  other method (``ensemble`` included), seeds 0, 1, 2 (so Compare can draw mean ± std bands
+  and pair methods with ``joint`` by seed);
+* preset ``noisy``: ``unimodal`` on each modality and every method, seed 0;
+* preset ``complementary`` (each modality carries what the other lacks: the Learn page's
+  contrast, where a low head is specialisation, not suppression): ``unimodal`` on each
+  modality, ``joint``, ``ensemble`` and ``ogm_ge``, seed 0;
+* preset ``three_modal``: ``unimodal`` on each modality, ``joint`` and one run per method
+  family, seed 0.
 
-Methods that need another run to start from (``purify``) are initialised from the
-``joint`` run of the same preset and seed.
+Every run is trained after the ``unimodal`` references of its preset and seed, so its encoder
+probes find their trained-alone level (``probe_util``) in the same root. Methods that need
+another run to start from (``purify``) are initialised from the ``joint`` run of the same
+preset and seed. Presets or methods this checkout does not define are left out.
 
 To keep the folder small (target < 15 MB) the gallery is thinned after training, and what
 was thinned is written into each run's ``thinned`` meta key so the dashboard can say so:
 per-sample snapshots are kept for seed 0 only and only at the last epoch (strong-weak gap
 only for three modalities); per-step scalars of seeds 1 and 2 are kept every 2nd step;
-checkpoints are removed (re-run the stored config to get one); the SQLite files are vacuumed.
+checkpoints (``checkpoint.pt``, ``best.pt``) are removed (re-run the stored config to get them); the SQLite files are vacuumed.
 """
 
 from __future__ import annotations
@@ -48,13 +55,19 @@ def _method_family(name: str) -> str:
     return getattr(get_method(name), "family", "baseline") or "baseline"
 
 
-def plan(seeds: int = 3, epochs: int = DEFAULT_EPOCHS, presets: tuple[str, ...] = ("imbalanced", "noisy", "three_modal")) -> list[GalleryRun]:
-    """The gallery's runs in dependency order (a run's init source comes before it)."""
+PRESETS_SHOWN = ("imbalanced", "noisy", "complementary", "three_modal")
+#: the few methods the complementary contrast needs beside the unimodal references
+CONTRAST_METHODS = ("joint", "ensemble", "ogm_ge")
+
+
+def plan(seeds: int = 3, epochs: int = DEFAULT_EPOCHS, presets: tuple[str, ...] = PRESETS_SHOWN) -> list[GalleryRun]:
+    """The gallery's runs in dependency order (unimodal references first, a run's init source before it)."""
     from core.data.synthetic import PRESETS
     from core.methods import list_methods
 
     preferred = ["ogm_ge", "gmm_adaptive", "cal"]
-    methods = [m for m in list_methods() if m not in ("unimodal", "joint")]
+    registered = list_methods()
+    methods = [m for m in registered if m not in ("unimodal", "joint")]
     methods.sort(key=lambda m: (preferred.index(m) if m in preferred else len(preferred), m))
     runs: list[GalleryRun] = []
 
@@ -74,7 +87,17 @@ def plan(seeds: int = 3, epochs: int = DEFAULT_EPOCHS, presets: tuple[str, ...] 
         )
 
     for preset in presets:
+        if preset not in PRESETS:
+            continue
         mods = PRESETS[preset]["modalities"]
+        if preset in ("three_modal", "complementary"):
+            for mod in mods:
+                add("unimodal", preset, 0, (f"method.modality={mod}",), label=f"unimodal-{mod}")
+        if preset == "complementary":
+            for m in CONTRAST_METHODS:
+                if m in registered:
+                    add(m, preset, 0)
+            continue
         if preset == "three_modal":
             seen: set[str] = set()
             add("joint", preset, 0)
@@ -92,7 +115,14 @@ def plan(seeds: int = 3, epochs: int = DEFAULT_EPOCHS, presets: tuple[str, ...] 
             add("joint", preset, seed)
             for m in methods:
                 add(m, preset, seed)
-    return runs
+    return sorted(runs, key=_stage)
+
+
+def _stage(run: GalleryRun) -> int:
+    """0: unimodal references; 1: runs from scratch; 2: runs initialised from another run."""
+    if run.init_from is not None:
+        return 2
+    return 0 if "method.name=unimodal" in run.overrides else 1
 
 
 def _train_one(args: tuple[GalleryRun, str]) -> tuple[str, dict]:
@@ -120,7 +150,7 @@ def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int], step_strid
             kept = ",".join(str(e) for e in sample_epochs)
             con.execute(f"DELETE FROM samples WHERE epoch NOT IN ({kept})")
             series = [r[0] for r in con.execute("SELECT DISTINCT name FROM samples")]
-            note = f"per-sample snapshots kept only for epoch(s) {kept}"
+            note = f"per-sample snapshots kept only for epoch(s) {','.join(str(e + 1) for e in sample_epochs)} (counted from 1)"
             if "strong-weak" in series and len(series) > 1:
                 con.execute("DELETE FROM samples WHERE name != 'strong-weak'")
                 note += " and only for the strong-weak gap"
@@ -135,10 +165,11 @@ def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int], step_strid
                 (step_stride,),
             )
             notes.append(f"per-step scalars kept every {step_stride} steps (per-epoch scalars all kept)")
-        ck = run_dir / "checkpoint.pt"
-        if ck.exists():
-            ck.unlink()
-            notes.append("checkpoint.pt removed (re-run the stored config to get one)")
+        removed = [f for f in ("checkpoint.pt", "best.pt") if (run_dir / f).exists()]
+        for f in removed:
+            (run_dir / f).unlink()
+        if removed:
+            notes.append(f"{' and '.join(removed)} removed (re-run the stored config to get them)")
         con.execute("DROP INDEX IF EXISTS scalars_name")
         con.execute("DROP INDEX IF EXISTS samples_epoch")
         notes.append("query indexes dropped (small runs scan fast)")
@@ -184,11 +215,11 @@ def generate(out: Path, seeds: int = 3, epochs: int = DEFAULT_EPOCHS, jobs: int 
     if only:
         wanted = {r.name for r in runs if fnmatch.fnmatch(r.name, only)}
         deps = {r.init_from for r in runs if r.name in wanted and r.init_from}
-        runs = [r for r in runs if r.name in wanted or r.name in deps]
+        refs = {(r.preset, r.seed) for r in runs if r.name in wanted}
+        runs = [r for r in runs if r.name in wanted or r.name in deps or (_stage(r) == 0 and (r.preset, r.seed) in refs)]
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="modalscope-gallery-") as tmp:
-        first = [r for r in runs if r.init_from is None]
-        second = [r for r in runs if r.init_from is not None]
+        stages = [[r for r in runs if _stage(r) == k] for k in (0, 1, 2)]
         done: list[str] = []
         bar = None
         if progress:
@@ -198,7 +229,7 @@ def generate(out: Path, seeds: int = 3, epochs: int = DEFAULT_EPOCHS, jobs: int 
         import multiprocessing as mp
 
         with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=mp.get_context("spawn")) as pool:
-            for batch in (first, second):
+            for batch in stages:
                 for name, _ in pool.map(_train_one, [(r, tmp) for r in batch]):
                     done.append(name)
                     if bar is not None:

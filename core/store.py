@@ -72,6 +72,17 @@ CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, step INTEGER, epoch IN
 CREATE TABLE IF NOT EXISTS tables(name TEXT PRIMARY KEY, data TEXT);
 """
 
+# The public, join-free shape of the scalars: ``SELECT step, epoch, name, value FROM scalar_values``.
+# A view holds no data, so adding it leaves SCHEMA_VERSION at 1: files written before it get it
+# the next time a writer opens them, or from :func:`ensure_views`; RunReader.sql has it either way.
+SCALARS_VIEW = "scalar_values"
+VIEWS = f"""
+CREATE VIEW IF NOT EXISTS {SCALARS_VIEW} AS
+    SELECT s.id AS id, s.step AS step, s.epoch AS epoch, n.name AS name, s.value AS value
+    FROM scalars s JOIN names n ON n.id = s.name_id;
+"""
+SCHEMA += VIEWS
+
 ROW_TABLES = {
     "scalars": ("step", "epoch", "name_id", "value"),
     "histograms": ("epoch", "split", "name", "edges", "counts"),
@@ -420,6 +431,25 @@ class RunReader:
         except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
             raise StoreError(f"cannot read {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
 
+    def sql(self, query: str, params: Iterable = ()) -> pd.DataFrame:
+        """Run a read-only SQL query on this run (the connection is opened read-only).
+
+        ``scalar_values(id, step, epoch, name, value)`` is available even on files written
+        before the view existed (it is then created as a TEMP view of this connection only).
+        """
+
+        def do():
+            with closing(self._con()) as con:
+                has = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ?", (SCALARS_VIEW,)).fetchone()
+                if not has:
+                    con.execute(VIEWS.replace("CREATE VIEW IF NOT EXISTS ", "CREATE TEMP VIEW IF NOT EXISTS ").strip().rstrip(";"))
+                return pd.read_sql_query(query, con, params=tuple(params))
+
+        try:
+            return _retry(do)
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
+            raise StoreError(f"cannot query {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
+
     def _check(self, meta: dict[str, Any] | None = None) -> None:
         meta = self.meta() if meta is None else meta
         sv = int(meta.get("schema_version", SCHEMA_VERSION) or SCHEMA_VERSION)
@@ -547,22 +577,52 @@ class RunReader:
     def counts(self) -> dict[str, int]:
         return {t: int(self._query(f"SELECT COUNT(*) AS n FROM {t}")["n"].iloc[0]) for t in ROW_TABLES}
 
+    def best_vs_last(self) -> pd.DataFrame:
+        """Accuracy at the best-valid epoch next to the last epoch's, per split and head.
+
+        Columns ``split, key, best, last, best_epoch, last_epoch`` (``key`` = ``fused`` or a
+        modality); one row per ``acc/<split>/<key>`` the run logged. ``best`` is NaN and
+        ``attrs["reason"]`` says why when the run has no model selection (no valid split, or a
+        run older than it). Selection is on ``acc/valid/fused`` only (:mod:`core.selection`).
+        """
+        cols = ["split", "key", "best", "last", "best_epoch", "last_epoch"]
+        df = self._query(
+            "SELECT n.name, s.epoch, s.value FROM scalars s JOIN names n ON n.id = s.name_id "
+            "WHERE s.id IN (SELECT MAX(id) FROM scalars GROUP BY name_id) "
+            "AND ((n.name >= 'acc/' AND n.name < 'acc0') OR n.name = 'best/epoch')"
+        )
+        last = {n: (v, e) for n, e, v in zip(df["name"], df["epoch"], df["value"])}
+        best_epoch = last.get("best/epoch", (float("nan"), None))[0]
+        rows = []
+        for name, (v, e) in sorted(last.items()):
+            parts = name.split("/")
+            if len(parts) != 3 or parts[0] != "acc":
+                continue
+            b = last.get(f"acc/best/{parts[1]}/{parts[2]}", (float("nan"), None))[0]
+            rows.append({"split": parts[1], "key": parts[2], "best": b, "last": v, "best_epoch": best_epoch, "last_epoch": int(e)})
+        out = pd.DataFrame(rows, columns=cols)
+        if best_epoch != best_epoch:
+            out.attrs["reason"] = str(self.meta().get("model_selection") or "this run has no acc/best/* (trained before model selection existed)")
+        return out
+
     def summary(self) -> dict[str, Any]:
         """One row of the runs table: identity, status, progress and final accuracies.
 
-        Three small queries through one connection (the Runs page reads this for every run)."""
+        A few small indexed queries through one connection (the Runs page reads this for every run)."""
 
         def do():
             with closing(self._con()) as con:
                 meta = _parse_meta(con.execute("SELECT key, value FROM run").fetchall())
                 finals = dict(con.execute(FINAL_SQL, ("acc/test/", "acc/test/\uffff")).fetchall())
+                best = dict(con.execute(FINAL_SQL, ("acc/best/test/", "acc/best/test/\uffff")).fetchall())
+                best.update(con.execute(FINAL_SQL, ("best/epoch", "best/epoch\uffff")).fetchall())
                 e = con.execute(
                     "SELECT MAX(s.epoch) FROM scalars s JOIN names n ON n.id = s.name_id WHERE n.name = 'acc/test/fused'"
                 ).fetchone()[0]
-                return meta, finals, e
+                return meta, finals, best, e
 
         try:
-            meta, finals, epochs_done = _retry(do)
+            meta, finals, best_finals, epochs_done = _retry(do)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot read {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
         self._check(meta)
@@ -589,7 +649,27 @@ class RunReader:
         }
         for k, v in finals.items():
             row[k.replace("acc/test/", "acc_")] = v
+        for k, v in best_finals.items():
+            if k.startswith("acc/best/test/"):
+                row[k.replace("acc/best/test/", "best_acc_")] = v
+        if best_finals.get("best/epoch") is not None:
+            row["best_epoch"] = int(best_finals["best/epoch"])
+        if "acc/best/test/fused" in best_finals:
+            row["best_fused"] = best_finals["acc/best/test/fused"]
         return row
+
+
+def ensure_views(run_dir: str | Path) -> None:
+    """Add the public views to a run file written before they existed (a write; not while the run trains)."""
+    path = Path(run_dir) / DB_NAME
+    if not path.is_file():
+        raise StoreError(f"{run_dir} is not a ModalScope run (no {DB_NAME})")
+    try:
+        with closing(_connect(path)) as con:
+            con.executescript(VIEWS)
+            con.commit()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"cannot add views to {path}: {e}") from None
 
 
 def open_run(path: str | Path) -> RunReader:

@@ -11,7 +11,7 @@ Scalar frames use the store's long layout ``step, epoch, name, value``.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,10 @@ MODALITY_COLORS = {
     "total": "#7F7F7F",
 }
 _PALETTE = ["#F2A541", "#17BECF", "#B07AA1", "#9C755F", "#EDC948", "#76B7B2", "#FF9DA7", "#BAB0AC"]
+# Colours that mean something other than a modality (flags, thresholds, mixture components):
+# never a modality's colour, so audio is always the same orange-red and visual the same blue.
+ALERT = "#C0392B"
+COMPONENT_COLORS = ["#8E6C8A", "#F2A541", "#17BECF"]
 GROUP_PALETTE = ["#2E86AB", "#E4572E", "#59A14F", "#B07AA1", "#F2A541", "#17BECF", "#9C755F", "#2B2D42", "#EDC948", "#FF9DA7"]
 MAX_POINTS = 2000
 AXIS = {"showgrid": True, "gridcolor": "#ECEFF3", "zeroline": False, "linecolor": "#C9CED6", "ticks": "outside", "tickcolor": "#C9CED6"}
@@ -71,12 +75,19 @@ def _figure(traces: list[dict], layout: dict) -> go.Figure:
     return go.Figure({"data": traces, "layout": layout}, _validate=False)
 
 
-def _hline(layout: dict, y: float, color: str, text: str | None = None, yref: str = "y") -> None:
+def _hline(layout: dict, y: float, color: str, text: str | None = None, yref: str = "y", inside: bool = False) -> None:
+    """A dotted horizontal reference line; its label sits in the right margin, level with the
+    line, so it never lies on a curve (``inside``: at the plot's right edge on a white patch,
+    for figures whose right margin holds a second axis)."""
     layout.setdefault("shapes", []).append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": yref, "y0": y, "y1": y,
                                             "line": {"color": color, "dash": "dot", "width": 1}})
     if text:
-        layout.setdefault("annotations", []).append({"xref": "paper", "x": 0.01, "yref": yref, "y": y, "text": text, "showarrow": False,
-                                                     "xanchor": "left", "yanchor": "bottom", "font": {"size": 10, "color": color}})
+        pos = {"x": 0.995, "xanchor": "right", "yanchor": "bottom", "bgcolor": "rgba(255,255,255,0.85)"} if inside else \
+            {"x": 1.005, "xanchor": "left", "yanchor": "middle"}
+        layout.setdefault("annotations", []).append({"xref": "paper", "yref": yref, "y": y, "text": text, "showarrow": False,
+                                                     "font": {"size": 10, "color": color}, **pos})
+        if not inside:
+            layout["margin"]["r"] = max(layout["margin"].get("r", 20), 12 + 6 * len(text))
 
 
 def _vline(layout: dict, x: float, color: str, text: str | None = None) -> None:
@@ -165,6 +176,19 @@ def ema(v: Sequence[float], weight: float) -> np.ndarray:
     return out
 
 
+def conflict_label(name: str) -> str:
+    """Legend words for the conflict cosines: ``conflict/cos/audio`` → what is compared, where."""
+    parts = str(name).split("/")
+    if len(parts) == 3 and parts[1] == "cos":
+        return f"{parts[2]} encoder: fused loss vs {parts[2]}'s own loss"
+    if parts[1:2] == ["cos_fusion"]:
+        if len(parts) == 3:
+            a, _, b = parts[2].partition("-")
+            return f"fusion layer: {a}'s loss vs {b}'s loss"
+        return "fusion layer: one modality's loss vs the other's"
+    return name
+
+
 def series_label(name: str, prefix: str | None = None) -> str:
     if prefix and name.startswith(prefix):
         return name[len(prefix) :] or name
@@ -187,9 +211,12 @@ def scalar_lines(
     max_points: int = MAX_POINTS,
     y_log: bool = False,
     x_title: str | None = None,
+    label_fn: "Callable[[str], str] | None" = None,
+    y_range: list[float] | None = None,
 ) -> go.Figure:
     """One line per scalar name (coloured by modality), downsampled; with ``smoothing`` > 0 the
-    raw series is drawn faint under its debiased EMA."""
+    raw series is drawn faint under its debiased EMA. ``label`` turns a series name into its
+    legend text (default: the name without ``prefix``)."""
     if df is None or df.empty:
         return empty_figure(title, "no data yet")
     traces = []
@@ -197,20 +224,25 @@ def scalar_lines(
         g = g.sort_values(x)
         xs = g[x].to_numpy()
         ys = g["value"].to_numpy(dtype=np.float64)
-        label = series_label(str(name), prefix)
-        color = modality_color(label)
+        label_ = series_label(str(name), prefix)
+        color = modality_color(label_)
+        label_text = label_fn(str(name)) if label_fn is not None else label_
         if smoothing > 0 and len(ys) > 2:
             xr, yr = downsample_minmax(xs, ys, max_points)
-            traces.append(_line(xr, yr, f"{label} (raw)", _with_alpha(color, 0.22), 1.0, legendgroup=label, showlegend=False,
+            traces.append(_line(xr, yr, f"{label_text} (raw)", _with_alpha(color, 0.22), 1.0, legendgroup=label_text, showlegend=False,
                                 hoverinfo="skip"))
             xs2, ys2 = downsample_minmax(xs, ema(ys, smoothing), max_points)
-            traces.append(_line(xs2, ys2, label, color, 2.0, legendgroup=label))
+            traces.append(_line(xs2, ys2, label_text, color, 2.0, legendgroup=label_text))
         else:
             xs2, ys2 = downsample_minmax(xs, ys, max_points)
-            traces.append(_line(xs2, ys2, label, color))
+            traces.append(_line(xs2, ys2, label_text, color))
     lay = _base_layout(title, x_title or x, y_title)
+    if y_range is not None:
+        lay["yaxis"]["range"] = list(y_range)
     if y_log:
         lay["yaxis"]["type"] = "log"
+    elif y_range is None and (rng := flat_range(df["value"])) is not None:
+        lay["yaxis"]["range"] = rng
     return _figure(traces, lay)
 
 
@@ -232,9 +264,12 @@ def accuracy_figure(df: pd.DataFrame, bayes: dict[str, float] | None = None, tit
     lay["yaxis"]["range"] = [0, 1.02]
     _integer_ticks(lay, int(d["epoch"].max()) + 1)
     present = set(d["series"])
+    x_end = int(d["epoch"].max()) + 1
     for series, v in (bayes or {}).items():
         if series in present:
-            _hline(lay, float(v), modality_color(series), f"Bayes ceiling {v:.2f}" if series == "fused" else None)
+            _hline(lay, float(v), modality_color(series))
+            traces.append({"type": "scatter", "x": [1, x_end], "y": [float(v), float(v)], "mode": "lines", "hoverinfo": "name",
+                           "name": f"Bayes ceiling {series} {float(v):.2f}", "line": {"color": modality_color(series), "dash": "dot", "width": 1}})
     return _figure(traces, lay)
 
 
@@ -255,14 +290,14 @@ def conflict_figure(df: pd.DataFrame, tau: float | None = None, max_points: int 
         b = pd.cut(f["step"], bins=n_b, labels=False)
         frac = f.groupby(b).agg(step=("step", "mean"), flagged=("value", "mean"))
         traces.append({"type": "bar", "x": frac["step"].to_numpy(), "y": frac["flagged"].to_numpy(), "name": "flagged steps (share)",
-                       "marker": {"color": _with_alpha("#E4572E", 0.28)}, "yaxis": "y2"})
+                       "marker": {"color": _with_alpha(ALERT, 0.25)}, "yaxis": "y2"})
     lay = _base_layout(title, "step", "‖g_dominant‖ / mean ‖g_other‖")
     lay["yaxis"]["type"] = "log"
     lay["yaxis2"] = {"title": {"text": "share of steps flagged"}, "overlaying": "y", "side": "right", "range": [0, 1], "showgrid": False,
                      "type": "linear", "tickmode": "linear", "tick0": 0, "dtick": 0.25, "tickformat": ".0%", "zeroline": False}
     lay["margin"]["r"] = 60
     if tau:
-        _hline(lay, math.log10(tau), "#E4572E", f"τ = {tau:g}", yref="y")
+        _hline(lay, math.log10(tau), ALERT, f"τ = {tau:g}", yref="y", inside=True)
         lay["shapes"][-1]["y0"] = lay["shapes"][-1]["y1"] = tau
         lay["annotations"][-1]["y"] = math.log10(tau)
     return _figure(traces, lay)
@@ -310,7 +345,7 @@ def gap_histogram_figure(hist: dict, gmm: dict | None = None, title: str | None 
     if gmm is not None:
         curves = gmm_density_curves(gmm, edges, counts.sum())
         comp_cols = [c for c in curves.columns if c.startswith("component")]
-        colors = ["#2E86AB", "#E4572E", "#59A14F"]
+        colors = COMPONENT_COLORS
         if len(comp_cols) > 1:
             for i, c in enumerate(comp_cols):
                 traces.append({"type": "scatter", "x": curves["x"].to_numpy(), "y": curves[c].to_numpy(), "mode": "lines",
@@ -319,8 +354,8 @@ def gap_histogram_figure(hist: dict, gmm: dict | None = None, title: str | None 
         traces.append({"type": "scatter", "x": curves["x"].to_numpy(), "y": curves["mixture"].to_numpy(), "mode": "lines",
                        "name": "GMM fit" if len(comp_cols) > 1 else "1-component fit", "line": {"color": "#2B2D42", "width": 2, "dash": "dot"}})
         thr = gmm.get("threshold")
-        if thr is not None and np.isfinite(thr) and not int(gmm.get("balanced", 0) or 0) and len(comp_cols) > 1:
-            _vline(lay, float(thr), "#E4572E", f" threshold {float(thr):.2f}")
+        if thr is not None and np.isfinite(thr) and len(comp_cols) > 1:
+            _vline(lay, float(thr), ALERT, f" threshold {float(thr):.2f}")
     return _figure(traces, lay)
 
 
@@ -347,29 +382,34 @@ def _panels(n: int, gap: float = 0.06) -> list[list[float]]:
     return [[i * (w + gap), i * (w + gap) + w] for i in range(n)]
 
 
+CONTRIB_PANELS = [("w", "W^m", "weight (sums to 1)"), ("info", "information I(m)", "Shapley value (nats)"),
+                  ("confidence", "confidence D(m)", "true-class probability"), ("captum", "captum attribution", "loss rise when removed (nats)")]
+
+
 def contributions_figure(df: pd.DataFrame, title: str = "Modality contribution W^m and its parts") -> go.Figure:
-    """Side-by-side panels over epochs: W^m, Shapley information I(m), confidence D(m) (+ captum when present)."""
+    """Side-by-side panels over epochs: W^m, Shapley information I(m), confidence D(m) (+ captum
+    when present), each with its own y-axis title; the legend sits under the panels so it never
+    covers their titles."""
     if df is None or df.empty:
         return empty_figure(title, "no contributions logged")
-    cols = [("w", "W^m"), ("info", "information I(m)"), ("confidence", "confidence D(m)")]
-    if "captum" in df and df["captum"].notna().any():
-        cols.append(("captum", "captum attribution"))
-    lay = _base_layout(title, "epoch", "", height=330)
+    cols = [c for c in CONTRIB_PANELS if c[0] != "captum" or ("captum" in df and df["captum"].notna().any())]
+    lay = _base_layout(title, "epoch", "", height=360)
     lay["hovermode"] = "closest"
     lay["annotations"] = []
+    lay["legend"] = {"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0, "font": {"size": 11}}
     traces = []
-    for j, ((col, sub), dom) in enumerate(zip(cols, _panels(len(cols)))):
+    for j, ((col, sub, unit), dom) in enumerate(zip(cols, _panels(len(cols), gap=0.08))):
         ax = "" if j == 0 else str(j + 1)
         lay[f"xaxis{ax}"] = {"domain": dom, "anchor": f"y{ax}", "title": {"text": "epoch"}, **AXIS}
-        lay[f"yaxis{ax}"] = {"anchor": f"x{ax}", **AXIS}
-        lay["annotations"].append({"text": f"<b>{sub}</b>", "x": (dom[0] + dom[1]) / 2, "y": 1.0, "xref": "paper", "yref": "paper",
-                                   "showarrow": False, "yanchor": "bottom", "font": {"size": 12}})
+        lay[f"yaxis{ax}"] = {"anchor": f"x{ax}", "title": {"text": unit, "standoff": 2, "font": {"size": 11}}, **AXIS}
+        lay["annotations"].append({"text": f"<b>{sub}</b>", "x": (dom[0] + dom[1]) / 2, "y": 1.02, "xref": "paper", "yref": "paper",
+                                   "showarrow": False, "xanchor": "center", "yanchor": "bottom", "font": {"size": 12}})
         for m, g in df.groupby("modality", sort=True):
             g = g.sort_values("epoch")
             traces.append({"type": "scatter", "x": (g["epoch"] + 1).to_numpy(), "y": g[col].to_numpy(), "mode": "lines+markers",
                            "name": str(m), "legendgroup": str(m), "showlegend": j == 0, "xaxis": f"x{ax}", "yaxis": f"y{ax}",
                            "line": {"color": modality_color(str(m)), "width": 2}, "marker": {"size": 4}})
-    lay["margin"]["t"] = 80
+    lay["margin"].update({"t": 70, "b": 90, "l": 50})
     return _figure(traces, lay)
 
 
@@ -484,3 +524,129 @@ def figure_to_image(fig: go.Figure, fmt: str = "png") -> bytes | None:
 
 def names_with_prefix(names: Iterable[str], prefix: str) -> list[str]:
     return sorted(n for n in names if n.startswith(prefix))
+
+
+# ---------------------------------------------------------------------------- method panels
+def flat_range(values: Sequence[float]) -> list[float] | None:
+    """A y range for a (nearly) constant series, so plotly does not stretch it over −1…1:
+    ±10 % around the value (±0.1 around 0). None when the series varies."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo > 1e-9 * max(1.0, abs(hi)):
+        return None
+    pad = 0.1 * abs(lo) if lo != 0 else 0.1
+    return [lo - pad, lo + pad]
+
+
+def method_panel_figure(df: pd.DataFrame, panel, x: str = "step", smoothing: float = 0.0, max_points: int = MAX_POINTS) -> go.Figure:
+    """Draw one :class:`core.methods.base.Panel` a method declares: its series (labelled by the
+    panel, coloured by modality when the label is one, else by position), its unit on the y
+    axis, its y range and its reference line. The panel's one-sentence reading is the page's
+    caption, not part of the figure."""
+    names = panel.matches(set(df["name"])) if df is not None and not df.empty else []
+    if not names:
+        return empty_figure(panel.title, "not logged yet")
+    traces = []
+    for i, n in enumerate(names):
+        g = df[df["name"] == n].sort_values(x)
+        label = panel.label(n)
+        color = MODALITY_COLORS.get(label, _PALETTE[i % len(_PALETTE)])
+        xs, ys = g[x].to_numpy(), g["value"].to_numpy(dtype=np.float64)
+        line_kw = {"line": {"color": color, "width": 2, "shape": panel.shape}}
+        if smoothing > 0 and len(ys) > 2 and panel.shape == "linear":
+            xr, yr = downsample_minmax(xs, ys, max_points)
+            traces.append(_line(xr, yr, f"{label} (raw)", _with_alpha(color, 0.22), 1.0, legendgroup=label, showlegend=False,
+                                hoverinfo="skip"))
+            ys = ema(ys, smoothing)
+        x2, y2 = downsample_minmax(xs, ys, max_points)
+        tr = _line(x2, y2, label, color, 2.0, legendgroup=label)
+        tr.update(line_kw)
+        if len(x2) < 40:
+            tr["mode"] = "lines+markers"
+            tr["marker"] = {"size": 5, "color": color}
+        traces.append(tr)
+    lay = _base_layout(panel.title, x, panel.unit)
+    if panel.log_y:
+        lay["yaxis"]["type"] = "log"
+    if panel.y_range is not None:
+        lay["yaxis"]["range"] = list(panel.y_range)
+    elif not panel.log_y:
+        rng = flat_range(df[df["name"].isin(names)]["value"])
+        if rng is not None:
+            lay["yaxis"]["range"] = rng
+    if panel.ref_line is not None:
+        ref = float(panel.ref_line)
+        _hline(lay, ref, "#6C757D", panel.ref_label or f"{ref:g}")
+        if panel.log_y:
+            lay["annotations"][-1]["y"] = math.log10(ref) if ref > 0 else 0
+    return _figure(traces, lay)
+
+
+# ---------------------------------------------------------------------------- robustness
+def robustness_figure(df: pd.DataFrame, kind: str, clean: float | None = None) -> go.Figure:
+    """Test accuracy when one modality is corrupted (``robust/<m>/<kind>/<level>`` scalars).
+
+    A kind with one level per modality (``blank``) is a bar per modality; graded kinds
+    (``noise``) are lines with markers that start at level 0 from the clean accuracy. The
+    clean accuracy (``robust/clean``) is the dotted reference line in both.
+    """
+    title = f"Accuracy under {kind} corruption of one modality"
+    if df is None or df.empty:
+        return empty_figure(title, "no robustness evaluation stored")
+    df = df.drop_duplicates("name", keep="last")  # a run extended by --resume evaluates again at its new end
+    parts = df["name"].str.split("/", expand=True)
+    d = df.assign(modality=parts[1], kind=parts[2], level=pd.to_numeric(parts[3], errors="coerce"))
+    d = d[d["kind"] == kind].sort_values(["modality", "level"])
+    if d.empty:
+        return empty_figure(title, f"no {kind} corruption stored")
+    graded = d.groupby("modality")["level"].nunique().max() > 1
+    traces = []
+    if graded:
+        for m, g in d.groupby("modality", sort=True):
+            xs, ys = g["level"].to_numpy(dtype=float), g["value"].to_numpy(dtype=float)
+            if clean is not None and xs.min() > 0:
+                xs, ys = np.concatenate([[0.0], xs]), np.concatenate([[clean], ys])
+            traces.append({"type": "scatter", "x": xs, "y": ys, "mode": "lines+markers", "name": str(m),
+                           "line": {"color": modality_color(str(m)), "width": 2}, "marker": {"size": 8, "color": modality_color(str(m))}})
+        lay = _base_layout(title, f"{kind} level (0 = clean)", "test accuracy")
+    else:
+        mods = [str(m) for m in d["modality"]]
+        vals = d["value"].to_numpy(dtype=float)
+        traces.append({"type": "bar", "x": [f"{m} {kind}ed" if kind == "blank" else m for m in mods], "y": vals, "name": "accuracy",
+                       "marker": {"color": [modality_color(m) for m in mods]}, "text": [f"{v:.2f}" for v in vals],
+                       "textposition": "outside", "showlegend": False})
+        lay = _base_layout(title, "corrupted modality", "test accuracy")
+        lay["hovermode"] = "closest"
+    lay["yaxis"]["range"] = [0, 1.08]
+    if clean is not None:
+        _hline(lay, float(clean), "#2B2D42", f"clean {clean:.2f}")
+    return _figure(traces, lay)
+
+
+# ---------------------------------------------------------------------------- probes
+def probe_figure(df: pd.DataFrame, init: dict[str, float] | None = None, alone: dict[str, float] | None = None,
+                 title: str = "Linear probe on each frozen encoder (test)") -> go.Figure:
+    """``probe/test/<m>`` per epoch: how much a linear classifier can read from each encoder's
+    features. Dotted: the probe at initialisation (``probe_init``); dashed: the level the same
+    encoder reaches trained alone, when known. Utilisation = how far the probe got from the
+    first toward the second."""
+    if df is None or df.empty:
+        return empty_figure(title, "no probe logged")
+    traces = []
+    lay = _base_layout(title, "epoch", "probe accuracy")
+    for name, g in df.groupby("name", sort=True):
+        m = str(name).rsplit("/", 1)[-1]
+        g = g.sort_values("epoch")
+        color = modality_color(m)
+        traces.append({"type": "scatter", "x": (g["epoch"] + 1).to_numpy(), "y": g["value"].to_numpy(), "mode": "lines+markers",
+                       "name": f"{m} probe", "line": {"color": color, "width": 2}, "marker": {"size": 5}})
+        x_end = int(g["epoch"].max()) + 1
+        for ref, dash, what in (((init or {}).get(m), "dot", "at init"), ((alone or {}).get(m), "dash", "trained alone")):
+            if ref is not None:
+                traces.append({"type": "scatter", "x": [1, x_end], "y": [float(ref), float(ref)], "mode": "lines",
+                               "name": f"{m} {what} {float(ref):.2f}", "line": {"color": color, "dash": dash, "width": 1}})
+    _integer_ticks(lay, int(df["epoch"].max()) + 1)
+    return _figure(traces, lay)

@@ -45,7 +45,8 @@ def _strip_optional(ann: Any) -> tuple[Any, bool]:
     return ann, False
 
 
-def field_widget(section: str, name: str, info: FieldInfo, choices: list[str] | None = None, container=None) -> tuple[bool, Any]:
+def field_widget(section: str, name: str, info: FieldInfo, choices: list[str] | None = None, container=None,
+                 label: str | None = None, help_prefix: str = "") -> tuple[bool, Any]:
     """Render one field; returns (given, value) — ``given`` False means "leave at default"."""
     c = container or st
     key = f"launch.{section}.{name}"
@@ -53,8 +54,8 @@ def field_widget(section: str, name: str, info: FieldInfo, choices: list[str] | 
     default = info.get_default(call_default_factory=True)
     if default is PydanticUndefined:  # a required field (e.g. a data path): start empty
         default, optional = None, True
-    label = name.replace("_", " ")
-    helptext = field_help(info)
+    label = label or name.replace("_", " ")
+    helptext = (help_prefix + " " + field_help(info)).strip()
     if choices:
         opts = list(choices)
         idx = opts.index(default) if default in opts else 0
@@ -83,15 +84,18 @@ def field_widget(section: str, name: str, info: FieldInfo, choices: list[str] | 
 
 
 def model_widgets(section: str, model: type[BaseModel], skip: tuple[str, ...] = ("name",), columns: int = 3,
-                  choices: dict[str, list[str]] | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Widgets for every field of ``model`` in a grid; returns (values given, YAML errors)."""
+                  choices: dict[str, list[str]] | None = None,
+                  labels: dict[str, tuple[str, str]] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Widgets for every field of ``model`` in a grid; returns (values given, YAML errors).
+    ``labels``: field → (label, help sentence put before the field's own help)."""
     out: dict[str, Any] = {}
     errors: list[str] = []
     fields = [(n, f) for n, f in model.model_fields.items() if n not in skip]
     cols = st.columns(columns)
     for i, (n, f) in enumerate(fields):
         try:
-            given, v = field_widget(section, n, f, (choices or {}).get(n), cols[i % columns])
+            lab, pre = (labels or {}).get(n, (None, ""))
+            given, v = field_widget(section, n, f, (choices or {}).get(n), cols[i % columns], label=lab, help_prefix=pre)
         except ConfigError as e:
             errors.append(str(e))
             continue

@@ -268,6 +268,20 @@ def summary(key: str) -> dict[str, Any]:
     return rd.summary() if rd is not None else {}
 
 
+@st.cache_data(max_entries=1024, show_spinner=False)
+def _final_values(path: str, upto: int, prefix: str) -> dict[str, float]:
+    return open_run(path).final_scalars(prefix)
+
+
+def final_values(key: str, prefix: str = "") -> dict[str, float]:
+    """The last logged value of every scalar of a run whose name starts with ``prefix``
+    (e.g. ``probe_util/``, ``acc/best/``), cached by the run's last row id."""
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return {}
+    return _final_values(str(p), last_id(key), prefix)
+
+
 def last_row(key: str) -> dict[str, Any] | None:
     """The newest scalar row (its step and epoch give the live progress)."""
     rd = reader(key)
@@ -297,8 +311,10 @@ def progress(key: str) -> dict[str, Any]:
     eta = None
     if st_ == "running" and done > 0 and total > done:
         eta = elapsed / done * (total - done)
+    fused = scalars(key, names=["acc/test/fused"])
+    epochs_done = int(fused["epoch"].max()) + 1 if len(fused) else 0
     return {"done": min(done, total) if total else done, "total": total, "elapsed": elapsed, "eta": eta,
-            "epoch": int(row["epoch"]) + 1 if row else 0, "epochs": epochs, "status": st_}
+            "epoch": int(row["epoch"]) + 1 if row else 0, "epochs_done": epochs_done, "epochs": epochs, "status": st_}
 
 
 def log_tail(key: str, n: int = 30) -> str:
@@ -316,3 +332,11 @@ def log_tail(key: str, n: int = 30) -> str:
                 continue
             out.append(f"--- {f}\n" + "\n".join(lines))
     return "\n".join(out)
+
+
+def method_panels(cfg: dict[str, Any]) -> tuple:
+    """The panels the run's method declares (``Method.panels``); () for unknown methods."""
+    from core.methods.base import _REGISTRY
+
+    cls = _REGISTRY.get(str((cfg.get("method") or {}).get("name", "")))
+    return tuple(getattr(cls, "panels", ()) or ())

@@ -16,6 +16,15 @@ import pandas as pd
 NON_EXPERIMENT = ("name", "runs_dir", "seed", "log.", "tags.", "device", "schema_version")
 
 
+MISSING = "—"
+
+
+def fmt_values(values, digits: int = 3) -> list[str]:
+    """Numbers as fixed-decimal text and anything missing (None, NaN, non-numeric) as "—"."""
+    num = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce")
+    return [MISSING if pd.isna(v) else f"{v:.{digits}f}" for v in num]
+
+
 def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"optim": {"lr": 0.1}}`` → ``{"optim.lr": 0.1}``; lists and empty dicts stay leaves."""
     out: dict[str, Any] = {}
@@ -174,3 +183,30 @@ def describe_thinning(thinned: Any) -> str:
     if isinstance(thinned, list):
         return "; ".join(map(str, thinned))
     return str(thinned)
+
+
+def interrupted_message(error: str, run_dir: str) -> str:
+    """An interrupted run is not a failure: say who stopped it, where, and how to go on.
+
+    The trainer records ``stopped by signal <n> at step <s>`` (SIGTERM from the Stop button or
+    ``kill``) or ``interrupted at step <s>`` (Ctrl-C)."""
+    import re
+
+    m = re.search(r"at step (\d+)", error or "")
+    where = f" at step {int(m.group(1)):,}" if m else ""
+    return (f"Stopped by you{where}; resume with `modalscope train --resume {run_dir}` "
+            f"(add `--epochs N` to train to N epochs in all). Everything up to the last finished epoch is kept.")
+
+
+def default_live_run(runs: pd.DataFrame) -> str | None:
+    """The run Live opens when none is asked for: the user's newest running run, else the
+    user's newest run (runs root, by start time), else the gallery's first; None when empty."""
+    if runs.empty:
+        return None
+    start = pd.to_numeric(runs.get("start_time"), errors="coerce").fillna(-1.0)
+    d = runs.assign(_start=start)
+    mine = d[d["source"] == "runs"].sort_values("_start", ascending=False)
+    for pool in (mine[mine["status"] == "running"], mine, d[d["status"] == "running"].sort_values("_start", ascending=False)):
+        if not pool.empty:
+            return str(pool["key"].iloc[0])
+    return str(d["key"].iloc[0])

@@ -21,6 +21,7 @@ TINY_DATA = {
     "name": "synthetic",
     "preset": "imbalanced",
     "n_train": 256,
+    "n_valid": 64,
     "n_test": 128,
     "dims": {"audio": 16, "visual": 24},
 }
@@ -64,7 +65,7 @@ def run_cli(*args: str, timeout: float = 300, cwd: Path | None = None) -> subpro
 def tiny_cli_args(tmp_path: Path) -> list[str]:
     return [
         "--runs-dir", str(tmp_path / "runs"), "--epochs", "2", "--batch-size", "32", "--no-progress",
-        "--set", "data.n_train=256", "--set", "data.n_test=128",
+        "--set", "data.n_train=256", "--set", "data.n_valid=64", "--set", "data.n_test=128",
         "--set", "data.dims={audio: 16, visual: 24}", "--set", "model.hidden=32", "--set", "model.embed_dim=16",
     ]
 

@@ -42,6 +42,8 @@ def plant_run(
     set_: list[str] | None = None,
     final_acc: float | None = None,
     thinned: str = "",
+    probes: bool = True,
+    probe_util: dict | None = None,
 ) -> Path:
     raw = {"name": name, "runs_dir": str(root), "seed": seed, "epochs": epochs, "data": {"name": "synthetic", "preset": preset},
            "method": {"name": method, **({"modality": modality} if modality else {})}, "tags": tags or {}}
@@ -77,8 +79,14 @@ def plant_run(
                 if step % 5 == 0:
                     vals.update({"conflict/cos/audio": 0.9 - 0.2 * t, "conflict/cos/visual": 0.3 * np.exp(-3 * t) - 0.05 + 0.05 * rng.standard_normal()})
             if method == "ogm_ge":
-                vals.update({"ogm/coeff/audio": float(np.clip(0.35 + 0.4 * t + 0.05 * rng.standard_normal(), 0, 1)), "ogm/coeff/visual": 1.0,
-                             "ogm/ratio": na / max(nv, 1e-6)})
+                k_a = float(np.clip(0.35 + 0.4 * t + 0.05 * rng.standard_normal(), 0, 1))
+                vals.update({"ogm/coeff/audio": k_a, "ogm/coeff/visual": 1.0, "ogm/ratio": na / max(nv, 1e-6),
+                             "ogm/score/audio": 30.0 * share_a, "ogm/score/visual": 30.0 * (1 - share_a)})
+            if len(mods) > 1:  # what the optimiser got: OGM-GE damps audio by k_a, other methods leave it
+                ka = k_a if method == "ogm_ge" else 1.0
+                aa, av = na * ka, nv
+                vals.update({"grad_applied/audio": aa, "grad_applied/visual": av, "grad_applied_share/audio": aa / (aa + av),
+                             "grad_applied_share/visual": av / (aa + av), "grad_applied_ratio": aa / av})
             w.log_scalars(step, ep, vals)
             step += 1
         accs = {"acc/test/fused": top * rise(ep, 3.0), "acc/train/fused": min(1.0, top * rise(ep, 3.0) + 0.05)}
@@ -88,6 +96,11 @@ def plant_run(
             else:
                 accs[f"acc/test/{m}"] = (0.6 * rise(ep, 4.0)) if i == 0 else (0.35 * rise(ep, 1.0))
         accs.update({"lr": 0.05, "time/epoch": 1.5 + 0.1 * rng.random()})
+        if probes and method != "unimodal":
+            for m in mods:  # linear probe on frozen features: 0.5 at init, the slow modality's rises less
+                if ep == 0:
+                    accs[f"probe_init/test/{m}"] = 0.5
+                accs[f"probe/test/{m}"] = 0.5 + (0.1 if m == "audio" else 0.06) * rise(ep, 2.0)
         w.log_scalars(step - 1, ep, accs)
         if gap and len(mods) > 1:
             f = rise(ep, 2.0)
@@ -100,8 +113,20 @@ def plant_run(
                 w.log_contribution(ep, m, (0.4 if a else 0.1) + 0.05 * f * (-1 if a else 1), 0.5 + (0.3 if a else -0.1) * f,
                                    0.5 + (0.2 if a else -0.2) * f, None)
     w.log_event(step, epochs - 1, "stage", "planted event")
+    if status == "finished" and epochs > 1:  # best valid epoch: the one before the last
+        w.log_scalars(step - 1, epochs - 1, {"acc/best/test/fused": round(top * rise(epochs - 2, 3.0), 4), "best/epoch": epochs - 2})
+    if probe_util:
+        w.log_scalars(step - 1, epochs - 1, {f"probe_util/{m}": v for m, v in probe_util.items()})
     if len(mods) > 1:
-        w.log_table("robustness", pd.DataFrame({"modality": mods, "kind": ["noise"] * len(mods), "acc": [0.5, 0.7][: len(mods)]}))
+        rob = {"modality": [], "kind": [], "level": [], "acc": []}
+        for m, blank, noise in zip(mods, (0.22, 0.5), ((0.8, 0.75, 0.57), (0.81, 0.78, 0.69))):
+            for kind, level, acc in [("noise", lv, a) for lv, a in zip((0.5, 1.0, 2.0), noise)] + [("blank", 1.0, blank)]:
+                for k, v in (("modality", m), ("kind", kind), ("level", level), ("acc", acc)):
+                    rob[k].append(v)
+        table = pd.DataFrame(rob).assign(clean=0.84)
+        w.log_table("robustness", table.assign(drop=(0.84 - table["acc"]).round(3)))
+        w.log_scalars(step - 1, epochs - 1, {"robust/clean": 0.84, **{f"robust/{r.modality}/{r.kind}/{r.level:g}": r.acc
+                                                                        for r in table.itertuples()}})
     w.flush()
     if status == "running":
         w._hb_stop.set()

@@ -1,29 +1,73 @@
+import math
+
 import pytest
 
-from benchmarks.methods import parse_variant, report, summarise, trials
+from benchmarks.methods import (
+    _method_modules,
+    code_hash,
+    paired_interval,
+    parse_variant,
+    render_dataset,
+    render_headline,
+    summarise,
+    trials,
+    utilisation,
+)
 
 
-def _trial(label, seed, fused, audio, t=1.0):
-    return {"label": label, "preset": "imbalanced", "seed": seed, "hash": "h", "time_per_epoch": t,
-            "metrics": {"acc/test/fused": fused, "acc/test/audio": audio}, "bayes": {"fused": 0.9}}
+def _trial(label, seed, fused, probe=None, init=None, share=None, ds="imbalanced"):
+    m = {"acc/test/fused": fused}
+    if probe is not None:
+        m["probe/test/visual"], m["probe_init/test/visual"] = probe, init
+    if share is not None:
+        m["mean/grad_applied_share/audio"] = share
+    return {"label": label, "dataset": ds, "seed": seed, "key": "k", "time_per_epoch": 1.0, "metrics": m, "bayes": {"fused": 0.9}}
 
 
-def _timing(label, rep, wall, cpu):
-    return {"kind": "timing", "label": label, "preset": "imbalanced", "rep": rep, "hash": "t", "time_per_epoch": wall, "cpu_per_epoch": cpu}
+def _timing(label, rep, wall):
+    return {"kind": "timing", "label": label, "dataset": "imbalanced", "rep": rep, "key": "t", "time_per_epoch": wall, "cpu_per_epoch": 1.0}
 
 
-def test_summary_means_gap_and_median_timing_ratio():
-    rows = [_trial("joint", 0, 0.80, 0.5), _trial("joint", 1, 0.84, 0.7), _trial("ogm_ge", 0, 0.85, 0.6)]
-    rows += [_timing("joint", r, w, 1.0) for r, w in enumerate([1.0, 2.0, 1.0])]
-    rows += [_timing("ogm_ge", r, w, 1.5) for r, w in enumerate([1.5, 2.0, 3.0])]
-    s = {r["label"]: r for r in summarise(rows, "imbalanced")}
+def test_paired_interval_and_utilisation_by_hand():
+    a, b = {0: 0.80, 1: 0.90, 2: 0.85, 3: 0.5}, {0: 0.70, 1: 0.85, 2: 0.80}
+    m, lo, hi, n = paired_interval(a, b)  # seed 3 unpaired: ignored; d = (0.10, 0.05, 0.05)
+    half = 4.303 * (0.05 / math.sqrt(3)) / math.sqrt(3)  # sd(d) = 0.05/√3, t_{0.975,2} = 4.303
+    assert n == 3 and m == pytest.approx(0.2 / 3) and (lo, hi) == pytest.approx((0.2 / 3 - half, 0.2 / 3 + half))
+    assert utilisation(0.5, 0.2, 0.8) == pytest.approx(0.5)
+    assert math.isnan(utilisation(0.5, 0.3, 0.3))
+
+
+def test_summary_columns_from_rows():
+    rows = [
+        _trial("joint", 0, 0.80, probe=0.30, init=0.20, share=0.9), _trial("joint", 1, 0.84, probe=0.25, init=0.20, share=0.8),
+        _trial("ogm_ge", 0, 0.86, probe=0.50, init=0.20, share=0.6), _trial("ogm_ge", 1, 0.86, probe=0.40, init=0.20, share=0.5),
+        _trial("unimodal:visual", 0, 0.60, probe=0.70, init=0.20), _trial("unimodal:visual", 1, 0.60, probe=0.60, init=0.20),
+        _trial("ogm_ge", 0, 0.10, ds="noisy"),
+    ]
+    rows += [_timing("joint", r, w) for r, w in enumerate([1.0, 2.0, 1.0])] + [_timing("ogm_ge", r, w) for r, w in enumerate([1.5, 2.0, 3.0])]
+    s = {r["label"]: r for r in summarise(rows, "imbalanced", "visual", "audio")}
     assert s["joint"]["fused"] == pytest.approx((0.82, 0.0282842712))
-    assert s["joint"]["gap"] == pytest.approx(0.08)
-    assert s["joint"]["per"]["audio"][0] == pytest.approx(0.6)
+    # utilisation per seed: joint (0.1/0.5, 0.05/0.4) = (0.2, 0.125); ogm_ge (0.3/0.5, 0.2/0.4) = (0.6, 0.5)
+    assert s["joint"]["util"][0] == pytest.approx(0.1625) and s["ogm_ge"]["util"][0] == pytest.approx(0.55)
+    assert s["ogm_ge"]["share"][0] == pytest.approx(0.55)
+    m, lo, hi, n = s["ogm_ge"]["diff"]  # paired d = (0.06, 0.02): mean 0.04, sd 0.0283, t_{0.975,1} = 12.706
+    assert n == 2 and m == pytest.approx(0.04) and hi - m == pytest.approx(12.706 * 0.02)
+    assert s["ogm_ge"]["closed"] == pytest.approx(0.04 / 0.08)  # (0.86 − 0.82)/(0.9 − 0.82)
     assert s["ogm_ge"]["rel_time"] == pytest.approx(1.5)  # ratios per round 1.5, 1.0, 3.0 -> median 1.5
-    assert s["ogm_ge"]["rel_cpu"] == pytest.approx(1.5)
-    text = report(rows, ["imbalanced"], 20, "3 epochs")
-    assert "| joint | 2 | 82.0 ± 2.8 | 50.0" not in text and "| joint | 2 | 82.0 ± 2.8 | 60.0 ± 14.1 |" in text
+    assert s["ogm_ge"]["n"] == 2  # the noisy row belongs to another table
+    snap = {"rows": rows, "info": {"imbalanced": {"weak": "visual", "dominant": "audio"}}}
+    table = render_dataset(snap, "imbalanced")
+    assert "| ogm_ge | 2 | 86.0 ± 0.0 | – | 45.0 ± 7.1 | 0.55 | 0.55 | +4.0 [-21.4, +29.4] | 50% | 1.50× |" in table
+    assert "1 of 1 balancing methods beat `joint` by ≥ 3 points" in render_headline(snap)
+    assert "No results" in render_dataset(snap, "noisy")
+
+
+def test_code_key_covers_the_method_and_what_it_imports_only():
+    names = lambda m: {p.name for p in _method_modules(m)}  # noqa: E731
+    assert names("mmpareto") == {"base.py", "window.py", "mmpareto.py"}
+    assert {"gmm_adaptive.py", "purify.py", "gap_groups.py", "base.py"} <= names("gmm_adaptive")
+    assert "ogm_ge.py" not in names("gmm_adaptive") and "cal.py" not in names("mmpareto")
+    assert code_hash("ogm_ge") != code_hash("mmpareto") and code_hash("joint") == code_hash("joint")
 
 
 def test_variants_and_unimodal_expansion():

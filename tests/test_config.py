@@ -19,7 +19,7 @@ from core.errors import ConfigError
         (["optim.name=rmsprop"], "optim.name: Input should be 'sgd', 'adam' or 'adamw'"),
         (["optim.momentum=1.5"], "optim.momentum: Input should be less than 1"),
         (["model.fusion=film"], "model.fusion: Input should be 'concat', 'sum' or 'gated'"),
-        (["data.preset=hard"], "data.preset: Input should be 'balanced', 'imbalanced', 'noisy' or 'three_modal'"),
+        (["data.preset=hard"], "data.preset: Input should be 'balanced', 'imbalanced', 'complementary', 'noisy' or 'three_modal'"),
         (["data.corrupt_rate=1.5"], "data.corrupt_rate: Input should be less than 1"),
         (["method.name=nosuch"], "method: unknown method 'nosuch'; available:"),
         (["data.name=nosuch"], "data: unknown dataset 'nosuch'; available:"),

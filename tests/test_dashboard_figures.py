@@ -69,10 +69,12 @@ def test_accuracy_figure_splits_and_bayes_lines():
     df = _long([(9, e, f"acc/{sp}/{m}", 0.1 * e) for e in range(3) for sp in ("train", "test") for m in ("fused", "audio")])
     fig = _valid(F.accuracy_figure(df, {"fused": 0.93, "text": 0.5}))
     names = {t.name for t in fig.data}
-    assert names == {"fused (test)", "fused (train)", "audio (test)", "audio (train)"}
+    assert names == {"fused (test)", "fused (train)", "audio (test)", "audio (train)", "Bayes ceiling fused 0.93"}  # labelled, no "text"
     test_fused = next(t for t in fig.data if t.name == "fused (test)")
     assert list(test_fused.x) == [1, 2, 3] and test_fused.line.dash == "solid"
     assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].y0 == pytest.approx(0.93)
+    bayes = next(t for t in fig.data if t.name.startswith("Bayes"))
+    assert list(bayes.y) == [0.93, 0.93] and bayes.line.color == F.MODALITY_COLORS["fused"] and bayes.line.dash == "dot"
     assert fig.layout.xaxis.title.text == "epoch" and fig.layout.yaxis.title.text == "accuracy"
 
 
@@ -103,6 +105,9 @@ def test_gap_histogram_with_gmm_overlay():
     assert "epoch 3" in fig.layout.title.text
     assert fig.layout.shapes[0].x0 == pytest.approx(0.2)
     assert fig.layout.yaxis.title.text == "samples"
+    modality_colours = {F.MODALITY_COLORS[m] for m in ("audio", "visual", "text")}
+    assert not {t.line.color for t in fig.data[1:]} & modality_colours  # a component is not a modality
+    assert fig.layout.shapes[0].line.color not in modality_colours
     balanced = _valid(F.gap_histogram_figure(hist, {"weights": [1.0], "means": [0.0], "variances": [0.1], "threshold": float("nan"), "balanced": 1}))
     assert [t.name for t in balanced.data] == ["samples", "1-component fit"] and not balanced.layout.shapes
     bare = _valid(F.gap_histogram_figure(hist, None))
@@ -139,6 +144,8 @@ def test_contributions_conflict_parcoords_bars_are_valid():
     r = _long([(s, 0, "grad_ratio", 3.0) for s in range(10)] + [(s, 0, "conflict/flag", float(s % 2)) for s in range(10)])
     fig = _valid(F.conflict_figure(r, tau=2.0))
     assert fig.data[0].name == "dominance ratio" and fig.data[1].type == "bar" and fig.layout.yaxis.type == "log"
+    tau = fig.layout.annotations[0]  # τ label inside the plot on a white patch: the right margin holds the flag axis
+    assert tau.text == "τ = 2" and tau.x <= 1 and tau.bgcolor and fig.layout.shapes[0].y0 == 2.0
     runs = pd.DataFrame({"method.name": ["joint", "ogm_ge", "joint"], "optim.lr": [0.1, 0.1, 0.01], "acc_fused": [0.8, 0.85, 0.7]})
     pc = _valid(F.parallel_coords_figure(runs, ["method.name", "optim.lr"]))
     dims = pc.data[0].dimensions

@@ -52,10 +52,23 @@ def test_parquet_ragged_lists_are_rejected(tmp_path):
         Parquet.build(ParquetParams(path=str(tmp_path / "r.parquet")))
 
 
+def test_allow_pickle_is_refused_for_parquet(tmp_path):
+    from core.config import build_config
+    from core.errors import ConfigError
+
+    write_parquet(tmp_path / "f.parquet", arrays())
+    with pytest.raises(ConfigError, match=r"^config error: data\.allow_pickle: does not apply to Parquet .*\(got true\)$"):
+        build_config({"data": {"name": "parquet", "path": str(tmp_path / "f.parquet"), "allow_pickle": True}})
+    assert build_config({"data": {"name": "parquet", "path": str(tmp_path / "f.parquet")}}).data.allow_pickle is False
+
+
 @pytest.mark.slow
 def test_parquet_one_epoch_training(tmp_path):
     write_parquet(tmp_path / "f.parquet", arrays())
     from core.engine import Trainer
 
-    final = Trainer(train_config(tmp_path, {"name": "parquet", "path": str(tmp_path / "f.parquet"), "kinds": {"frames": "sequence"}})).fit()
-    assert set(final) >= {"acc/test/fused", "acc/test/audio", "acc/test/frames"}
+    from tests.known_answers import assert_final_is_hand_computed
+
+    t = Trainer(train_config(tmp_path, {"name": "parquet", "path": str(tmp_path / "f.parquet"), "kinds": {"frames": "sequence"}}))
+    final = t.fit()
+    assert_final_is_hand_computed(final, t, {"acc/test/fused", "acc/test/audio", "acc/test/frames"})

@@ -9,9 +9,9 @@ import torch
 
 from core.engine import Trainer
 
-ALL_ON = {"conflict": True, "conflict_every": 1, "gap": True, "gmm": True, "samples": True, "contrib": True,
+ALL_ON = {"conflict": True, "conflict_every": 1, "probe": True, "probe_every": 1, "gap": True, "gmm": True, "samples": True, "contrib": True,
           "captum": True, "captum_method": "shapley_sampling"}
-ALL_OFF = {"grad": False, "conflict": False, "gap": False, "contrib": False, "captum": False}
+ALL_OFF = {"grad": False, "conflict": False, "probe": False, "gap": False, "contrib": False, "captum": False}
 
 
 def _params_after(tiny, diag, **over):

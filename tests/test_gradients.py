@@ -54,3 +54,32 @@ def test_engine_logs_hand_computable_grad_norm(tiny):
     stats = t.diagnostics.after_backward(StepContext(t))
     assert stats["grad_norm/visual"] == pytest.approx(expected, rel=1e-5)
     t.writer.close("finished")
+
+
+def test_stored_grad_norm_rows_equal_a_hand_computed_first_step(tiny):
+    """Train one step through the engine; the stored step-0 rows equal norms computed here.
+
+    One batch holds the whole training split, so the step's gradient is that of the mean
+    cross-entropy of the fused output over all 32 samples, whatever the shuffled order.
+    The reference recomputes it on a copy of the initial weights with float64 sums.
+    """
+    import copy
+
+    from core.engine import Trainer
+    from core.store import open_run
+
+    t = Trainer(tiny(epochs=1, batch_size=32, data={"n_train": 32}, set=["method.name=joint", "diagnostics.conflict=false"]))
+    ref = copy.deepcopy(t.model)
+    split = t.bundle.splits["train"]
+    batch = split.batch(torch.arange(len(split)))
+    torch.nn.functional.cross_entropy(ref(batch).fused, batch["label"]).backward()
+    hand = {m: math.sqrt(sum(float(p.grad.double().square().sum()) for p in ref.encoders[m].parameters())) for m in ("audio", "visual")}
+    t.fit()
+    rows = open_run(t.run_dir).scalars()
+    step0 = {n: v for n, v in zip(rows[rows["step"] == 0]["name"], rows[rows["step"] == 0]["value"])}
+    for m in ("audio", "visual"):
+        assert step0[f"grad_norm/{m}"] == pytest.approx(hand[m], rel=1e-5)
+        assert step0[f"grad_share/{m}"] == pytest.approx(hand[m] / (hand["audio"] + hand["visual"]), rel=1e-5)
+    big, small = max(hand.values()), min(hand.values())
+    assert step0["grad_ratio"] == pytest.approx(big / small, rel=1e-5)
+    assert hand["audio"] != pytest.approx(hand["visual"], rel=1e-2), "planted imbalance: the two norms differ"

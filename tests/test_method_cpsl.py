@@ -5,9 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from core.engine import StepContext, Trainer
-from core.methods.cpsl import dominance_ratio, label_stats, penalty_coefficient, ramp, stat_loss
+from core.data import move_batch
+from core.methods.cpsl import dominance_ratio, gradient_magnitudes, label_stats, penalty_coefficient, ramp, stat_loss
 from core.store import open_run
 from tests.conftest import run_cli, tiny_cli_args
+from tests.known_answers import assert_final_is_hand_computed, cuda_run_matches_cpu
 from tests.method_helpers import THREE_MODAL, assert_same_state, first_step, grads, resume_matches, run, window_off_equals_joint
 
 
@@ -51,9 +53,16 @@ def test_live_step_loss_and_penalty_follow_the_formula(tiny):
     ce = F.cross_entropy(out.fused, y) + sum(F.cross_entropy(z, y) for z in out.logits.values())
     assert float(parts.total.detach()) == pytest.approx(float(ce.detach() + 0.1 * sl), rel=1e-5)
     assert ctx.logs["cpsl/stat_loss"] == pytest.approx(float(sl), rel=1e-5)
+    assert t.model.head_kind == "trained"
     groups = t.model.param_groups()
     before = {g: grads(ps) for g, ps in groups.items()}
-    norms = {m: torch.sqrt(sum((g**2).sum() for g in before[f"encoder/{m}"])).item() for m in ("audio", "visual")}
+    # n_m = ‖∂L/∂h_m‖ at the fusion input, from an independent forward of the same model
+    out2 = t.model(ctx.batch)
+    p2 = torch.softmax(out2.fused, 1)
+    sl2 = ((p2.mean(0) - onehot.mean(0)) ** 2).sum() + ((p2.std(0, unbiased=False) - onehot.std(0, unbiased=False)) ** 2).sum()
+    loss2 = F.cross_entropy(out2.fused, y) + sum(F.cross_entropy(z, y) for z in out2.logits.values()) + 0.1 * sl2
+    fg = torch.autograd.grad(loss2, [out2.features["audio"], out2.features["visual"]])
+    norms = {"audio": fg[0].norm().item(), "visual": fg[1].norm().item()}
     d = max(norms, key=norms.get)
     o = "visual" if d == "audio" else "audio"
     r = norms[d] / norms[o]
@@ -66,6 +75,41 @@ def test_live_step_loss_and_penalty_follow_the_formula(tiny):
             assert torch.equal(p.grad, g)
     assert ctx.logs["cpsl/ratio"] == pytest.approx(r, rel=1e-5)
     assert ctx.logs["cpsl/penalty"] == pytest.approx(c, rel=1e-5)
+
+
+def test_gradient_magnitudes_by_hand():
+    ha, hv = torch.zeros(2, 2, requires_grad=True), torch.zeros(2, 2, requires_grad=True)
+    ((ha * torch.tensor([[3.0, 0.0], [0.0, 4.0]])).sum() + (hv * torch.tensor([[1.0, 0.0], [0.0, 0.0]])).sum()).backward()
+    wa, wv = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(8))
+    wa.grad, wv.grad = torch.tensor([3.0, 4.0]), torch.full((8,), 0.5)
+    feats, enc = {"audio": ha, "visual": hv}, {"audio": [wa], "visual": [wv]}
+    assert gradient_magnitudes("features", feats, enc) == pytest.approx({"audio": 5.0, "visual": 1.0})
+    assert gradient_magnitudes("encoder", feats, enc) == pytest.approx({"audio": 5.0, "visual": 2 ** 0.5})
+    assert gradient_magnitudes("encoder_rms", feats, enc) == pytest.approx({"audio": 5.0 / 2 ** 0.5, "visual": 0.5})
+    assert dominance_ratio({"audio": 5.0, "visual": 1.0}) == ("audio", 5.0)
+
+
+def test_ratio_is_unchanged_when_an_encoder_input_is_rescaled(tiny):
+    """x_a → c·x_a with the first audio layer's weights → W/c computes the same h_a: the
+    fusion-input ratio is unchanged, while the raw encoder-norm ratio moves (first-layer grad × c)."""
+    set_ = ["method.name=cpsl", "method.warmup_epochs=0", "method.sl_weight=0"]
+    ratios = {}
+    for src in ("features", "encoder"):
+        for c in (1.0, 10.0):
+            t = Trainer(tiny(set=set_ + [f"method.ratio_source={src}"]))
+            first = t.model.encoders["audio"].net[0]
+            with torch.no_grad():
+                first.weight.div_(c)
+            batch = move_batch(next(iter(t._train_loader(0))), t.device)
+            batch["audio"] = batch["audio"] * c
+            ctx = StepContext(t, epoch=0, step=0, batch=batch)
+            t.optimizer.zero_grad(set_to_none=True)
+            ctx.out = t.method.forward(t.model, batch, ctx)
+            t.method.backward(t._total_loss(batch, ctx.out, ctx), ctx)
+            t.method.after_backward(ctx)
+            ratios[src, c] = ctx.logs["cpsl/ratio"]
+    assert ratios["features", 10.0] == pytest.approx(ratios["features", 1.0], rel=1e-4)
+    assert abs(ratios["encoder", 10.0] / ratios["encoder", 1.0] - 1) > 0.05
 
 
 def test_running_label_statistics_are_an_ema(tiny):
@@ -94,8 +138,17 @@ def test_three_modalities(tiny):
     r = open_run(run_dir)
     lam = r.scalars("cpsl/lambda")
     assert lam[lam["epoch"] == 0]["value"].eq(0).all() and lam[lam["epoch"] == 1]["value"].eq(0.5).all()
-    pen = r.scalars("cpsl/penalty")["value"]
-    assert ((pen > 0) & (pen <= 1)).all()
+    # every stored step: c = 1/(1 + λ(r − τ)) when r > τ = 2, else 1, from the stored r and λ
+    w = r.scalars(prefix="cpsl/").pivot(index="step", columns="name", values="value")
+    for _, row in w.iterrows():
+        lam, ratio = row["cpsl/lambda"], row["cpsl/ratio"]
+        want = 1.0 / (1.0 + lam * (ratio - 2.0)) if ratio > 2.0 and lam > 0 else 1.0
+        assert row["cpsl/penalty"] == pytest.approx(want, rel=1e-9)
+        assert row["cpsl/conflict"] == float(ratio > 2.0)
+        shares = [row[f"cpsl/share/{m}"] for m in ("audio", "visual", "text")]
+        assert sum(shares) == pytest.approx(1.0)
+        assert ratio == pytest.approx(max(shares) / ((sum(shares) - max(shares)) / 2), rel=1e-9)
+    assert (w.loc[w["cpsl/lambda"] > 0, "cpsl/penalty"] < 1).any(), "the planted imbalance triggers the penalty"
     assert len(r.scalars("cpsl/share/text")) == 16 and "acc/test/text" in final
 
 
@@ -108,8 +161,7 @@ def test_cli_end_to_end(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_runs_on_cuda(tiny):
-    run_dir, final = run(tiny, ["method.name=cpsl", "device=cuda"], data=THREE_MODAL)
-    assert 0.0 <= final["acc/test/fused"] <= 1.0
+    cuda_run_matches_cpu(tiny, ["method.name=cpsl"], data=THREE_MODAL)
 
 
 @pytest.mark.filterwarnings("ignore:unpickling")
@@ -126,7 +178,7 @@ def test_regression_on_a_mosi_pickle(tmp_path, stats):
     sl = (pred.mean() - y.mean()) ** 2 + (pred.std(unbiased=False) - y.std(unbiased=False)) ** 2
     assert ctx.logs["cpsl/stat_loss"] == pytest.approx(float(sl), rel=1e-5)
     final = t.fit()
-    assert final["mae/test/fused"] >= 0
+    assert_final_is_hand_computed(final, t, {"mae/test/fused"})
     r = open_run(t.run_dir)
     assert set(r.scalars("cpsl/share/vision")["epoch"]) == {0, 1}
     if stats == "running":

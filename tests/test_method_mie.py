@@ -7,9 +7,10 @@ import torch.nn.functional as F
 
 from core.engine import StepContext, Trainer
 from core.errors import ConfigError
-from core.methods.mie import projection_matrix, sam_epsilon
+from core.methods.mie import mixup, projection_matrix, sam_epsilon, scaled_stages
 from core.store import open_run
 from tests.conftest import run_cli, tiny_cli_args
+from tests.known_answers import cuda_run_matches_cpu
 from tests.method_helpers import THREE_MODAL, assert_same_state, first_step, resume_matches, run, window_off_equals_joint
 
 
@@ -38,6 +39,59 @@ def test_stage_schedule(tiny):
     got = [t.method.stage_at(e) for e in range(1, 9)]
     assert got == [(0, 1), (0, 1), (1, 3), (1, 3), (1, 3), (2, 6), (2, 6), (3, 8)]
     assert [t.method.stage_modality(e) for e in (1, 3, 6, 8)] == ["audio", "visual", "audio", "visual"]
+
+
+def test_stages_scale_to_the_epoch_budget(tiny):
+    # pattern 1:2 (the reference's 25/50 epochs), 4 stages: boundaries round(20·(1, 3, 4, 6)/6)
+    assert scaled_stages(20, 4, [1, 2]) == [3, 7, 3, 7]
+    assert scaled_stages(60, 4, [1, 2]) == [10, 20, 10, 20]
+    assert scaled_stages(3, 4, [1, 2]) == [1, 1, 1]
+    assert sum(scaled_stages(7, 4, [1, 2])) == 7 and min(scaled_stages(7, 4, [1, 2])) >= 1
+    t = Trainer(tiny(epochs=12, set=["method.name=mie", "method.start_epoch=2"]))
+    assert t.method.lengths == [2, 3, 2, 3]
+    assert [t.method.stage_at(e)[0] for e in range(2, 12)] == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
+
+
+def test_mixup_by_hand():
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]])
+    torch.testing.assert_close(mixup(x, 0.25, torch.tensor([2, 0, 1])), torch.tensor([[3.25, 3.0], [0.75, 0.5], [1.0, 2.5]]))
+
+
+def test_mixup_step_loss_mixes_labels_and_reuses_lambda_in_the_sam_pass(tiny):
+    t = Trainer(tiny(set=["method.name=mie", "method.mixup_alpha=1.0", "method.project=false"]))
+    ctx, parts = first_step(t)
+    key, lam, perm = t.method._mix
+    assert 0.0 <= lam <= 1.0 and sorted(perm.tolist()) == list(range(len(perm)))
+    x, y = ctx.batch["audio"], ctx.batch["label"]
+    z = t.method.heads("audio", t.model.encoders["audio"](lam * x + (1 - lam) * x[perm]))
+    expect = lam * F.cross_entropy(z, y) + (1 - lam) * F.cross_entropy(z, y[perm])
+    torch.testing.assert_close(parts.total, expect, rtol=1e-5, atol=1e-6)
+    t.method.optimizer_step(ctx, t._closure(ctx.batch, ctx))  # the SAM pass draws nothing new
+    assert t.method._mix[0] == key and t.method._mix[1] == lam
+
+
+def test_each_stage_reloads_the_best_valid_state_and_resets_the_optimiser(tiny):
+    t = Trainer(tiny(epochs=3, data={"n_valid": 64}, set=["method.name=mie", "method.stage_epochs=[1]", "method.project=false"]))
+    seen = []
+    orig = t.method._new_stage
+
+    def spy(ctx, k):
+        best = t.method.best
+        assert best is not None and len(t.optimizer.state) > 0
+        orig(ctx, k)
+        # the model now holds exactly the best-valid snapshot, and the optimiser has no momentum left
+        for key, v in t.model.state_dict().items():
+            assert torch.equal(v.cpu(), best["model"][key]), key
+        assert len(t.optimizer.state) == 0
+        seen.append((k, t.method.best_epoch))
+
+    t.method._new_stage = spy
+    t.fit()
+    assert [k for k, _ in seen] == [1, 2]
+    r = open_run(t.run_dir)
+    valid = r.scalars("acc/valid/fused")["value"].tolist()
+    # stage 2 starts from the better of epochs 0 and 1 on valid
+    assert seen[1][1] == (0 if valid[0] >= valid[1] else 1)
 
 
 def test_sam_step_restores_parameters_and_mixes_gradients(tiny):
@@ -163,8 +217,7 @@ def test_cli_end_to_end(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_runs_on_cuda(tiny):
-    run_dir, final = run(tiny, ["method.name=mie", "device=cuda"], data=THREE_MODAL)
-    assert 0.0 <= final["acc/test/fused"] <= 1.0
+    cuda_run_matches_cpu(tiny, ["method.name=mie"], data=THREE_MODAL)
 
 
 @pytest.mark.filterwarnings("ignore:unpickling")

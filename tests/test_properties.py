@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.config import RUN_NAME_RE, build_config, resolve_config
+from core.diagnostics.gap import gap_histogram
 from core.errors import ConfigError
 from core.methods import list_methods
 from core.store import RunReader, RunWriter
@@ -28,6 +29,7 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 PRESET_MODALITIES = {
     "balanced": ["audio", "visual"],
     "imbalanced": ["audio", "visual"],
+    "complementary": ["audio", "visual"],
     "noisy": ["audio", "visual"],
     "three_modal": ["audio", "visual", "text"],
 }
@@ -223,9 +225,15 @@ def hist_store(tmp_path_factory):
 def test_gap_histogram_counts_sum_to_the_sample_count(hist_store, gaps, bins):
     """Modality-gap histograms use fixed edges over [-1, 1] with values clipped into range."""
     w, d = hist_store
-    edges = np.linspace(-1.0, 1.0, bins + 1)
-    counts, _ = np.histogram(np.clip(np.asarray(gaps, dtype=np.float64), -1.0, 1.0), bins=edges)
+    edges, counts = gap_histogram(np.asarray(gaps, dtype=np.float64), bins)
+    assert np.array_equal(edges, np.linspace(-1.0, 1.0, bins + 1))
     assert counts.sum() == len(gaps)
+    expected = np.zeros(bins)
+    for g in gaps:
+        g = min(max(g, -1.0), 1.0)
+        i = next((k for k in range(bins) if edges[k] <= g < edges[k + 1]), bins - 1)
+        expected[i] += 1
+    assert np.array_equal(counts, expected), "every sample lands in the bin whose [left, right) holds it"
     epoch = w.rows_written
     w.log_histogram(epoch, "train", "gap", edges, counts)
     w.flush()

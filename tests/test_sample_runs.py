@@ -22,11 +22,28 @@ def test_gallery_is_complete_and_small():
 
 @pytest.mark.parametrize("run_dir", RUNS, ids=[p.name for p in RUNS])
 def test_every_sample_run_opens_finished(run_dir):
+    """Properties any correct gallery has, whatever its presets: a finished run of the configured
+    length whose final accuracy is what its own per-epoch rows and per-sample predictions say."""
     r = open_run(run_dir)
+    cfg = r.config()
     assert r.status() == "finished"
-    assert r.final_scalars("acc/test/")["acc/test/fused"] > 0
     assert r.meta()["thinned"]
-    assert r.config()["method"]["name"]
+    assert cfg["method"]["name"]
+    acc = r.scalars("acc/test/fused")
+    assert sorted(acc["epoch"]) == list(range(cfg["epochs"])), "one test accuracy per configured epoch"
+    final = r.final_scalars("acc/test/")["acc/test/fused"]
+    assert final == acc.loc[acc["epoch"].idxmax(), "value"]
+    n_test = cfg["data"].get("n_test")
+    if n_test:
+        assert final * n_test == pytest.approx(round(final * n_test), abs=1e-6), "an accuracy is a count over the test split"
+    robust = r.final_scalars("robust/clean")
+    if robust:
+        assert robust["robust/clean"] == pytest.approx(final, abs=1e-9), "the robustness table's clean row is the test accuracy"
+    s = r.samples(epoch=cfg["epochs"] - 1, split="test")
+    if len(s):
+        one = s[s["name"] == s["name"].iloc[0]]
+        if n_test and len(one) == n_test:
+            assert one["correct"].mean() == pytest.approx(final, abs=1e-9), "stored per-sample predictions give the final accuracy"
 
 
 def test_readme_table_matches_stored_metrics():
@@ -57,3 +74,14 @@ def test_regenerating_a_sample_run_reproduces_its_metrics(tmp_path):
     stored = open_run(src).final_scalars("acc/test/")
     for k, v in stored.items():
         assert final[k] == pytest.approx(v, abs=0.01), k
+
+
+def test_thinning_note_counts_epochs_from_one_like_the_dashboard(tmp_path):
+    """The UI numbers epochs 1..E; the note about kept snapshots must too (index 3 = epoch 4)."""
+    from core.gallery import thin
+    from tests.planted import plant_run
+
+    d = plant_run(tmp_path, "r", epochs=4, steps_per_epoch=2)
+    note = thin(d, keep_samples=True, sample_epochs=[0, 3])
+    assert "kept only for epoch(s) 1,4 (counted from 1)" in note
+    assert open_run(d).meta()["thinned"] == note

@@ -35,6 +35,7 @@ SOAK_SECONDS = float(os.environ.get("MODALSCOPE_SOAK_SECONDS", "30"))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(max(300, SOAK_SECONDS + 240))  # a longer soak (MODALSCOPE_SOAK_SECONDS) gets a longer limit
 def test_four_writers_three_readers_lose_nothing(tmp_path):
     root = tmp_path / "runs"
     root.mkdir()

@@ -273,6 +273,7 @@ def test_dry_run_lists_actions_and_runs_nothing(local_sweep, tmp_path, capsys):
 # ---------------------------------------------------------------------------- Ray executor
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.timeout(660)  # the sweep subprocess has its own 600 s limit; Ray's cold start is the slow part
 def test_ray_local_runtime_gives_the_same_metrics_as_the_local_pool(local_sweep, tmp_path):
     pytest.importorskip("ray")
     spec, runs, r = local_sweep

@@ -11,7 +11,7 @@ def test_class_codes_are_bits():
     assert (c[5] == np.array([1, -1, 1])).all()
 
 
-@pytest.mark.parametrize("preset", ["balanced", "imbalanced", "three_modal"])
+@pytest.mark.parametrize("preset", ["balanced", "imbalanced", "complementary", "three_modal"])
 def test_monte_carlo_bayes_matches_closed_form(preset):
     p = SyntheticParams(preset=preset)
     mc = bayes_ceilings(p, n_mc=100_000)
@@ -22,9 +22,24 @@ def test_monte_carlo_bayes_matches_closed_form(preset):
         assert mc[m] == pytest.approx(analytic_ceiling([p.strength[m]]), abs=0.006)
 
 
-def test_imbalanced_preset_leaves_room_for_fusion():
-    b = bayes_ceilings(SyntheticParams(preset="imbalanced"))
+@pytest.mark.parametrize("preset", ["imbalanced", "complementary"])
+def test_two_modal_presets_leave_room_for_fusion(preset):
+    b = bayes_ceilings(SyntheticParams(preset=preset))
     assert b["fused"] - max(b["audio"], b["visual"]) >= 0.05
+
+
+def test_imbalanced_is_redundant_and_complementary_is_not():
+    """imbalanced: every modality sees every code bit; complementary: each is near-blind to some bit."""
+    red, comp = SyntheticParams(preset="imbalanced"), SyntheticParams(preset="complementary")
+    for m in ("audio", "visual"):
+        assert min(red.strength[m]) >= 1.0
+    assert min(comp.strength["audio"]) < 0.5 and comp.strength["visual"][2] > comp.strength["audio"][2]
+
+
+def test_default_splits_give_a_valid_split_and_a_tight_test_estimate():
+    p = SyntheticParams()
+    assert p.preset == "imbalanced" and p.n_valid > 0
+    assert (0.25 / p.n_test) ** 0.5 <= 0.008
 
 
 def test_corruption_lowers_the_corrupted_modality_ceiling_and_mask_rate():
@@ -69,4 +84,4 @@ def test_scale_is_bayes_neutral_but_changes_inputs():
     assert bayes_ceilings(p1, n_mc=20_000) == bayes_ceilings(p2, n_mc=20_000)
     x1 = Synthetic.build(p1).splits["train"].tensors["visual"]
     x2 = Synthetic.build(p2).splits["train"].tensors["visual"]
-    assert np.allclose(x1.numpy() / 0.3, x2.numpy(), atol=1e-4)
+    assert np.allclose(x1.numpy() / p1.scale["visual"], x2.numpy(), atol=1e-4)

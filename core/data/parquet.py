@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydantic import field_validator
 
 from core.data.arrays import FeatureFileParams, raw_split_arrays
 from core.data.base import DatasetBundle, DatasetSource, register_dataset
@@ -25,6 +26,14 @@ WIDE = re.compile(r"^(?P<m>.+)\.(?P<i>\d+)$")
 
 class ParquetParams(FeatureFileParams):
     name: Literal["parquet"] = "parquet"
+
+    @field_validator("allow_pickle")
+    @classmethod
+    def _no_pickle_in_parquet(cls, v: bool) -> bool:
+        """Parquet stores typed columns, never pickled objects: accepting the flag would promise an effect it cannot have."""
+        if v:
+            raise ValueError("does not apply to Parquet (typed columns, nothing pickled); drop --allow-pickle")
+        return v
 
 
 def arrow_to_numpy(src: str, col: str, arr) -> np.ndarray:

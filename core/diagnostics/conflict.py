@@ -48,15 +48,17 @@ def cosine(a: Grads, b: Grads) -> float:
     la, lb = _as_list(a), _as_list(b)
     if len(la) != len(lb):
         raise ValueError(f"gradient lists differ in length ({len(la)} vs {len(lb)})")
-    xa = [x.detach().reshape(-1) for x in la if x is not None]
-    xb = [y.detach().reshape(-1) for y in lb if y is not None]
+    xa = [x.detach() for x in la if x is not None]
+    xb = [y.detach() for y in lb if y is not None]
     both = [(x.detach().reshape(-1), y.detach().reshape(-1)) for x, y in zip(la, lb) if x is not None and y is not None]
     if not both:
         return 0.0
-    va, vb = torch.cat(xa).double(), torch.cat(xb).double()
-    pa = torch.cat([x for x, _ in both]).double()
-    pb = torch.cat([y for _, y in both]).double()
-    d, n1, n2 = torch.stack([pa @ pb, va @ va, vb @ vb]).tolist()
+    # Per-tensor dot products and norms (no concatenated float64 copies: those cost more than the
+    # backward passes that produced the gradients); partial sums are accumulated in float64.
+    dots = torch.stack([torch.dot(x, y.to(x.dtype)) for x, y in both]).double().sum()
+    n1 = torch.stack(torch._foreach_norm(xa)).double().square().sum()
+    n2 = torch.stack(torch._foreach_norm(xb)).double().square().sum()
+    d, n1, n2 = torch.stack([dots, n1, n2]).tolist()
     if n1 <= 0.0 or n2 <= 0.0:
         return 0.0
     c = d / (n1**0.5 * n2**0.5)

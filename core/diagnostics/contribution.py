@@ -1,7 +1,7 @@
 """Modality contribution W^m = softmax(Î(m)·D(m) / T): information quantity times confidence.
 
-Interpretation of CAL (Xu, Kou, Wu, Liu, arXiv 2510.26289; formulas [I], see
-``shared/methods.md`` §4):
+Interpretation of CAL (Xu, Kou, Wu, Liu, arXiv 2510.26289; formulas are our interpretation,
+written down in ``docs/methods.md``):
 
 * **I(m)**, marginal performance, as the exact Shapley value of modality m in the game
   whose players are modalities and whose value is the fused model's score with the other
@@ -13,8 +13,10 @@ Interpretation of CAL (Xu, Kou, Wu, Liu, arXiv 2510.26289; formulas [I], see
   The values sum to v(M) − v(∅) (efficiency); a modality the model ignores gets 0.
 * **D(m)**, confidence: mean true-class probability of m's unimodal logits,
   ``D(m) = mean_i p_m,i[y_i]`` (for regression ``1 / (1 + mean |z_m − y|)``).
-* **W^m = softmax_m(Î(m) · D(m) / T)** with Î min-max normalised across modalities (all
-  equal → 1). High W^m: m both moves the fused decision and is confident on its own.
+* **W^m = softmax_m(Î(m) · D(m) / T)** with ``Î(m) = I(m) / Σ_k |I(k)|`` (each modality's
+  share of the information, its magnitude relative to the others kept; min-max scaling is
+  available but maps any two modalities to {0, 1}). High W^m: m both moves the fused decision
+  and is confident on its own.
 
 Cost: 2^M no-grad forward passes over the fixed evaluation batches (4 for two modalities).
 """
@@ -61,12 +63,31 @@ def normalise_minmax(values: dict[str, float]) -> dict[str, float]:
     return {m: (v - lo) / (hi - lo) for m, v in values.items()}
 
 
-def contribution_weights(info: dict[str, float], confidence: dict[str, float], temperature: float = 1.0) -> dict[str, float]:
-    """``W^m = softmax_m(Î(m) · D(m) / T)``; the weights are positive and sum to 1."""
+def normalise_sum(values: dict[str, float]) -> dict[str, float]:
+    """Î = I / Σ_k |I(k)|: signed shares of the total information (all zero → 0 for every modality).
+
+    Unlike min-max scaling it keeps the ratio between modalities: I = (3, 1) gives (0.75, 0.25),
+    I = (3, 2.9) gives (0.51, 0.49), where min-max gives (1, 0) for both.
+    """
+    total = sum(abs(v) for v in values.values())
+    if not total > 1e-12:
+        return {m: 0.0 for m in values}
+    return {m: v / total for m, v in values.items()}
+
+
+def contribution_weights(
+    info: dict[str, float], confidence: dict[str, float], temperature: float = 1.0, norm: str = "sum"
+) -> dict[str, float]:
+    """``W^m = softmax_m(Î(m) · D(m) / T)``; the weights are positive and sum to 1.
+
+    ``norm="sum"``: Î = I / Σ|I| (:func:`normalise_sum`); ``"minmax"``: Î in [0, 1] (:func:`normalise_minmax`).
+    """
     if temperature <= 0:
         raise ValueError("temperature must be > 0")
+    if norm not in ("sum", "minmax"):
+        raise ValueError(f"norm must be 'sum' or 'minmax', got {norm!r}")
     mods = list(info)
-    ihat = normalise_minmax(info)
+    ihat = normalise_sum(info) if norm == "sum" else normalise_minmax(info)
     s = np.array([ihat[m] * confidence[m] / temperature for m in mods], dtype=np.float64)
     e = np.exp(s - s.max())
     w = e / e.sum()

@@ -142,7 +142,8 @@ def fit_gap_mixture(x: np.ndarray, seed: int = 0, use_abs: bool = False, backend
 
     ``backend="numpy"`` (default) runs the vectorised EM of :func:`_em_two`;
     ``backend="sklearn"`` runs ``sklearn.mixture.GaussianMixture(2)`` (k-means start,
-    ``random_state=seed``). Both fit the same model and agree to EM tolerance.
+    ``random_state=seed``) and ``GaussianMixture(1)`` for BIC₁. Each backend computes both
+    BICs itself; they fit the same model and agree to EM tolerance.
     """
     g = np.asarray(x, dtype=np.float64).reshape(-1)
     g = g[np.isfinite(g)]
@@ -151,10 +152,10 @@ def fit_gap_mixture(x: np.ndarray, seed: int = 0, use_abs: bool = False, backend
     if len(g) < 2:
         raise ValueError(f"a gap mixture needs at least 2 finite values, got {len(g)}")
     n = len(g)
-    var1 = float(g.var()) + 1e-6
-    loglik1 = float(np.sum(-0.5 * np.log(2 * math.pi * var1) - (g - g.mean()) ** 2 / (2 * var1)))
-    bic1 = -2.0 * loglik1 + 2 * math.log(n)
     if backend == "numpy":
+        var1 = float(g.var()) + 1e-6
+        loglik1 = float(np.sum(-0.5 * np.log(2 * math.pi * var1) - (g - g.mean()) ** 2 / (2 * var1)))
+        bic1 = -2.0 * loglik1 + 2 * math.log(n)
         w, mu, var, loglik2 = _em_two(g)
         bic2 = -2.0 * loglik2 + 5 * math.log(n)
     elif backend == "sklearn":
@@ -165,6 +166,8 @@ def fit_gap_mixture(x: np.ndarray, seed: int = 0, use_abs: bool = False, backend
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             gm = GaussianMixture(2, covariance_type="full", random_state=seed, reg_covar=1e-6).fit(X)
+            gm1 = GaussianMixture(1, covariance_type="full", random_state=seed, reg_covar=1e-6).fit(X)
+        bic1 = float(gm1.bic(X))
         bic2 = float(gm.bic(X))
         w = gm.weights_.astype(np.float64)
         mu = gm.means_.reshape(-1).astype(np.float64)

@@ -15,7 +15,11 @@ Cadence (``RunConfig.diagnostics``):
   :mod:`~core.diagnostics.gmm`);
 * every epoch — Shapley information I(m), confidence D(m), contribution W^m and the captum
   cross-check on a fixed set of test batches (:mod:`~core.diagnostics.contribution`,
-  :mod:`~core.diagnostics.attribution`).
+  :mod:`~core.diagnostics.attribution`);
+* before the first step, every ``probe_every`` epochs (after epochs k−1, 2k−1, …) and after
+  the last epoch — linear probes on frozen encoder features (:mod:`~core.diagnostics.probe`);
+* every logged step, after the method's ``after_backward`` and gradient clipping — the
+  applied-gradient norms (:meth:`DiagnosticsMonitor.applied_gradients`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 GMM_MIN_SAMPLES = 10
 SNAPSHOT_SEED = 12345
+PROBE_SEED = 24680
+PROBE_SPLITS = ("valid", "test")
 
 
 class DiagnosticsMonitor:
@@ -41,6 +47,7 @@ class DiagnosticsMonitor:
         self._contrib_batch: dict | None = None
         self._mean_fill: dict | None = None
         self._snapshot: dict[tuple[str, int], np.ndarray] = {}
+        self._probe_rows: dict[str, np.ndarray | None] = {}
 
     # ------------------------------------------------------------------ per step
     def before_backward(self, ctx: "StepContext", parts) -> dict[str, float]:
@@ -68,17 +75,107 @@ class DiagnosticsMonitor:
             return {}
         return gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
 
+    def applied_gradients(self, ctx: "StepContext") -> dict[str, float]:
+        """What the optimiser gets: the same statistics as :meth:`after_backward`, read after the
+        method's ``after_backward`` and gradient clipping (``grad_applied/*``,
+        ``grad_applied_share/<m>``, ``grad_applied_ratio``; no conflict flag)."""
+        if not self.cfg.grad:
+            return {}
+        stats = gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
+        out = {}
+        for k, v in stats.items():
+            if k.startswith("grad_norm/"):
+                out["grad_applied/" + k[len("grad_norm/"):]] = v
+            elif k.startswith("grad_share/"):
+                out["grad_applied_share/" + k[len("grad_share/"):]] = v
+            elif k == "grad_ratio":
+                out["grad_applied_ratio"] = v
+        return out
+
     # ------------------------------------------------------------------ per epoch
     def on_epoch_end(self, ctx: "StepContext", evals: dict[str, "EvalResult"]) -> dict[str, float]:
         out: dict[str, float] = {}
         devices = [torch.cuda.current_device()] if ctx.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
+            if self.probe_due(ctx.epoch):
+                out.update(self.probes(evals))
             if self.cfg.gap and self._gap_due(ctx.epoch) and ctx.task == "classification":
                 for split in self.cfg.gap_splits:
                     if split in evals:
                         out.update(self.gap_diagnostics(ctx.epoch, evals[split]))
             if self.cfg.contrib:
                 out.update(self.contributions(ctx))
+        return out
+
+    # ------------------------------------------------------------------ probes
+    def probes_enabled(self) -> bool:
+        t = self.trainer
+        return self.cfg.probe and t.bundle.task == "classification" and "train" in t.bundle.splits
+
+    def probe_due(self, epoch: int) -> bool:
+        """After epochs k−1, 2k−1, … (k = ``probe_every``) and after the last epoch."""
+        return self.probes_enabled() and ((epoch + 1) % self.cfg.probe_every == 0 or epoch == self.trainer.cfg.epochs - 1)
+
+    def probe_init(self) -> dict[str, float]:
+        """Probes of the untrained encoders, logged before the first step under both
+        ``probe_init/…`` (the utilisation baseline) and ``probe/…`` (the first point of the curve)."""
+        if not self.probes_enabled():
+            return {}
+        devices = [torch.cuda.current_device()] if self.trainer.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            vals = self.probes()
+        return {**vals, **{"probe_init/" + k[len("probe/"):]: v for k, v in vals.items()}}
+
+    def _probe_subset(self, split: str) -> np.ndarray | None:
+        """A fixed seeded subset of at most ``probe_max_samples`` rows (None: the whole split)."""
+        if split not in self._probe_rows:
+            n = len(self.trainer.bundle.splits[split])
+            k = self.cfg.probe_max_samples
+            rows = None if n <= k else np.sort(np.random.default_rng(PROBE_SEED).choice(n, size=k, replace=False))
+            self._probe_rows[split] = rows
+        return self._probe_rows[split]
+
+    def probe_reuses(self, split: str, epoch: int) -> bool:
+        """Whether the epoch's evaluation pass over ``split`` should keep encoder features for the probe."""
+        return self.probe_due(epoch) and self._probe_subset(split) is None
+
+    def _features(self, split: str, evals: dict | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Encoder features of ``split``: from the evaluation pass when it kept them, else a pass of their own."""
+        from core.diagnostics.probe import encoder_features
+
+        t = self.trainer
+        ev = (evals or {}).get(split)
+        if ev is not None and ev.features is not None and self._probe_subset(split) is None:
+            order = torch.as_tensor(np.argsort(ev.idx, kind="stable"))
+            return {m: f[order] for m, f in ev.features.items()}, torch.as_tensor(ev.labels)[order]
+        return encoder_features(t.model, t.bundle.splits[split], t.device, self._probe_subset(split))
+
+    def probes(self, evals: dict | None = None) -> dict[str, float]:
+        """``probe/<split>/<m>`` for valid and test, and ``probe/bit/<m>/<b>`` (test, synthetic data).
+
+        Reuses the encoder features the epoch's evaluation passes kept (``evals``); a split
+        without them (the train split when no diagnostic needs its pass, the init probe, a
+        split above ``probe_max_samples``) gets one no-grad encoder pass of its own.
+        """
+        from core.diagnostics.probe import probe_features
+
+        t = self.trainer
+        splits = ["train", *(s for s in PROBE_SPLITS if s in t.bundle.splits)]
+        feats = {s: self._features(s, evals) for s in splits}
+        n_bits = 0
+        if t.cfg.data.name == "synthetic":
+            from core.data.synthetic import n_bits as bits_of
+
+            n_bits = bits_of(t.model.n_out)
+        out: dict[str, float] = {}
+        for m in t.model.modalities:
+            x, y = feats["train"][0][m], feats["train"][1]
+            evals = {s: (feats[s][0][m], feats[s][1]) for s in splits[1:]}
+            acc, bits = probe_features(x, y, evals, t.model.n_out, n_bits if "test" in evals else 0)
+            for s, a in acc.items():
+                out[f"probe/{s}/{m}"] = a
+            for b, a in enumerate(bits.get("test", [])):
+                out[f"probe/bit/{m}/{b}"] = a
         return out
 
     def _gap_due(self, epoch: int) -> bool:

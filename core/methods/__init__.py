@@ -13,3 +13,4 @@ __all__ = ["LossParts", "Method", "MethodParams", "get_method", "list_methods", 
 from core.methods import purify  # noqa: F401,E402
 from core.methods import gmm_adaptive  # noqa: F401,E402
 from core.methods import cal  # noqa: F401,E402
+from core.methods import ensemble  # noqa: F401,E402

@@ -77,10 +77,54 @@ def fused_and_unimodal(out: "ModelOutput", y: torch.Tensor, task: str, weight: f
     return LossParts(total=total, parts=parts)
 
 
+@dataclass(frozen=True)
+class Panel:
+    """One chart a method declares for the dashboard's *Method signals* view.
+
+    The method knows what its signals mean, so it says how to read them: which logged
+    scalars (``series``: exact names or ``fnmatch`` globs such as ``"ogm/coeff/*"``), in
+    which ``unit``, on which ``y_range``, against which reference line (``ref_line`` with
+    ``ref_label``), and one sentence (``reading``) telling a newcomer what to look for. A
+    series is labelled by what its glob's ``*`` matched (``ogm/coeff/audio`` → ``audio``),
+    else by ``labels`` or its last path part. ``shape="hv"`` draws steps (stages, counts).
+    """
+
+    title: str
+    series: tuple[str, ...]
+    unit: str
+    reading: str
+    y_range: tuple[float, float] | None = None
+    ref_line: float | None = None
+    ref_label: str = ""
+    log_y: bool = False
+    shape: str = "linear"
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, names) -> list[str]:
+        """The logged names this panel draws, in declaration order then name order."""
+        out: list[str] = []
+        for pat in self.series:
+            for n in sorted(names):
+                if n not in out and (n == pat or fnmatch.fnmatchcase(n, pat)):
+                    out.append(n)
+        return out
+
+    def label(self, name: str) -> str:
+        given = dict(self.labels)
+        if name in given:
+            return given[name]
+        for pat in self.series:
+            if "*" in pat and fnmatch.fnmatchcase(name, pat):
+                pre, _, post = pat.partition("*")
+                return name[len(pre) : len(name) - len(post)] or name
+        return name.rsplit("/", 1)[-1]
+
+
 class Method:
     """Base class; every hook has a sensible default so a method overrides only what it changes."""
 
     name: ClassVar[str] = ""
+    panels: ClassVar[tuple[Panel, ...]] = ()
     Params: ClassVar[type[MethodParams]] = MethodParams
     family: ClassVar[str] = "baseline"
     needs_train_eval: ClassVar[bool] = False
@@ -100,6 +144,18 @@ class Method:
             raise ConfigError(f"method {cls.name!r} needs at least {cls.min_modalities} modalities, the data has {n}")
         if cls.max_modalities is not None and n > cls.max_modalities:
             raise ConfigError(f"method {cls.name!r} supports at most {cls.max_modalities} modalities, the data has {n}")
+
+    @classmethod
+    def unimodal_heads(cls, params: MethodParams) -> str | None:
+        """Which per-modality logits the method needs (see :func:`core.models.resolve_heads`).
+
+        ``"trained"``: it trains unimodal losses, which must act on separate heads trained with
+        the encoders (never on the fusion layer, whose weights the fused loss alone should set);
+        ``"slice"``: it reads the fusion-layer slices and trains no unimodal loss; None: no
+        preference. ``model.heads=auto`` builds what this returns; an explicit ``model.heads``
+        overrides it with a warning when the two disagree.
+        """
+        return None
 
     @classmethod
     def used_modalities(cls, params: MethodParams, modalities: list[str]) -> list[str]:

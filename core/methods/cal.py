@@ -1,6 +1,6 @@
 """CAL, contribution-guided asymmetric learning (Xu, Kou, Wu, Liu, arXiv 2510.26289). [I]
 
-The paper's method section is not public; this is the interpretation of methods.md §4.
+The paper's method section is not public; this is our interpretation (docs/methods.md).
 
 Per training step, on the current batch:
 
@@ -10,8 +10,10 @@ Per training step, on the current batch:
    (:func:`core.diagnostics.contribution.shapley_values`).
 2. ``D(m) = mean_i p_m,i[y_i]``, optionally times the potential ``1 + ReLU(ΔL_m)`` where
    ``ΔL_m`` is the step-to-step decrease of an EMA of the unimodal loss.
-3. ``W^m = softmax_m(Î(m)·D(m)/T)`` with Î min-max normalised, smoothed by an EMA
-   (``w_momentum``).
+3. ``W^m = softmax_m(Î(m)·D(m)/T)`` with ``Î(m) = I(m) / Σ_k |I(k)|`` (``info_norm=sum``:
+   each modality's signed share of the total information, so a modality that brings 3× the
+   information of the other gets 3× its Î; min-max scaling would map any two modalities to
+   {0, 1} and lose that magnitude), smoothed by an EMA (``w_momentum``).
 4. After backward, every gradient of modality m's encoder (and of its bottleneck) is
    multiplied by ``1 + κ·W^m`` ≥ 1: high-contribution modalities are accelerated, none is
    slowed down. Then the total gradient norm is clipped at ``clip``.
@@ -41,7 +43,7 @@ from torch import nn
 from core.diagnostics.contribution import confidence, contribution_weights, shapley_values, subset_value_fn
 from core.diagnostics.robustness import feature_moments
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, MethodParams, register_method, task_loss
+from core.methods.base import LossParts, Method, MethodParams, Panel, register_method, task_loss
 from core.methods.purify import supervised_losses
 
 
@@ -49,6 +51,9 @@ class CalParams(MethodParams):
     name: Literal["cal"] = "cal"
     kappa: float = Field(1.0, ge=0.0, le=100.0, description="Acceleration strength: encoder m's gradient × (1 + κ·W^m).")
     temperature: float = Field(1.0, gt=0.0, le=1000.0, description="Softmax temperature T of W^m.")
+    info_norm: Literal["sum", "minmax"] = Field(
+        "sum", description="Î = I / Σ_k |I(k)| (keeps each modality's share of the information) or min-max to [0, 1] (two modalities: always {0, 1})."
+    )
     w_momentum: float = Field(0.9, ge=0.0, lt=1.0, description="EMA momentum of W^m across steps.")
     absent: Literal["zero", "mean"] = Field("zero", description="Input of an absent modality in the Shapley game.")
     potential: bool = Field(False, description="Multiply D(m) by 1 + ReLU(decrease of the EMA unimodal loss).")
@@ -110,9 +115,23 @@ def scale_gradients(groups: dict[str, list[nn.Parameter]], factors: dict[str, fl
 class Cal(Method):
     """Contribution-guided acceleration + asymmetric information bottleneck (module doc)."""
 
+    panels = (
+        Panel("Contribution weight Wᵐ", ("cal/w/*",), "Wᵐ (sums to 1)",
+              "The modality that contributes more to the fused prediction gets the larger weight.", (0.0, 1.0), 0.5, "even (two modalities)"),
+        Panel("Acceleration factor 1 + κ·Wᵐ", ("cal/accel/*",), "gradient multiplier (1 = untouched)",
+              "Every encoder's gradient is multiplied by this; high contributors are sped up, nobody is slowed.", None, 1.0, "untouched"),
+        Panel("Information-bottleneck KL per modality", ("cal/kl/*",), "KL (nats)",
+              "Low-contribution modalities are compressed harder; a large KL means the code still carries much information.",
+              log_y=True),
+    )
+
     Params = CalParams
     family = "contribution"
     min_modalities = 2
+
+    @classmethod
+    def unimodal_heads(cls, params) -> str:
+        return "trained"
 
     def __init__(self, params, modalities, task):
         super().__init__(params, modalities, task)
@@ -173,7 +192,7 @@ class Cal(Method):
                 new = self.params.loss_momentum * prev + (1 - self.params.loss_momentum) * lm
                 self.loss_ema[m] = new
                 conf[m] = conf[m] * (1.0 + max(prev - new, 0.0))
-        w_new = contribution_weights(info, conf, self.params.temperature)
+        w_new = contribution_weights(info, conf, self.params.temperature, self.params.info_norm)
         mu = self.params.w_momentum if self.w_init else 0.0
         self.w = {m: mu * self.w[m] + (1 - mu) * w_new[m] for m in self.modalities}
         self.w_init = True

@@ -1,7 +1,7 @@
 """CPSL: conflict-aware multiplicative penalty + statistical loss (after Dai, Liang, Mai, arXiv 2605.28575).
 
 The paper's exact CP and SL formulas were not readable; this module implements the
-interpretation in ``shared/methods.md`` §1 and ``docs/methods.md`` (every knob exposed).
+interpretation written down in ``docs/methods.md`` (every knob exposed).
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from core.diagnostics.gradients import group_norm
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, fused_and_unimodal, register_method
+from core.methods.base import fused_and_unimodal, LossParts, Method, Panel, register_method
 from core.methods.window import WindowParams, joint_loss
 
 
@@ -30,6 +29,10 @@ class CPSLParams(WindowParams):
     )
     sl_momentum: float = Field(0.9, ge=0.0, lt=1.0, description="EMA momentum of the running label statistics (sl_stats=running).")
     aux_weight: float = Field(1.0, ge=0.0, le=100.0, description="Weight of the unimodal auxiliary losses Σ_m L(z_m, y).")
+    ratio_source: Literal["features", "encoder_rms", "encoder"] = Field(
+        "features",
+        description="What n_m measures: ‖∂L/∂h_m‖ at modality m's fusion input (scale-free), the per-parameter RMS of encoder m's gradient, or its raw norm.",
+    )
 
 
 def label_stats(y: torch.Tensor, task: str, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,6 +54,30 @@ def stat_loss(pred: torch.Tensor, target_mean: torch.Tensor, target_std: torch.T
     q = pred.reshape(-1, 1).float() if task == "regression" else torch.softmax(pred.float(), dim=1)
     mean, std = q.mean(0), q.std(0, unbiased=False)
     return ((mean - target_mean.reshape(mean.shape)) ** 2).sum() + ((std - target_std.reshape(std.shape)) ** 2).sum()
+
+
+def gradient_magnitudes(source: str, features: dict[str, torch.Tensor], encoders: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """``n_m`` per modality, from the gradients already computed by ``L.backward()``.
+
+    * ``features``: ``‖∂L/∂h_m‖₂`` over the batch, the gradient arriving at modality m's input of
+      the fusion layer (and of its auxiliary head). It depends only on what h_m is and how the
+      heads use it, not on how many parameters the encoder has or how its input is scaled: a
+      reparametrisation of the encoder that leaves h_m unchanged leaves n_m unchanged;
+    * ``encoder_rms``: ``‖∇_{θ_m} L‖₂ / √|θ_m|``, free of the parameter count only;
+    * ``encoder``: ``‖∇_{θ_m} L‖₂`` (depends on parameter count and input scale).
+    """
+    out = {}
+    for m, params in encoders.items():
+        if source == "features":
+            h = features.get(m)
+            g = None if h is None else h.grad
+            out[m] = 0.0 if g is None else float(torch.linalg.vector_norm(g.double()))
+        else:
+            grads = [p.grad for p in params if p.grad is not None]
+            sq = sum(float(g.double().pow(2).sum()) for g in grads)
+            n = sum(p.numel() for p in params) if source == "encoder_rms" else 1
+            out[m] = (sq / max(n, 1)) ** 0.5
+    return out
 
 
 def dominance_ratio(norms: dict[str, float]) -> tuple[str, float]:
@@ -92,7 +119,11 @@ class CPSL(Method):
     (regression). ``sl_stats=running`` replaces ``(μ, σ)`` by an EMA over batches
     (``μ ← m·μ + (1−m)·μ_batch``, same for σ; first batch initialises).
 
-    After ``L.backward()``: ``n_m = ‖∇_{θ_m} L‖₂`` over encoder m, ``d = argmax n_m``,
+    The auxiliary losses act on a separate linear head per modality (``model.heads=trained``,
+    chosen automatically), as the paper's "unimodal auxiliary heads".
+
+    After ``L.backward()``: ``n_m = ‖∂L/∂h_m‖₂``, the gradient at modality m's fusion input
+    (``ratio_source=features``; scale-free, see :func:`gradient_magnitudes`), ``d = argmax n_m``,
     ``r = n_d / mean_{k≠d} n_k``. If ``r > τ``: ``θ_d.grad ← c·θ_d.grad`` with
     ``c = 1/(1 + λ_cp(r − τ))`` (``penalty=exp``: ``exp(−λ_cp(r−τ))``),
     ``λ_cp = λ_max·min(1, (epoch − start_epoch)/E_w)``. The whole gradient of θ_d, SL part
@@ -102,8 +133,25 @@ class CPSL(Method):
     Outside ``[start_epoch, end_epoch)`` the step is exactly ``joint``.
     """
 
+    panels = (
+        Panel("Gradient share per encoder", ("cpsl/share/*",), "share of ‖g‖ (1/M = even)",
+              "The encoder with the larger share dominates; the penalty shrinks its gradient when the ratio passes τ.", (0.0, 1.0)),
+        Panel("Dominance ratio r", ("cpsl/ratio",), "‖g_dominant‖ / mean ‖g_other‖",
+              "Above τ the step is a conflict and the dominant encoder's gradient is scaled down.", None, 1.0, "even", log_y=True),
+        Panel("Penalty c on the dominant encoder", ("cpsl/penalty", "cpsl/lambda"), "multiplier / strength",
+              "c = 1 leaves the gradient untouched; λ ramps the penalty's strength up over the warm-up.", (0.0, 1.05), 1.0, "untouched",
+              labels=(("cpsl/penalty", "penalty c"), ("cpsl/lambda", "strength λ"))),
+        Panel("Statistical loss", ("cpsl/stat_loss", "cpsl/std_ratio"), "value",
+              "How far the predictions' per-class mean and spread are from the labels'; the std ratio should approach 1.",
+              None, 1.0, "std ratio 1", labels=(("cpsl/stat_loss", "statistical loss"), ("cpsl/std_ratio", "pred std / label std"))),
+    )
+
     Params = CPSLParams
     family = "gradient"
+
+    @classmethod
+    def unimodal_heads(cls, params) -> str | None:
+        return "trained" if params.aux_weight > 0 else None
 
     def __init__(self, params, modalities, task):
         super().__init__(params, modalities, task)
@@ -132,6 +180,10 @@ class CPSL(Method):
         if not self.params.active(ctx.epoch):
             return joint_loss(batch, out, self.task)
         y = batch["label"]
+        if self.params.ratio_source == "features":
+            for h in out.features.values():
+                if h.requires_grad:
+                    h.retain_grad()
         base = fused_and_unimodal(out, y, self.task, self.params.aux_weight)
         total, parts = base.total, base.parts
         if self.params.sl_weight > 0:
@@ -150,7 +202,8 @@ class CPSL(Method):
         if not self.params.active(ctx.epoch):
             return
         groups = ctx.model.param_groups()
-        norms = {m: float(group_norm(groups[f"encoder/{m}"])) for m in self.modalities}
+        feats = ctx.out.features if ctx.out is not None else {}
+        norms = gradient_magnitudes(self.params.ratio_source, feats, {m: groups[f"encoder/{m}"] for m in self.modalities})
         d, r = dominance_ratio(norms)
         lam = self.params.lambda_max * ramp(ctx.epoch, self.params.start_epoch, self.params.warmup_epochs)
         c = penalty_coefficient(r, self.params.tau, lam, self.params.penalty)

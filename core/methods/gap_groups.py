@@ -1,6 +1,6 @@
 """Balanced vs imbalanced training samples, from a mixture fitted to each modality-gap pair.
 
-Shared by ``gmm_adaptive`` and ``purify`` (Liu, Yu, Liu, arXiv 2510.21797; methods.md §3).
+Shared by ``gmm_adaptive`` and ``purify`` (Liu, Yu, Liu, arXiv 2510.21797; ``docs/methods.md``).
 With two modalities there is one gap series ``g = p_a[y] − p_b[y]`` and one mixture. With
 three or more, every modality pair ``(a, b)`` in modality order gets its own series and its
 own mixture (our interpretation [I]), and a sample counts as imbalanced as much as its most

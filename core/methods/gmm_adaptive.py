@@ -1,13 +1,15 @@
-"""GMM-guided adaptive loss (Liu, Yu, Liu, arXiv 2510.21797; methods.md §3). Loss is [I].
+"""GMM-guided adaptive loss (Liu, Yu, Liu, arXiv 2510.21797; ``docs/methods.md``). Loss is [I].
 
 Stages, by epoch: ``warmup`` (``warmup_epochs``) → ``adaptive`` → optionally ``purify``
 (the last ``purify_epochs`` epochs).
 
 * warm-up: ``L = CE(z, y) + Σ_m CE(z_m, y)``.
 * the per-sample gap ``g_i = p_a,i[y_i] − p_b,i[y_i]`` is kept in the trainer's per-sample
-  store (``Trainer.sample_store``), either set from the engine's no-grad pass over the
-  training split at the end of an epoch (``gap_source=eval``, the paper's protocol) or as an
-  EMA of the gaps seen in the training batches (``gap_source=ema``, no extra pass). A
+  store (``Trainer.sample_store``), by default as an EMA of the gaps seen in the training
+  batches (``gap_source=ema``, no extra pass), or set from the engine's no-grad pass over the
+  training split at the end of an epoch (``gap_source=eval``). Once both branches have
+  memorised the training split every eval-pass gap is ≈ 0 and the mixture separates nothing;
+  the EMA remembers the epochs before memorisation, so it is the default. A
   2-component mixture is refitted at the end of warm-up and then every ``refit_every``
   epochs; ``γ_i`` is the posterior of the imbalanced component (larger |μ|) at the stored gap.
 * adaptive, per sample (γ_i detached, μ_b the balanced component's mean)::
@@ -15,8 +17,9 @@ Stages, by epoch: ``warmup`` (``warmup_epochs``) → ``adaptive`` → optionally
       L_i = (1 + λ_f·(1 − γ_i))·CE(z_i, y_i) + Σ_m CE(z_m,i, y_i)
           + λ_g·(1 + γ_i)·g_i² + λ_s·γ_i·(g_i − μ_b)²
 
-  ``detach_strong`` stops the gradient of the gap terms through the modality that is
-  stronger on that sample, so they only push the weak one up. ``use_abs`` fits on |g|.
+  ``detach_strong`` (default on) stops the gradient of the gap terms through the modality
+  that is stronger on that sample, so they only push the weak one up; without it, ``g²``
+  also pulls the strong modality's true-class probability *down*. ``use_abs`` fits on |g|.
 * purify: ``CE(z) + Σ_m CE(z_m)`` at ``lr × purify_lr_scale`` on ``{i : 1 − γ_i ≥ τ_b}``.
 
 Three or more modalities [I]: one series and one mixture per modality pair; the fusion
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from core.diagnostics.gap import true_class_prob
-from core.methods.base import LossParts, Method, MethodParams, register_method
+from core.methods.base import LossParts, Method, MethodParams, Panel, register_method
 from core.methods.gap_groups import (
     fit_mixtures,
     gap_pairs,
@@ -56,15 +59,18 @@ class GmmAdaptiveParams(MethodParams):
     name: Literal["gmm_adaptive"] = "gmm_adaptive"
     warmup_epochs: int = Field(10, ge=1, le=100000, description="Epochs of plain CE(z) + Σ CE(z_m) before the first GMM fit.")
     refit_every: int = Field(1, ge=1, le=100000, description="Epochs between GMM refits in the adaptive stage.")
-    gap_source: Literal["eval", "ema"] = Field(
-        "eval", description="eval: gaps from the per-epoch no-grad pass on train; ema: EMA of training-batch gaps."
+    gap_source: Literal["ema", "eval"] = Field(
+        "ema",
+        description="ema: per-sample EMA of the gaps seen in the training batches (remembers the epochs before memorisation); eval: the end-of-epoch no-grad pass on the training split.",
     )
     ema_momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum of the per-sample gap EMA (gap_source=ema).")
     lambda_f: float = Field(1.0, ge=0.0, le=100.0, description="Extra fusion-loss weight for balanced samples.")
     lambda_g: float = Field(1.0, ge=0.0, le=100.0, description="Weight of the gap penalty g².")
     lambda_s: float = Field(0.5, ge=0.0, le=100.0, description="Weight of the pull of imbalanced samples toward μ_b.")
     use_abs: bool = Field(False, description="Fit the mixture (and the pull toward μ_b) on |g|.")
-    detach_strong: bool = Field(False, description="Gap terms push only the weaker modality of each sample.")
+    detach_strong: bool = Field(
+        True, description="Gap terms push only the weaker modality of each sample up (off: they also pull the stronger one's true-class probability down)."
+    )
     purify_epochs: int = Field(0, ge=0, le=100000, description="Final epochs of fine-tuning on the balanced subset (0 = off).")
     purify_lr_scale: float = Field(0.1, gt=0.0, le=10.0, description="Learning-rate factor for the purify stage.")
     tau_b: float = Field(0.5, gt=0.0, le=1.0, description="Purify keeps samples whose balanced posterior 1 − γ ≥ τ_b.")
@@ -128,9 +134,25 @@ def adaptive_loss(
 class GmmAdaptive(Method):
     """Warm-up → GMM-weighted adaptive loss → optional purification (see module docstring)."""
 
+    panels = (
+        Panel("Training stage", ("gmm/stage",), "stage (0 warm-up · 1 adaptive · 2 purify)",
+              "Warm-up trains on everything; the adaptive stage reweights samples by the GMM; purify fine-tunes on balanced ones.",
+              (-0.2, 2.2), shape="hv"),
+        Panel("Share of training samples the GMM calls imbalanced", ("gmm/frac_imbalanced", "gmm/gamma_mean"), "share of samples",
+              "A falling share means fewer samples are carried by one modality alone.", (0.0, 1.0), 0.5, "half",
+              labels=(("gmm/frac_imbalanced", "posterior > 0.5"), ("gmm/gamma_mean", "mean posterior"))),
+        Panel("Where the two GMM components sit (the threshold lies between them)", ("gmm/mu_b", "gmm/mu_u", "gmm/threshold*"),
+              "modality gap", "Balanced samples sit near 0, imbalanced ones at the dominant modality's side.", (-1.0, 1.0), 0.0, "no gap",
+              labels=(("gmm/mu_b", "balanced mean"), ("gmm/mu_u", "imbalanced mean"))),
+    )
+
     Params = GmmAdaptiveParams
     family = "sample"
     min_modalities = 2
+
+    @classmethod
+    def unimodal_heads(cls, params) -> str:
+        return "trained"
 
     def __init__(self, params, modalities, task):
         super().__init__(params, modalities, task)

@@ -21,11 +21,16 @@ class Joint(Method):
     """``L = CE(z, y) + w·Σ_m CE(z_m, y)`` with ``w = unimodal_weight`` (0 by default).
 
     With ``w = 0`` this is the late-fusion baseline in which a fast modality suppresses a
-    slow one; the unimodal logits are then only read, never trained on directly.
+    slow one; the unimodal logits (fusion-layer slices) are then only read, never trained on
+    directly. With ``w > 0`` the unimodal losses act on separate trained heads.
     """
 
     Params = JointParams
     family = "baseline"
+
+    @classmethod
+    def unimodal_heads(cls, params) -> str | None:
+        return "trained" if params.unimodal_weight > 0 else None
 
     def loss(self, batch, out, ctx) -> LossParts:
         return fused_and_unimodal(out, batch["label"], self.task, self.params.unimodal_weight)

@@ -1,9 +1,12 @@
 """MIE / IGM: flat-gradient (SAM) training + cross-modal gradient projection (Jiang, Chi, Yang; IJCAI-25).
 
-Reference code ``njustkmg/IJCAI25-IGM`` trains one modality per stage with its own MLP head.
-Two deliberate differences from that code: the perturbation is standard SAM (perturb,
-recompute, *restore*, step) with a usable radius instead of an unrestored 1e-10 nudge, and
-mixup / per-stage best-checkpoint reloading are not reproduced.
+Reference code ``njustkmg/IJCAI25-IGM`` trains one modality per stage with its own MLP head,
+long stages (25/50 epochs on CREMA-D), reloads the best checkpoint and starts a new optimiser
+at every stage, and applies mixup to the trained modality's input. All of that is here:
+stages are scaled to the epoch budget (``stage_epochs`` unset), the best state is chosen on
+the **validation** split (kept in memory, never on test), and ``mixup_alpha`` turns mixup on.
+One deliberate difference: the perturbation is standard SAM (perturb, recompute, *restore*,
+step) with a usable radius instead of an unrestored 1e-10 nudge.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pydantic import Field
 from torch import nn
 
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, register_method, task_loss
+from core.methods.base import LossParts, Method, Panel, register_method, task_loss
 from core.methods.window import WindowParams, joint_loss
 from core.models.multimodal import ModelOutput
 
@@ -26,9 +29,18 @@ class MIEParams(WindowParams):
         "staged",
         description="staged: train one modality (encoder + own head) per stage, alternating (reference code); joint: train the fused model and all heads together every step.",
     )
-    stage_epochs: list[Annotated[int, Field(ge=1, le=100000)]] = Field(
-        [2, 3], min_length=1, max_length=64, description="Stage lengths in epochs, cycled (stage k trains modality k mod M)."
+    stage_epochs: list[Annotated[int, Field(ge=1, le=100000)]] | None = Field(
+        None, min_length=1, max_length=64,
+        description="Stage lengths in epochs, cycled (stage k trains modality k mod M); unset = n_stages stages scaled to the epoch budget.",
     )
+    n_stages: int = Field(4, ge=1, le=1000, description="Number of stages when stage_epochs is unset (capped at the number of active epochs).")
+    stage_pattern: list[Annotated[int, Field(ge=1, le=1000)]] = Field(
+        [1, 2], min_length=1, max_length=64,
+        description="Relative stage lengths, cycled, when stage_epochs is unset (reference CREMA-D: 25, 50 → 1, 2).",
+    )
+    reload_best: bool = Field(True, description="At each stage start (from the second), reload the state with the best validation fused accuracy so far.")
+    reset_optimizer: bool = Field(True, description="At each stage start (from the second), drop the optimiser's state (momentum, Adam moments): a new optimiser.")
+    mixup_alpha: float = Field(0.0, ge=0.0, le=100.0, description="Mixup on the trained inputs with λ ~ Beta(α, α); 0 = off (reference: 1.0).")
     rho: float = Field(0.05, ge=0.0, le=10.0, description="SAM radius ρ: ε = ρ·g/‖g‖.")
     flat_ratio: float = Field(0.3, ge=0.0, le=1.0, description="β: update gradient (1−β)·∇L(θ) + β·∇L(θ+ε); 1 = pure SAM, 0 = no SAM.")
     sam_norm: Literal["global", "per_tensor"] = Field(
@@ -65,6 +77,30 @@ def sam_epsilon(grads: list[torch.Tensor], rho: float, per_tensor: bool = False)
     return [rho * g / (total + 1e-12) for g in grads]
 
 
+def scaled_stages(budget: int, n_stages: int, pattern: list[int]) -> list[int]:
+    """Stage lengths that fill ``budget`` epochs: stage k ∝ ``pattern[k mod len]``, each ≥ 1.
+
+    Boundaries are ``round(budget·cum_k / total)``, so the lengths sum to ``budget`` exactly;
+    with fewer epochs than stages every stage is one epoch long.
+    """
+    if budget <= 0:
+        return [1]
+    n = min(n_stages, budget)
+    weights = [pattern[k % len(pattern)] for k in range(n)]
+    total, cum, bounds = sum(weights), 0, [0]
+    for k, w in enumerate(weights):
+        cum += w
+        b = round(budget * cum / total)
+        bounds.append(min(max(b, bounds[-1] + 1), budget - (n - k - 1)))
+    bounds[-1] = budget
+    return [b - a for a, b in zip(bounds, bounds[1:])]
+
+
+def mixup(x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
+    """``λ·x + (1 − λ)·x[perm]`` (the reference's mixup of the trained modality's input)."""
+    return lam * x + (1.0 - lam) * x[perm]
+
+
 def linear_layers(module: nn.Module | None) -> list[nn.Linear]:
     return [] if module is None else [x for x in module.modules() if isinstance(x, nn.Linear)]
 
@@ -90,8 +126,15 @@ class MIE(Method):
 
     Each modality gets its own MLP head (``head_hidden``), owned by the method.
 
-    **staged** (reference): stage k (lengths ``stage_epochs``, cycled) trains modality
-    ``m = modalities[k mod M]`` only: ``L0 = CE(head_m(φ_m(x_m)), y)``. Prediction:
+    **staged** (reference): stage k trains modality ``m = modalities[k mod M]`` only:
+    ``L0 = CE(head_m(φ_m(x_m)), y)``. Stage lengths are ``stage_epochs`` (cycled) or, unset,
+    ``n_stages`` stages with lengths ∝ ``stage_pattern`` filling the active epochs. At the start
+    of every stage from the second: reload the state (encoders, fusion, heads) with the best
+    validation fused accuracy seen so far (``reload_best``; kept in memory, chosen on valid,
+    never on test; skipped without a valid split) and drop the optimiser state
+    (``reset_optimizer``). ``mixup_alpha > 0``: the trained input is ``λx + (1−λ)x[π]`` with
+    ``λ ~ Beta(α, α)`` and a random permutation π per step, ``L0 = λ·CE(z, y) + (1−λ)·CE(z, y[π])``
+    (joint variant: every modality mixed with the same λ, π). Prediction:
     ``p = mean_m softmax(head_m(h_m))`` (``fuse=sum_logprob``: ``Σ_m log_softmax(head_m(h_m))``). **joint**: ``L0 = CE(z, y) + Σ_m CE(head_m(h_m), y)``
     on the fused model; prediction = the fused logits.
 
@@ -113,6 +156,16 @@ class MIE(Method):
     Outside ``[start_epoch, end_epoch)`` the step *and the prediction* are exactly ``joint``.
     """
 
+    panels = (
+        Panel("Stage (which modality trains)", ("mie/stage",), "stage index", "Staged MIE trains one modality per stage, in turn.",
+              shape="hv"),
+        Panel("Gradient kept by the projection", ("mie/proj_ratio/*",), "‖g projected‖ / ‖g‖",
+              "Below 1 the update was turned away from the other modality's feature directions, protecting what it learned.",
+              (0.0, 1.05), 1.0, "no projection"),
+        Panel("Loss at the sharpness-probe point", ("mie/flat_loss",), "loss (nats)",
+              "The loss after a step of size ρ uphill; SAM lowers it, which favours flat minima."),
+    )
+
     Params = MIEParams
     family = "gradient"
 
@@ -122,6 +175,11 @@ class MIE(Method):
         self.P: dict[str, torch.Tensor] = {}
         self.gains: dict[str, float] = {}
         self._dev: dict[str, torch.Tensor] = {}
+        self.lengths: list[int] = list(params.stage_epochs or [1])
+        self.best: dict | None = None
+        self.best_acc = float("-inf")
+        self.best_epoch = -1
+        self._mix: tuple | None = None
 
     @classmethod
     def check_config(cls, params, modalities, task) -> None:
@@ -138,6 +196,10 @@ class MIE(Method):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(trainer.cfg.seed + 7919)
             self.heads = _Heads(self.modalities, trainer.cfg.model.embed_dim, self.params.head_hidden, model.n_out)
+        p = self.params
+        if p.stage_epochs is None:
+            budget = min(p.end_epoch, trainer.cfg.epochs) - p.start_epoch
+            self.lengths = scaled_stages(budget, p.n_stages, p.stage_pattern)
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"mie_heads": self.heads} if self.heads is not None else {}
@@ -146,7 +208,7 @@ class MIE(Method):
     def stage_at(self, epoch: int) -> tuple[int, int]:
         """(stage index, first epoch of that stage) for an active epoch."""
         e, k, first = epoch - self.params.start_epoch, 0, self.params.start_epoch
-        lengths = self.params.stage_epochs
+        lengths = self.lengths
         while e >= lengths[k % len(lengths)]:
             e -= lengths[k % len(lengths)]
             first += lengths[k % len(lengths)]
@@ -160,7 +222,10 @@ class MIE(Method):
     def forward(self, model, batch, ctx) -> ModelOutput:
         if not self.params.active(ctx.epoch):
             return model(batch)
-        if self.params.variant == "staged" and model.training:
+        staged_train = self.params.variant == "staged" and model.training
+        if model.training and self.params.mixup_alpha > 0:
+            batch = self._mixed(batch, ctx, [self.stage_modality(ctx.epoch)] if staged_train else self.modalities)
+        if staged_train:
             m = self.stage_modality(ctx.epoch)
             h = model.encoders[m](batch[m])
             z = self.heads(m, h)
@@ -176,18 +241,39 @@ class MIE(Method):
                 fused = torch.stack([torch.log_softmax(z, 1) for z in logits.values()]).sum(0)
         return ModelOutput(fused=fused, logits=logits, features=feats)
 
+    def _mixed(self, batch: dict, ctx, modalities: list[str]) -> dict:
+        """The batch with ``modalities`` mixed; λ and π are drawn once per step (SAM's second pass reuses them)."""
+        key = (ctx.step, id(batch))
+        if self._mix is None or self._mix[0] != key:
+            a = self.params.mixup_alpha
+            lam = float(torch.distributions.Beta(a, a).sample())
+            perm = torch.randperm(len(batch["label"]), device=batch["label"].device)
+            self._mix = (key, lam, perm)
+        _, lam, perm = self._mix
+        out = dict(batch)
+        for m in modalities:
+            out[m] = mixup(batch[m], lam, perm)
+        return out
+
+    def _ce(self, z: torch.Tensor, y: torch.Tensor, ctx) -> torch.Tensor:
+        """CE, or the mixup loss ``λ·CE(z, y) + (1−λ)·CE(z, y[π])`` on a mixed training step."""
+        if self._mix is not None and self._mix[0][0] == ctx.step and self.params.mixup_alpha > 0 and ctx.model.training:
+            _, lam, perm = self._mix
+            return lam * task_loss(z, y, self.task) + (1.0 - lam) * task_loss(z, y[perm], self.task)
+        return task_loss(z, y, self.task)
+
     def loss(self, batch, out, ctx) -> LossParts:
         if not self.params.active(ctx.epoch):
             return joint_loss(batch, out, self.task)
         y = batch["label"]
         if self.params.variant == "staged":
             (m, z), = out.logits.items()
-            l0 = task_loss(z, y, self.task)
+            l0 = self._ce(z, y, ctx)
             return LossParts(total=l0, parts={m: l0.detach()})
-        fused = task_loss(out.fused, y, self.task)
+        fused = self._ce(out.fused, y, ctx)
         parts, total = {"fused": fused}, fused
         for m, z in out.logits.items():
-            lm = task_loss(z, y, self.task)
+            lm = self._ce(z, y, ctx)
             parts[m] = lm.detach()
             total = total + lm
         return LossParts(total=total, parts=parts)
@@ -321,6 +407,8 @@ class MIE(Method):
             k, first = self.stage_at(ctx.epoch)
             m = self.modalities[k % len(self.modalities)]
             ctx.log("mie/stage", k)
+            if k >= 1 and ctx.epoch == first:
+                self._new_stage(ctx, k)
             if self.params.project and k >= 1 and ctx.epoch == first:
                 prev = self.modalities[(k - 1) % len(self.modalities)]
                 self._rebuild(ctx, [m], [prev])
@@ -332,14 +420,54 @@ class MIE(Method):
         for m, g in self.gains.items():
             ctx.log(f"mie/p_gain/{m}", g)
 
+    # ------------------------------------------------------------------ best state, stage restarts
+    def _snapshot(self, ctx) -> dict:
+        return {
+            "model": {k: v.detach().cpu().clone() for k, v in ctx.model.state_dict().items()},
+            "heads": {k: v.detach().cpu().clone() for k, v in self.heads.state_dict().items()},
+        }
+
+    def on_epoch_end(self, ctx) -> None:
+        """Remember the state with the best validation fused accuracy (never test)."""
+        if not (self.params.active(ctx.epoch) and self.params.variant == "staged" and self.params.reload_best):
+            return
+        ev = ctx.evals.get("valid")
+        if ev is None:
+            return
+        acc = ev.metrics.get("acc/valid/fused")
+        if acc is not None and acc > self.best_acc:
+            self.best_acc, self.best_epoch = float(acc), ctx.epoch
+            self.best = self._snapshot(ctx)
+
+    def _new_stage(self, ctx, k: int) -> None:
+        notes = []
+        if self.params.reload_best and self.best is not None:
+            ctx.model.load_state_dict(self.best["model"])
+            self.heads.load_state_dict(self.best["heads"])
+            notes.append(f"reloaded the best-valid state of epoch {self.best_epoch} (valid fused {self.best_acc:.3f})")
+        if self.params.reset_optimizer:
+            ctx.optimizer.state.clear()
+            notes.append("new optimiser state")
+        if notes:
+            ctx.event("mie", f"stage {k}: " + "; ".join(notes))
+            ctx.log("mie/reload_epoch", float(self.best_epoch))
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"P": {k: v.clone() for k, v in self.P.items()}, "gains": dict(self.gains)}
+        state = {"P": {k: v.clone() for k, v in self.P.items()}, "gains": dict(self.gains)}
+        if self.best is not None:
+            state["best"] = self.best
+            state["best_acc"] = self.best_acc
+            state["best_epoch"] = self.best_epoch
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.P = {k: v.float() for k, v in state.get("P", {}).items()}
         self.gains = {k: float(v) for k, v in state.get("gains", {}).items()}
         self._dev = {}
+        self.best = state.get("best")
+        self.best_acc = float(state.get("best_acc", float("-inf")))
+        self.best_epoch = int(state.get("best_epoch", -1))
 
 
 def _shape_of(shapes: dict, n: str, key: str):

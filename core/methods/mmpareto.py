@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, fused_and_unimodal, register_method
+from core.methods.base import fused_and_unimodal, LossParts, Method, Panel, register_method
 from core.methods.window import WindowParams, joint_loss
 
 
@@ -35,8 +35,11 @@ def min_norm_weights(g1: list[torch.Tensor], g2: list[torch.Tensor]) -> tuple[fl
 def pareto_combine(g_mm: list[torch.Tensor], g_uni: list[torch.Tensor], alpha: float, rescale: bool = True) -> tuple[list[torch.Tensor], dict[str, float]]:
     """MMPareto's gradient for one encoder from its fused (g_mm) and unimodal (g_uni) gradients.
 
-    ``w = (½, ½)`` if ``cos(g_mm, g_uni) > 0`` else the MinNorm weights; ``ĝ = 2(w1 g_mm + w2 g_uni)``;
-    if ``‖g_mm + g_uni‖ / ‖ĝ‖ > 1`` then ``ĝ ← ĝ·‖g_mm + g_uni‖/‖ĝ‖``; result ``α·ĝ``.
+    The weights use the whole encoder (all tensors flattened together): ``w = (½, ½)`` if
+    ``cos(g_mm, g_uni) > 0``, else the MinNorm weights. Then, **per tensor** t (as the official
+    code does): ``ĝ_t = 2(w1 g_mm,t + w2 g_uni,t)``; if ``‖g_mm,t + g_uni,t‖ / ‖ĝ_t‖ > 1`` then
+    ``ĝ_t ← ĝ_t·‖g_mm,t + g_uni,t‖/‖ĝ_t‖``; result ``α·ĝ_t``. The logged ``rescale`` is the mean
+    factor over the tensors.
     """
     d11, d22, d12 = float(_dot(g_mm, g_mm)), float(_dot(g_uni, g_uni)), float(_dot(g_mm, g_uni))
     cos = d12 / (d11 * d22) ** 0.5 if d11 > 0 and d22 > 0 else 0.0
@@ -44,35 +47,58 @@ def pareto_combine(g_mm: list[torch.Tensor], g_uni: list[torch.Tensor], alpha: f
         w1, w2 = 0.5, 0.5
     else:
         w1, w2 = min_norm_weights(g_mm, g_uni)
-    g_hat = [2.0 * (w1 * a + w2 * b) for a, b in zip(g_mm, g_uni)]
-    n_hat = max(w1 * w1 * d11 + w2 * w2 * d22 + 2 * w1 * w2 * d12, 0.0) ** 0.5 * 2.0
-    n_sum = max(d11 + d22 + 2 * d12, 0.0) ** 0.5
-    scale = 1.0
-    if rescale and n_hat > 0 and n_sum / n_hat > 1.0:
-        scale = n_sum / n_hat
-    out = [alpha * scale * g for g in g_hat]
-    return out, {"cos": cos, "w": w1, "conflict": float(cos <= 0), "rescale": scale}
+    out, scales = [], []
+    for a, b in zip(g_mm, g_uni):
+        g_hat = 2.0 * (w1 * a + w2 * b)
+        scale = 1.0
+        if rescale:
+            n_hat = float(torch.linalg.vector_norm(g_hat.double()))
+            n_sum = float(torch.linalg.vector_norm((a + b).double()))
+            if n_hat > 0 and n_sum / n_hat > 1.0:
+                scale = n_sum / n_hat
+        scales.append(scale)
+        out.append(alpha * scale * g_hat)
+    mean_scale = sum(scales) / len(scales) if scales else 1.0
+    return out, {"cos": cos, "w": w1, "conflict": float(cos <= 0), "rescale": mean_scale}
 
 
 @register_method("mmpareto")
 class MMPareto(Method):
     """MMPareto: conflict-free integration of the multimodal and unimodal gradients.
 
-    Loss: ``L = CE(z, y) + Σ_m CE(z_m, y)``. Per step, for each encoder θ_m, the two
-    gradients ``g_mm = ∇_{θ_m} CE(z, y)`` and ``g_m = ∇_{θ_m} CE(z_m, y)`` (two extra
-    autograd passes: ``z_k`` depends on θ_m only for k = m, so one pass of ``Σ_k CE(z_k)``
-    yields every ``g_m`` at once). Then
+    Model: as in the official code, each modality has its own linear head ``z_m = head_m(h_m)``
+    (``model.heads=trained``, chosen automatically); the fusion layer sees only the multimodal
+    loss and each head only its unimodal loss.
+
+    Loss: ``L = CE(z, y) + Σ_m CE(z_m, y)``. Per step two autograd passes over every trainable
+    parameter: ``G_mm = ∇ CE(z, y)`` and ``G_uni = ∇ Σ_k CE(z_k, y)``; ``z_k`` depends on θ_m only
+    for k = m, so ``G_uni`` restricted to encoder m is ``g_m = ∇_{θ_m} CE(z_m, y)``. For each
+    encoder θ_m:
 
     * ``w = (½, ½)`` if ``cos(g_mm, g_m) > 0``, else the MinNorm solution
-      ``w1 = clip((g_m − g_mm)·g_m / ‖g_mm − g_m‖², 0, 1)``, ``w2 = 1 − w1``;
-    * ``ĝ = 2(w1·g_mm + w2·g_m)``; if ``‖g_mm + g_m‖/‖ĝ‖ > 1`` rescale ĝ to ``‖g_mm + g_m‖``;
-    * ``θ_m.grad ← α·ĝ``. Fusion layer and heads keep the plain gradient of L.
+      ``w1 = clip((g_m − g_mm)·g_m / ‖g_mm − g_m‖², 0, 1)``, ``w2 = 1 − w1`` (cosine and weights
+      over the whole encoder, all tensors flattened);
+    * per tensor t: ``ĝ_t = 2(w1·g_mm,t + w2·g_m,t)``; if ``‖g_mm,t + g_m,t‖/‖ĝ_t‖ > 1``
+      rescale ĝ_t to ``‖g_mm,t + g_m,t‖``;
+    * ``θ_m.grad ← α·ĝ``. Every other parameter gets ``G_mm + G_uni`` (= ∇L: the fusion layer
+      gets the multimodal gradient only, each head its unimodal gradient only).
 
-    Cosines and weights use the whole encoder (all its tensors flattened together).
     Logged: ``mmpareto/cos/<m>``, ``mmpareto/w/<m>`` (weight of g_mm), ``mmpareto/conflict/<m>``,
-    ``mmpareto/rescale/<m>``. Outside ``[start_epoch, end_epoch)`` the step is exactly ``joint``.
-    Cost: 3 backward passes per step for any M.
+    ``mmpareto/rescale/<m>`` (mean per-tensor factor). Outside ``[start_epoch, end_epoch)`` the
+    step is exactly ``joint``. Cost: 2 backward passes per step for any M. Until ``after_backward``
+    every parameter holds ∇L, so gradient diagnostics see the unmodified gradient.
     """
+
+    panels = (
+        Panel("Cosine between the fused and the unimodal gradient", ("mmpareto/cos/*",), "cosine (−1 opposed … 1 aligned)",
+              "Below 0 the two gradients conflict and MMPareto switches from the plain sum to the MinNorm mix.", (-1.05, 1.05), 0.0,
+              "conflict below"),
+        Panel("Weight of the fused gradient", ("mmpareto/w/*",), "w (0.5 = plain sum)",
+              "0.5 without conflict; under conflict the weight moves toward whichever gradient keeps both losses falling.",
+              (0.0, 1.0), 0.5, "plain sum"),
+        Panel("Rescale factor", ("mmpareto/rescale/*",), "‖g_mm + g_m‖ / ‖ĝ‖",
+              "How much the combined gradient is scaled back up to the plain sum's length.", None, 1.0, "none", log_y=True),
+    )
 
     Params = MMParetoParams
     family = "gradient"
@@ -86,6 +112,10 @@ class MMPareto(Method):
         super().check_config(params, modalities, task)
         if len(modalities) < 2:
             raise ConfigError("method 'mmpareto' needs at least 2 modalities")
+
+    @classmethod
+    def unimodal_heads(cls, params) -> str:
+        return "trained"
 
     def setup(self, trainer) -> None:
         if trainer.model.head_kind == "separate":
@@ -105,25 +135,26 @@ class MMPareto(Method):
             return
         groups = ctx.model.param_groups()
         enc = {m: [p for p in groups[f"encoder/{m}"] if p.requires_grad] for m in self.modalities}
-        flat = [p for m in self.modalities for p in enc[m]]
+        enc_ids = {id(p) for ps in enc.values() for p in ps}
+        params = [p for p in ctx.trainer.parameters() if p.requires_grad]
         uni = sum(parts.parts[m] for m in self.modalities)
-        g_mm = torch.autograd.grad(parts.parts["fused"], flat, retain_graph=True, allow_unused=True)
-        g_uni = torch.autograd.grad(uni, flat, retain_graph=True, allow_unused=True)
-        parts.total.backward()
+        g_mm = torch.autograd.grad(parts.parts["fused"], params, retain_graph=True, allow_unused=True)
+        g_uni = torch.autograd.grad(uni, params, allow_unused=True)
         zero = lambda g, p: torch.zeros_like(p) if g is None else g  # noqa: E731
+        mm = {id(p): zero(g, p) for g, p in zip(g_mm, params)}
+        un = {id(p): zero(g, p) for g, p in zip(g_uni, params)}
+        for p, a, b in zip(params, g_mm, g_uni):
+            if id(p) in enc_ids or a is not None or b is not None:
+                p.grad = mm[id(p)] + un[id(p)]
         self._pending = {}
-        i = 0
         for m in self.modalities:
-            n = len(enc[m])
-            a = [zero(g, p) for g, p in zip(g_mm[i : i + n], enc[m])]
-            b = [zero(g, p) for g, p in zip(g_uni[i : i + n], enc[m])]
-            i += n
-            new, stats = pareto_combine(a, b, self.params.alpha, self.params.rescale)
+            new, stats = pareto_combine([mm[id(p)] for p in enc[m]], [un[id(p)] for p in enc[m]], self.params.alpha, self.params.rescale)
             self._pending[m] = new
             for k, v in stats.items():
                 ctx.log(f"mmpareto/{k}/{m}", v)
 
     def after_backward(self, ctx) -> None:
+        """Replace each encoder's gradient (∇L until now, what gradient diagnostics see) by α·ĝ."""
         if self._pending is None:
             return
         groups = ctx.model.param_groups()

@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, register_method
+from core.methods.base import LossParts, Method, Panel, register_method
 from core.methods.window import WindowParams, joint_loss
 
 
@@ -48,14 +48,22 @@ def ogm_coefficients(ratios: dict[str, float], alpha: float) -> dict[str, float]
     return {m: max(0.0, 1.0 - math.tanh(alpha * r)) if r > 1 else 1.0 for m, r in ratios.items()}
 
 
+def score_logits(out) -> dict[str, torch.Tensor]:
+    """The logits OGM-GE scores: the fusion-layer slices when the fusion has them."""
+    return out.slices if out.slices else out.logits
+
+
 @register_method("ogm_ge")
 class OGMGE(Method):
     """OGM-GE: slow down the dominant modality's encoder, then add gradient noise.
 
     Loss: ``L = CE(z, y)`` on the fused logits only. After ``L.backward()``, per step:
 
-    * ``s_m = Σ_i softmax(z_m,i)[y_i]`` with ``z_m`` the unimodal logits (by default the
-      slices of the concat fusion layer, ``z_m = h_m W_mᵀ + b/M``);
+    * ``s_m = Σ_i softmax(z_m,i)[y_i]`` with ``z_m`` the slices of the concat fusion layer,
+      ``z_m = h_m W_mᵀ + b/M`` (bias split evenly), as the official code does, *whatever*
+      ``model.heads`` is: separate heads are trained by no loss of OGM-GE, so scores read from
+      them would follow noise. Only a fusion without slices (gated) falls back to the model's
+      per-modality logits (its monitor heads, trained on detached features);
     * ``ρ_m = s_m / s_k`` for two modalities; for M ≥ 3 ``ρ_m = s_m / min_{k≠m} s_k``
       (``multi_ratio=min``) or ``mean_{k≠m} s_m/s_k`` (``mean``);
     * ``k_m = 1 − tanh(α·ρ_m)`` if ``ρ_m > 1`` else ``1`` (clamped ≥ 0);
@@ -68,8 +76,21 @@ class OGMGE(Method):
     Outside ``[start_epoch, end_epoch)`` the step is exactly ``joint``.
     """
 
+    panels = (
+        Panel("Modulation coefficient kₘ per encoder", ("ogm/coeff/*",), "kₘ (1 = gradient untouched)",
+              "The dominant modality's gradient is multiplied by kₘ < 1; the weaker one keeps 1.", (0.0, 1.05), 1.0, "untouched"),
+        Panel("Score ratio ρ (first modality over second)", ("ogm/ratio", "ogm/ratio/*"), "ρ (1 = both equally confident)",
+              "Above 1 the first modality is more confident on the true class and gets slowed down.", None, 1.0, "balanced", log_y=True),
+        Panel("Confidence score sₘ per modality", ("ogm/score/*",), "Σ true-class probability over the batch",
+              "The raw scores behind ρ: the modality with the larger score is the dominant one."),
+    )
+
     Params = OGMGEParams
     family = "gradient"
+
+    @classmethod
+    def unimodal_heads(cls, params) -> str:
+        return "slice"
 
     @classmethod
     def check_config(cls, params, modalities, task) -> None:
@@ -86,7 +107,7 @@ class OGMGE(Method):
         if not self.params.active(ctx.epoch) or ctx.out is None:
             return
         y = ctx.batch["label"]
-        scores_t = ogm_scores(ctx.out.logits, y)
+        scores_t = ogm_scores(score_logits(ctx.out), y)
         scores = {m: float(v) for m, v in scores_t.items()}
         ratios = ogm_ratios(scores, self.params.multi_ratio)
         coeffs = ogm_coefficients(ratios, self.params.alpha)

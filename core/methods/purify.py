@@ -1,6 +1,6 @@
 """Purification fine-tune: keep training only on the samples the gap mixture calls balanced.
 
-Step D of the GMM-guided method (Liu, Yu, Liu, arXiv 2510.21797; methods.md §3), usable on
+Step D of the GMM-guided method (Liu, Yu, Liu, arXiv 2510.21797; ``docs/methods.md``), usable on
 its own after any run: ``modalscope train --init-from RUN --method purify --epochs 5``.
 
 At the first epoch the (initialised) model predicts the whole training split without
@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 
 from core.errors import ConfigError
-from core.methods.base import LossParts, Method, MethodParams, fused_and_unimodal, register_method
+from core.methods.base import fused_and_unimodal, LossParts, Method, MethodParams, Panel, register_method
 from core.methods.gap_groups import (
     balanced_subset,
     fit_mixtures,
@@ -76,6 +76,14 @@ def select_balanced(ctx, mixtures, tau_b: float) -> tuple[np.ndarray, float]:
 @register_method("purify")
 class Purify(Method):
     """Fine-tune on the GMM-filtered balanced subset (see module docstring)."""
+
+    panels = (
+        Panel("Balanced subset used for fine-tuning", ("gmm/subset_size",), "training samples",
+              "Only the samples the GMM calls balanced are kept; this is how many.", shape="hv"),
+        Panel("Share of training samples the GMM calls imbalanced", ("gmm/frac_imbalanced", "gmm/pi_u"), "share of samples",
+              "The share of samples dropped from fine-tuning because one modality carries them alone.", (0.0, 1.0), 0.5, "half",
+              labels=(("gmm/frac_imbalanced", "posterior > 0.5"), ("gmm/pi_u", "imbalanced weight π"))),
+    )
 
     Params = PurifyParams
     family = "sample"

@@ -3,6 +3,17 @@
 Parameters are tagged by role (``encoder/<m>``, ``fusion``, ``heads``) through
 :meth:`MultimodalModel.param_groups`, which is how gradient diagnostics and gradient
 modulation methods find "the audio encoder" without string matching on names.
+
+Per-modality logits ``z_m`` come from one of three head kinds (``model.heads``):
+
+* ``slice``: the slices of the concat/sum fusion layer, ``z_m = h_m W_mᵀ + b/M`` (OGM-GE);
+* ``trained``: a separate linear head per modality on ``h_m``, trained with the encoders by
+  whatever unimodal loss the method adds (MMPareto's ``head_audio``/``head_video``);
+* ``separate``: detached monitor heads the engine trains on their own (never reach the encoders).
+
+``auto`` lets the method choose (:func:`resolve_heads`). The fusion-layer slices are always
+available in ``ModelOutput.slices`` (empty for gated fusion), whatever the head kind, so a
+method whose rule is defined on the slices (OGM-GE) reads them even with trained heads.
 """
 
 from __future__ import annotations
@@ -22,6 +33,35 @@ class ModelOutput:
     logits: dict[str, torch.Tensor]
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    slices: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def resolve_heads(requested: str, wanted: str | None, sliced: bool) -> tuple[str, str | None]:
+    """(head kind to build, warning or None) from ``model.heads`` and the method's wish.
+
+    ``wanted`` is what the method declares (:meth:`core.methods.base.Method.unimodal_heads`):
+    ``"trained"`` when it trains unimodal losses (they must act on heads of their own, not on
+    the fusion layer), ``"slice"`` when it reads the fusion-layer slices and trains no unimodal
+    loss, None when it does not care. ``requested`` (``model.heads``) overrides unless it is
+    ``auto``; a choice that leaves the method's per-modality scores or losses on heads no loss
+    trains, or that moves its unimodal losses onto the fusion layer, comes with a warning.
+    """
+    default = "slice" if sliced else "separate"
+    if requested == "auto":
+        if wanted == "trained":
+            return "trained", None
+        return default, None
+    warn = None
+    if wanted == "trained" and requested == "slice":
+        warn = "model.heads=slice: this method's unimodal losses act on the fusion-layer slices instead of separate trained heads"
+    elif wanted == "trained" and requested == "separate":
+        warn = "model.heads=separate: this method's unimodal losses train detached monitor heads and never reach the encoders"
+    elif requested == "trained" and wanted != "trained":
+        warn = (
+            "model.heads=trained: no loss of this method trains the per-modality heads, so per-modality "
+            "accuracies (and any score read from out.logits) come from untrained heads"
+        )
+    return requested, warn
 
 
 class MultimodalModel(nn.Module):
@@ -70,15 +110,21 @@ class MultimodalModel(nn.Module):
         return feats
 
     def head(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        fused, logits = self.fusion(feats)
+        fused, logits, _ = self.head_and_slices(feats)
+        return fused, logits
+
+    def head_and_slices(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(fused logits, per-modality logits of the head kind, fusion-layer slices)."""
+        fused, slices = self.fusion(feats)
+        logits = slices
         if self.heads is not None:
             logits = {m: self.heads[m](feats[m] if self.head_kind == "trained" else feats[m].detach()) for m in self.modalities}
-        return fused, logits
+        return fused, logits, slices
 
     def forward(self, batch: dict, drop: set[str] | frozenset = frozenset(), fill: dict | None = None) -> ModelOutput:
         feats = self.encode(batch, drop, fill)
-        fused, logits = self.head(feats)
-        return ModelOutput(fused=fused, logits=logits, features=feats)
+        fused, logits, slices = self.head_and_slices(feats)
+        return ModelOutput(fused=fused, logits=logits, features=feats, slices=slices)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by role; computed once (the module tree is fixed after construction)."""

@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard import comparison as CMP
 from dashboard import figures as F
+from dashboard import figures_compare as FC
+from dashboard import lessons as LS
 from dashboard import queries as q
 from dashboard import summaries as S
 from dashboard.widgets import chart
@@ -46,19 +49,66 @@ if sel.empty:
     st.stop()
 
 # ---------------------------------------------------------------- final metrics
-st.subheader("Final metrics")
-sel = sel.copy()
+if mode == "runs":
+    dup = sel["name"].duplicated(keep=False)
+    sel = sel.assign(group=np.where(dup, sel["name"] + " (" + sel["source"] + ")", sel["name"]))
+mods: list[str] = []
+for k in sel["key"]:
+    for m in q.meta(k).get("modalities") or []:
+        if m not in mods:
+            mods.append(m)
+presets = sel["preset"].dropna().astype(str)
+preset = presets.mode().iloc[0] if not presets.empty else None
+# the selection, its joint partners (paired by seed) and the unimodal references, with their last logged values
+pair_on = list(CMP.PAIR_ON) + [f for f in swept if f not in ("seed", "method.name", "method.modality") and f in runs]
+pool = runs[runs["key"].isin(sel["key"]) | (runs["method"] == CMP.REFERENCE) | runs["method"].astype(str).str.startswith("unimodal:")].copy()
+extra = pd.DataFrame([CMP.final_metric_columns(q.final_values(k), mods) for k in pool["key"]], index=pool.index)
+pool = pd.concat([pool.drop(columns=[c for c in extra.columns if c in pool]), extra], axis=1)
+pool["ref"] = CMP.pair_with_reference(pool, pair_on)
+sel = sel[["key", "group"]].merge(pool.drop(columns=["group"]), on="key", how="left")
 sel["bayes_fused"] = [((q.meta(k).get("reference") or {}).get("bayes") or {}).get("fused", np.nan) for k in sel["key"]]
 sel["wall_s"] = pd.to_numeric(sel["end_time"], errors="coerce") - pd.to_numeric(sel["start_time"], errors="coerce")
-fin = S.final_metrics_table(sel)
-st.dataframe(S.format_mean_std(fin), hide_index=True, key="compare.final")
-st.caption("Test accuracy at the last epoch (mean ± std over the runs of a group); gap_to_bayes = Bayes-optimal fused accuracy − fused accuracy; wall_s = training wall time in seconds.")
+
+same = pool[(pool["preset"].astype(str) == str(preset)) & (pool["status"] == "finished")] if preset else pool.iloc[0:0]
+alone_runs = {m: same[same["method"] == f"unimodal:{m}"] for m in mods}
+alone = {m: pd.to_numeric(df["acc_fused"], errors="coerce").mean() for m, df in alone_runs.items() if not df.empty}
+joint_same = same[same["method"] == CMP.REFERENCE]
+util = {m: pd.to_numeric(joint_same[f"util_{m}"], errors="coerce").mean() for m in mods if f"util_{m}" in joint_same}
+heads = {m: pd.to_numeric(joint_same[f"acc_{m}"], errors="coerce").mean() for m in mods if f"acc_{m}" in joint_same}
+weak, why = LS.weak_modality(alone, util, heads)
+alone_probe = np.nan
+if weak and weak in alone_runs and f"probe_{weak}" in alone_runs[weak]:
+    alone_probe = pd.to_numeric(alone_runs[weak][f"probe_{weak}"], errors="coerce").mean()
+one_preset = sel["preset"].astype(str).nunique() == 1
+num, shown = CMP.comparison_table(sel, weak, label="run" if mode == "runs" else "group", alone_probe=alone_probe if one_preset else np.nan,
+                                  alone_acc=alone.get(weak, np.nan) if weak and one_preset else np.nan, lookup=pool)
+st.subheader("Final metrics")
+st.dataframe(shown, hide_index=True, key="compare.final")
+notes = ["Ranked by fused test accuracy " + ("at the best-valid epoch (the epoch with the best *valid* fused accuracy; never chosen on test)."
+                                            if num["rank_by"].iloc[0] == "best-valid" else "at the last epoch (not every run logs a best-valid accuracy)."),
+         "Δ vs joint: each run minus the `joint` run with the same data and seed, averaged over seeds; [95 % t-interval] when there are ≥ 2 seeds."]
+if not one_preset:
+    notes.append(f"The rows span several presets: trained-alone levels and reference lines are left out (they differ per preset); the weak modality is read on `{preset}`.")
+if weak:
+    notes.append(f"Weak modality: **{weak}** ({why}). Its probe is a linear classifier on the frozen {weak} encoder's features; "
+                 f"utilisation = (probe − probe at init) / (probe of the encoder trained alone − probe at init): 1 = learns as much as alone, 0 = nothing.")
+    if not any(c.startswith(f"{weak} utilisation") or c.startswith(f"{weak} probe") for c in shown.columns):
+        notes.append(f"These runs log no probe of the {weak} encoder (`probe/test/{weak}`, `probe_util/{weak}`): train them with the probe diagnostics on.")
+notes.append("gap_to_bayes = Bayes-optimal fused accuracy − fused accuracy (last epoch); wall_s = training wall time in seconds; mean ± std over the runs of a group.")
+st.caption(" ".join(notes))
 d1, d2 = st.columns([1, 5])
-d1.download_button("CSV", fin.to_csv(index=False).encode(), file_name="final_metrics.csv", mime="text/csv", icon=":material/download:", key="compare.final.csv", on_click="ignore")
+d1.download_button("CSV", num.to_csv(index=False).encode(), file_name="final_metrics.csv", mime="text/csv", icon=":material/download:", key="compare.final.csv", on_click="ignore")
 acc_cols = ["acc_fused"] + sorted(c for c in sel.columns if c.startswith("acc_") and c != "acc_fused" and sel[c].notna().any())
 acc_cols = [c for c in acc_cols if c in sel]
 if acc_cols:
-    chart(F.final_bars_figure(sel, acc_cols), "compare.bars", sel[["name", "group"] + acc_cols], "final_accuracy")
+    order = [g for g in num["group"] if g in set(sel["group"])]
+    bars = sel.assign(group=pd.Categorical(sel["group"], categories=order, ordered=True))
+    levels = [FC.Level(f"{m} alone", float(v), m) for m, v in alone.items() if np.isfinite(v)] if one_preset else []
+    bayes = pd.to_numeric(sel["bayes_fused"], errors="coerce").dropna()
+    if not bayes.empty and one_preset:
+        levels.append(FC.Level("Bayes ceiling (fused)", float(bayes.mean()), "fused", "dash"))
+    chart(FC.levels_bars_figure(bars, acc_cols, levels, title="Final test accuracy (last epoch) against the Bayes ceiling and each modality alone"),
+          "compare.bars", sel[["name", "group"] + acc_cols], "final_accuracy")
 
 # ---------------------------------------------------------------- curves
 st.subheader("Curves")
@@ -91,34 +141,48 @@ else:
 
 # ---------------------------------------------------------------- histograms
 st.subheader("Modality-gap histograms side by side")
-hist_runs = [(k, q.table(k, "histograms")) for k in sel["key"][:8]]
-hist_runs = [(k, h) for k, h in hist_runs if h is not None and not h.empty]
-if not hist_runs:
+hist_by_group: dict[str, list[tuple[str, pd.DataFrame]]] = {}
+for k, grp in zip(sel["key"], sel["group"]):
+    h = q.table(k, "histograms")
+    if h is not None and not h.empty:
+        hist_by_group.setdefault(str(grp), []).append((k, h))
+hist_groups = [g for g in num["group"].astype(str) if g in hist_by_group][:8]
+if not hist_groups:
     st.caption("_Gap histograms: none of the selected runs logged them (diagnostics.gap off, or unimodal runs)._")
 else:
-    max_ep = max(int(h["epoch"].max()) for _, h in hist_runs)
+    max_ep = max(int(h["epoch"].max()) for g in hist_groups for _, h in hist_by_group[g])
     h1, h2 = st.columns([3, 1])
     ep = h1.slider("Epoch", 1, max_ep + 1, max_ep + 1, key="compare.hist.epoch") - 1
     split = h2.selectbox("Split", ["test", "train", "valid"], key="compare.hist.split")
-    cols = st.columns(min(3, len(hist_runs)))
-    for i, (k, h) in enumerate(hist_runs):
-        hh = h[(h["split"] == split)]
-        if hh.empty:
-            cols[i % len(cols)].caption(f"{labels[k]}: no {split} histogram")
+    if mode == "groups":
+        st.caption("One histogram per group: the counts of the group's runs (seeds) at that epoch are added; the GMM fit is drawn when the group has one run.")
+    cols = st.columns(min(3, len(hist_groups)))
+    for i, grp in enumerate(hist_groups):
+        rows, gmm_row = [], None
+        for k, h in hist_by_group[grp]:
+            hh = h[h["split"] == split]
+            if hh.empty:
+                continue
+            name = sorted(hh["name"].unique())[0]
+            hh = hh[hh["name"] == name]
+            avail = hh[hh["epoch"] <= ep]
+            row = (avail if not avail.empty else hh).iloc[-1].to_dict()
+            rows.append(row)
+            g = q.table(k, "gmm")
+            if g is not None and not g.empty:
+                gg = g[(g["epoch"] == row["epoch"]) & (g["split"] == split) & (g["name"] == name)]
+                gmm_row = gg.iloc[-1].to_dict() if not gg.empty else None
+        pooled = CMP.pool_histograms(rows)
+        if pooled is None:
+            cols[i % len(cols)].caption(f"{grp}: no {split} histogram")
             continue
-        name = sorted(hh["name"].unique())[0]
-        hh = hh[hh["name"] == name]
-        avail = hh[hh["epoch"] <= ep]
-        row = (avail if not avail.empty else hh).iloc[-1]
-        g = q.table(k, "gmm")
-        gr = None
-        if g is not None and not g.empty:
-            gg = g[(g["epoch"] == row["epoch"]) & (g["split"] == split) & (g["name"] == name)]
-            gr = gg.iloc[-1].to_dict() if not gg.empty else None
+        n_runs = pooled.pop("n_runs")
         with cols[i % len(cols)]:
-            fig = F.gap_histogram_figure(row.to_dict(), gr, title=f"{labels[k].split(' (')[0]} · epoch {int(row['epoch']) + 1}", gap_label=f"gap {name}")
+            runs_note = f" · {n_runs} runs" if n_runs > 1 else ""
+            fig = F.gap_histogram_figure(pooled, gmm_row if n_runs == 1 else None, title=f"{grp} · epoch {int(pooled['epoch']) + 1}{runs_note}",
+                                         gap_label=f"gap {pooled['name']}")
             fig.update_layout(showlegend=False, height=300)
-            st.plotly_chart(fig, key=f"compare.hist.{k}")
+            st.plotly_chart(fig, key=f"compare.hist.{grp}")
 
 # ---------------------------------------------------------------- sweeps
 if swept:

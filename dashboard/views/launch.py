@@ -7,6 +7,7 @@ import streamlit as st
 from core.config import DiagnosticsConfig, LogConfig, ModelConfig, OptimConfig, RunConfig
 from core.data.base import _REGISTRY as DATASETS
 from core.errors import ModalScopeError
+from core.gallery import DEFAULT_EPOCHS
 from core.launcher import build_configs, launch, parse_seeds
 from core.methods.base import _REGISTRY as METHODS
 from dashboard import queries as q
@@ -19,12 +20,35 @@ st.caption("Every field is RunConfig (the same schema as `modalscope train --con
 errors: list[str] = []
 raw: dict = {}
 
+
+def ignored_knobs(dataset: str) -> tuple[str, ...]:
+    """Knobs the chosen preset ignores: with no corruption (the preset's rate is 0 and none is
+    typed), which modality and how it is corrupted change nothing, so they are not shown."""
+    if dataset != "synthetic":
+        return ()
+    from core.data.synthetic import PRESETS
+
+    params = DATASETS[dataset].Params
+    preset = st.session_state.get("launch.data.synthetic.preset", params.model_fields["preset"].default)
+    typed = str(st.session_state.get("launch.data.synthetic.corrupt_rate", "") or "").strip()
+    try:
+        rate = float(typed) if typed else float(PRESETS.get(preset, {}).get("corrupt_rate", 0.0) or 0.0)
+    except ValueError:
+        return ()
+    return () if rate > 0 else tuple(f for f in ("corrupt_modality", "corrupt_kind") if f in params.model_fields)
+
 st.subheader("Data")
 c1, c2 = st.columns([1, 3])
 dataset = c1.selectbox("dataset", sorted(DATASETS), index=sorted(DATASETS).index("synthetic") if "synthetic" in DATASETS else 0,
                        key="launch.dataset", help="Registered data sources (core/data).")
+hidden = ignored_knobs(dataset)
 with c2:
-    d_vals, e = model_widgets(f"data.{dataset}", DATASETS[dataset].Params, columns=3)
+    d_vals, e = model_widgets(f"data.{dataset}", DATASETS[dataset].Params, columns=3, skip=("name", *hidden),
+                              labels={"seed": ("data seed", "Which samples are drawn: runs with the same data seed see the same "
+                                                            "dataset, whatever their training seeds.")})
+    if hidden:
+        st.caption(f"Hidden: {', '.join(h.replace('_', ' ') for h in hidden)} — this preset corrupts no samples "
+                   "(give a corrupt rate above 0 to set them).")
 errors += e
 raw["data"] = {"name": dataset, **d_vals}
 
@@ -53,9 +77,12 @@ raw["method"] = {"name": method, **m_vals}
 
 st.subheader("Training")
 c = st.columns(5)
-raw["epochs"] = int(c[0].number_input("epochs", value=10, step=1, key="launch.epochs", help=field_help(RunConfig.model_fields["epochs"])))
+raw["epochs"] = int(c[0].number_input("epochs", value=DEFAULT_EPOCHS, step=1, key="launch.epochs",
+                                      help=field_help(RunConfig.model_fields["epochs"]) + f" The README and the gallery use {DEFAULT_EPOCHS}."))
 raw["batch_size"] = int(c[1].number_input("batch size", value=64, step=1, key="launch.batch_size", help=field_help(RunConfig.model_fields["batch_size"])))
-seeds_text = c[2].text_input("seeds", value="0", key="launch.seeds", help="One run per seed: 0,1,2 or 0-2.")
+seeds_text = c[2].text_input("training seeds", value="0", key="launch.seeds",
+                             help="One run per training seed (weight initialisation and batch order): 0,1,2 or 0-2. "
+                                  "The data seed above stays fixed, so these runs differ only in training.")
 raw["device"] = c[3].selectbox("device", ["auto", "cpu", "cuda"], key="launch.device", help=field_help(RunConfig.model_fields["device"]))
 name = c[4].text_input("run name (optional)", key="launch.name", help="Folder name under the runs root; several seeds get _s<seed>.")
 if name.strip():
@@ -103,7 +130,8 @@ def data_problems(cfg) -> dict | None:
         return check_dataset(cfg, max_items=64)
 
 
-if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="launch.go"):
+if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="launch.go", disabled=problem is not None,
+             help="Fix the error above first." if problem else None):
     report = None if problem else data_problems(cfgs[0])
     if problem:
         st.error(problem)

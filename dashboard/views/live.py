@@ -19,7 +19,7 @@ from dashboard import summaries as S
 from dashboard.widgets import chart, fmt_seconds, missing, status_badge
 
 VIEWS = ["Overview", "Gradients", "Modality gap", "Contributions", "Method signals", "Robustness"]
-KNOWN_PREFIXES = ("loss/", "grad_norm/", "grad_share/", "grad_ratio", "conflict/", "acc/", "acc2/", "mae/", "lr", "time/",
+KNOWN_PREFIXES = ("loss/", "grad_norm/", "grad_share/", "grad_ratio", "grad_applied", "conflict/", "probe", "best/", "acc/", "acc2/", "mae/", "lr", "time/",
                   "contrib/", "robust/")
 
 runs = q.runs_table()
@@ -34,8 +34,7 @@ if not keys:
     st.page_link("views/launch.py", label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
 if requested not in keys:
-    running = runs[runs["status"] == "running"]["key"].tolist() if not runs.empty else []
-    requested = running[0] if running else keys[0]
+    requested = launched[-1] if launched else S.default_live_run(runs) or keys[0]
 names = dict(zip(runs["key"], runs["name"])) if not runs.empty else {}
 
 
@@ -86,7 +85,8 @@ smooth_default = 0.6
 def _header(prog: dict, meta: dict) -> None:
     c = st.columns([1.2, 1, 1, 1, 1.2])
     c[0].metric("Status", status_badge(prog["status"]))
-    c[1].metric("Epoch", f"{prog['epoch']}/{prog['epochs']}")
+    c[1].metric("Epochs done", f"{prog['epochs_done']}/{prog['epochs']}",
+                help="Finished epochs (the runs table and `modalscope runs list` count the same way); epochs are numbered from 1.")
     c[2].metric("Elapsed", fmt_seconds(prog["elapsed"]))
     c[3].metric("ETA", fmt_seconds(prog["eta"]) if prog["eta"] is not None else "—")
     with c[4]:
@@ -99,7 +99,9 @@ def _header(prog: dict, meta: dict) -> None:
                     st.error(str(e))
     if prog["total"]:
         st.progress(min(1.0, prog["done"] / prog["total"]), text=f"step {prog['done']:,} of {prog['total']:,}")
-    if meta.get("error"):
+    if prog["status"] == "interrupted":
+        st.info(S.interrupted_message(meta.get("error", ""), str(q.run_path(key))), icon=":material/pause_circle:")
+    elif meta.get("error"):
         st.error(f"Run error: {meta['error']}")
     thinned = S.describe_thinning(meta.get("thinned"))
     if thinned:
@@ -143,19 +145,67 @@ def _overview(upto: int, smoothing: float, bayes: dict, every: int) -> None:
                 gg = gmm[(gmm["epoch"] == row["epoch"]) & (gmm["split"] == split) & (gmm["name"] == row["name"])]
                 g = gg.iloc[-1].to_dict() if not gg.empty else None
             chart(F.gap_histogram_figure(row.to_dict(), g, gap_label=f"gap {row['name']}"), "live.overview.gap", None, "gap", downloads=False)
+    _probes(upto)
     ev = q.table(key, "events", upto=upto)
     if ev is not None and not ev.empty:
         with st.expander(f"Events ({len(ev)})"):
             st.dataframe(ev.assign(time=pd.to_datetime(ev["time"], unit="s").dt.strftime("%H:%M:%S")), hide_index=True)
 
 
+def _probes(upto: int) -> None:
+    """Probe accuracy per encoder with its init level, and utilisation when a trained-alone
+    reference exists (``probe_util/<m>``); says so when none was found."""
+    probes = q.scalars(key, prefix="probe", upto=upto)
+    if probes.empty:
+        return
+    cur = probes[probes["name"].str.startswith("probe/test/") & (probes["name"].str.count("/") == 2)]
+    if cur.empty:
+        return
+    last = probes.sort_values("id").groupby("name")["value"].last()
+    init = {n.rsplit("/", 1)[-1]: v for n, v in last.items() if n.startswith("probe_init/test/")}
+    util = {n.rsplit("/", 1)[-1]: v for n, v in last.items() if n.startswith("probe_util/")}
+    c1, c2 = st.columns([2, 1])
+    with c1:
+        chart(F.probe_figure(cur, init), "live.probe", cur, "probe")
+    with c2:
+        st.markdown("**Utilisation** (how far each encoder got from its init level toward its trained-alone level)")
+        if util:
+            st.dataframe(pd.DataFrame({"modality": list(util), "utilisation": [f"{v:.0%}" for v in util.values()]}), hide_index=True,
+                         key="live.util")
+        else:
+            st.caption("no trained-alone reference found: train a `unimodal` run per modality with the same data, model and seed "
+                       "to get utilisation.")
+
+
 def _gradients(upto: int, smoothing: float, every: int) -> None:
+    """Before the method (``grad_norm``/``grad_share``: the plain backward pass) beside after it
+    (``grad_applied*``: what the optimiser got), so OGM-GE's damping and CAL's acceleration show."""
     norms = q.scalars(key, prefix="grad_norm/", upto=upto, every=every)
+    applied = q.scalars(key, prefix="grad_applied/", upto=upto, every=every)
     if norms.empty:
         missing("Gradient norms", "diagnostics.grad was off")
-    else:
-        chart(F.scalar_lines(norms, "Gradient norm per modality encoder", "‖g‖₂", smoothing=smoothing, prefix="grad_norm/", y_log=True),
-              "live.gradnorm", None, "grad_norm")
+        return
+    c1, c2 = st.columns(2)
+    with c1:
+        chart(F.scalar_lines(norms, "Gradient norm before the method (backward pass)", "‖g‖₂", smoothing=smoothing, prefix="grad_norm/",
+                             y_log=True), "live.gradnorm", None, "grad_norm")
+    with c2:
+        if applied.empty:
+            missing("Applied gradient", "this run did not log grad_applied/* (logged by newer trainers, after the method edits the gradient)")
+        else:
+            chart(F.scalar_lines(applied, "Gradient norm after the method (what the optimiser gets)", "‖g‖₂", smoothing=smoothing,
+                                 prefix="grad_applied/", y_log=True), "live.gradapplied", None, "grad_applied")
+    share = q.scalars(key, prefix="grad_share/", upto=upto, every=every)
+    share_applied = q.scalars(key, prefix="grad_applied_share/", upto=upto, every=every)
+    if not share.empty:
+        c1, c2 = st.columns(2)
+        with c1:
+            chart(F.scalar_lines(share, "Gradient share before the method", "share of ‖g‖ (1/M = even)", smoothing=smoothing,
+                                 prefix="grad_share/", y_range=[0, 1]), "live.gradshare", None, "grad_share")
+        with c2:
+            if not share_applied.empty:
+                chart(F.scalar_lines(share_applied, "Gradient share after the method", "share of ‖g‖ (1/M = even)", smoothing=smoothing,
+                                     prefix="grad_applied_share/", y_range=[0, 1]), "live.gradshare_applied", None, "grad_applied_share")
     ratio = q.scalars(key, names=["grad_ratio", "conflict/flag"], upto=upto, every=every)
     if ratio.empty:
         missing("Dominance ratio", "needs ≥ 2 modalities")
@@ -166,8 +216,8 @@ def _gradients(upto: int, smoothing: float, every: int) -> None:
     if cos.empty:
         missing("Conflict cosines", "diagnostics.conflict was off, or this branch's diagnostics do not log them")
     else:
-        chart(F.scalar_lines(cos, "Gradient cosine: fused loss vs each unimodal loss", "cosine (−1 conflict … 1 aligned)",
-                             smoothing=smoothing, prefix="conflict/cos/"), "live.cos", None, "conflict_cos")
+        chart(F.scalar_lines(cos, "Gradient cosines (below 0: the two losses pull the parameters apart)", "cosine (−1 conflict … 1 aligned)",
+                             smoothing=smoothing, label_fn=F.conflict_label, y_range=[-1.05, 1.05]), "live.cos", None, "conflict_cos")
 
 
 def _gap(upto: int) -> None:
@@ -184,7 +234,14 @@ def _gap(upto: int) -> None:
     h = hists[(hists["name"] == name) & (hists["split"] == split)]
     epochs = sorted(int(e) for e in h["epoch"].unique())
     if len(epochs) > 1:
-        ep = c3.select_slider("Epoch", options=epochs, value=epochs[-1], format_func=lambda e: str(e + 1), key="live.gap.epoch")
+        # Follow the newest epoch until the user moves the slider: a slider still at the newest
+        # epoch of the previous refresh is moved to the new newest one.
+        cur, prev_latest = st.session_state.get("live.gap.epoch"), st.session_state.get("live.gap.latest")
+        if cur is None or cur not in epochs or cur == prev_latest:
+            st.session_state["live.gap.epoch"] = epochs[-1]
+        st.session_state["live.gap.latest"] = epochs[-1]
+        ep = c3.select_slider("Epoch", options=epochs, format_func=lambda e: str(e + 1), key="live.gap.epoch",
+                              help="Follows the newest epoch while the run trains; move it to pin an epoch, move it to the end to follow again.")
     else:
         ep = epochs[0]
         c3.caption(f"epoch {ep + 1} (only one histogram so far)")
@@ -229,24 +286,44 @@ def _contributions(upto: int) -> None:
         missing("Contributions", "diagnostics.contrib was off or this branch does not log them")
         return
     chart(F.contributions_figure(df), "live.contrib", df, "contributions")
+    st.caption("**W^m** is the share of the prediction credited to modality m; **I(m)** its exact Shapley value (how much the fused "
+               "loss rises without it); **D(m)** how sure it is alone. **Captum attribution** is an independent check computed with the "
+               "captum library: the rise in loss when the modality's input is removed (feature ablation) — it should rank the "
+               "modalities as I(m) does.")
+
+
+def _signal_frame(names: list[str], upto: int, every: int) -> tuple[pd.DataFrame, str]:
+    df = q.scalars(key, names=names, upto=upto, every=every)
+    if every > 1 and len(df) < 200:  # per-epoch signals: their steps need not be multiples of the stride
+        df = q.scalars(key, names=names, upto=upto)
+    x = "step" if df["step"].nunique() > df["epoch"].nunique() * 2 else "epoch"
+    if x == "epoch":
+        df = df.assign(epoch=df["epoch"] + 1)
+    return df, x
 
 
 def _method(upto: int, smoothing: float, every: int) -> None:
-    names = [n for n in q.scalar_names(key, upto) if not n.startswith(KNOWN_PREFIXES)]
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        groups.setdefault(n.split("/", 1)[0], []).append(n)
-    if not groups:
-        missing("Method signals", f"method {method} logs no signals of its own")
-    for grp, ns in sorted(groups.items()):
-        df = q.scalars(key, names=ns, upto=upto, every=every)
-        if every > 1 and len(df) < 200:  # per-epoch signals: their steps need not be multiples of the stride
-            df = q.scalars(key, names=ns, upto=upto)
-        x = "step" if df["step"].nunique() > df["epoch"].nunique() * 2 else "epoch"
-        if x == "epoch":
-            df = df.assign(epoch=df["epoch"] + 1)
-        chart(F.scalar_lines(df, f"{grp} signals", "value", x=x, smoothing=smoothing if x == "step" else 0.0, prefix=f"{grp}/"),
-              f"live.method.{grp}", df, f"method_{grp}")
+    """The panels the method declares (``Method.panels``), each with its one-line reading;
+    every other series the run logged stays reachable behind an expander."""
+    own = [n for n in q.scalar_names(key, upto) if not n.startswith(KNOWN_PREFIXES)]
+    panels = q.method_panels(cfg)
+    drawn = 0
+    for i, panel in enumerate(panels):
+        names = panel.matches(own)
+        if not names:
+            continue
+        df, x = _signal_frame(names, upto, every)
+        chart(F.method_panel_figure(df, panel, x=x, smoothing=smoothing if x == "step" else 0.0), f"live.panel.{i}", df, f"method_{i}")
+        st.caption(f"**How to read it:** {panel.reading}")
+        drawn += 1
+    if not drawn:
+        missing("Method signals", f"method {method} declares no panels" if not panels else f"method {method} has logged none of its signals yet")
+    if own:
+        with st.expander(f"All raw series ({len(own)})"):
+            pick = st.multiselect("Series", own, default=own[: min(4, len(own))], key="live.raw.pick")
+            if pick:
+                df, x = _signal_frame(pick, upto, every)
+                chart(F.scalar_lines(df, "Raw series", "value", x=x, smoothing=smoothing if x == "step" else 0.0), "live.raw", df, "raw")
     lr = q.scalars(key, names=["lr", "time/epoch"], upto=upto)
     if not lr.empty:
         c1, c2 = st.columns(2)
@@ -268,14 +345,15 @@ def _robustness(upto: int) -> None:
             shown = True
     rob = q.scalars(key, prefix="robust/", upto=upto)
     if not rob.empty:
-        parts = rob["name"].str.split("/", expand=True)
-        if parts.shape[1] >= 4:
-            d = rob.assign(modality=parts[1], kind=parts[2], level=pd.to_numeric(parts[3], errors="coerce"))
-            for kind, g in d.groupby("kind"):
-                g = g.sort_values("level").assign(name=lambda x: "robust/" + x["modality"], step=lambda x: x["level"])
-                chart(F.scalar_lines(g, f"Accuracy under {kind} corruption of one modality", "test accuracy", x="step", prefix="robust/",
-                                     x_title=f"{kind} level"), f"live.robust.{kind}", g, f"robust_{kind}")
-                shown = True
+        clean = rob.loc[rob["name"] == "robust/clean", "value"]
+        graded = rob[rob["name"].str.count("/") == 3]
+        kinds = sorted(graded["name"].str.split("/").str[2].unique())
+        cols = st.columns(max(1, len(kinds)))
+        for col, kind in zip(cols, kinds):
+            with col:
+                chart(F.robustness_figure(graded, kind, float(clean.iloc[-1]) if len(clean) else None), f"live.robust.{kind}", graded,
+                      f"robust_{kind}")
+            shown = True
     if not shown:
         missing("Robustness", "no robustness evaluation was stored (it runs at the end of training when enabled)")
 

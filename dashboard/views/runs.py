@@ -27,7 +27,7 @@ if runs.empty:
 cfgs = q.configs(runs)
 swept = S.swept_fields(cfgs.values())
 runs = S.add_config_columns(runs, cfgs, swept)
-acc_cols = ["acc_fused"] + sorted(c for c in runs.columns if c.startswith("acc_") and c != "acc_fused")
+acc_cols = ["acc_fused", "best_fused"] + sorted(c for c in runs.columns if c.startswith("acc_") and c != "acc_fused")
 acc_cols = [c for c in acc_cols if c in runs]
 
 # ---------------------------------------------------------------- filters
@@ -49,7 +49,11 @@ def _filter(df: pd.DataFrame) -> pd.DataFrame:
 
 
 view = _filter(runs)
-colcfg = {c: st.column_config.NumberColumn(c.replace("acc_", "acc ").strip(), format="%.3f", help=f"final test accuracy ({c[4:]})") for c in acc_cols}
+ACC_LABELS = {"acc_fused": ("fused (last)", "test accuracy of the fused prediction at the last epoch"),
+              "best_fused": ("fused (best valid)", "test accuracy at the epoch with the best validation accuracy (chosen on valid, never on test)")}
+colcfg = {c: st.column_config.TextColumn(ACC_LABELS.get(c, (c.replace("acc_", "") + " alone (last)", ""))[0],
+                                         help=ACC_LABELS.get(c, ("", f"test accuracy of the {c[4:]} head alone at the last epoch"))[1])
+          for c in acc_cols}
 colcfg["seed"] = st.column_config.NumberColumn("seed", format="%d")
 
 
@@ -68,11 +72,14 @@ def _table() -> None:
                        for s, h in zip(fresh["status"], fresh.get("heartbeat", [None] * len(fresh)))]
     table["progress"] = [f"{int(d or 0)}/{int(e or 0)}" if pd.notna(e) else "" for d, e in zip(fresh["epochs_done"], fresh["epochs"])]
     table["started"] = pd.to_datetime(fresh["start_time"], unit="s", errors="coerce").dt.strftime("%Y-%m-%d %H:%M")
+    for c in acc_cols:  # a modality a run does not have reads "—" (as in the groups table and `runs list`)
+        table[c] = S.fmt_values(fresh[c])
     cols = ["name", "method", "preset", "seed", "status", "progress"] + acc_cols + \
         (["sweep"] if fresh["sweep"].astype(str).str.len().gt(0).any() else []) + swept + ["source", "started"]
     cols = list(dict.fromkeys(c for c in cols if c in table))
     st.dataframe(table[cols], hide_index=True, column_config=colcfg, key="runs.table")
-    st.caption(f"{len(fresh)} of {len(runs)} runs · accuracies are final test accuracy (fused and each modality alone).")
+    st.caption(f"{len(fresh)} of {len(runs)} runs · test accuracy, fused and each modality alone, at the last epoch; "
+               "*best valid* is the fused test accuracy at the epoch chosen on the validation split · — = the run has no such value.")
 
 
 _table()
@@ -142,7 +149,7 @@ if swept:
     st.markdown(f"**Swept fields** ({', '.join(sweeps) or 'sweep'}): " + ", ".join(f"`{f}`" for f in swept))
     in_sweep = view[view["sweep"].astype(str).str.len() > 0]
     pc = in_sweep[in_sweep[swept].notna().all(axis=1) & in_sweep["acc_fused"].notna()] if "acc_fused" in view else view.iloc[0:0]
-    params = pc[["name"] + swept + acc_cols] if not pc.empty else pc
+    params = pc[["name"] + swept + acc_cols].assign(**{c: S.fmt_values(pc[c]) for c in acc_cols}) if not pc.empty else pc
     if not params.empty:
         st.dataframe(params, hide_index=True, key="runs.params", column_config=colcfg)
         st.plotly_chart(F.parallel_coords_figure(pc, swept, "acc_fused"), key="runs.parcoords")

@@ -1,0 +1,169 @@
+"""Cost of the Monitor on the docs/examples/own_loop.py loop, against the bare loop and TensorBoard.
+
+Three variants of the same loop (same model, mfeat pix+mor data, SGD, batch 64, a test
+prediction each epoch), alternated in one process for ``--reps`` rounds; the median wall
+time of each is reported as a ratio to the bare loop, so machine load drifts hit every
+variant alike:
+
+* ``bare``: the plain loop;
+* ``monitor``: plus :class:`core.monitor.Monitor` at its defaults (per-step gradient
+  norms/shares, conflict cosines every 10 steps, per-epoch gap histograms, GMM and
+  per-sample snapshot on train and test);
+* ``monitor_light``: the monitor with ``diagnostics={"conflict_every": 100, "samples": False}``
+  (cosines every 100 steps, no per-sample snapshot; everything else as above);
+* ``tensorboard``: plus ``torch.utils.tensorboard.SummaryWriter`` logging the same per-step
+  scalars (loss, per-modality and fusion gradient norms, shares, ratio, flag) and the
+  per-epoch accuracies, computed by hand in the loop, as a user would without ModalScope.
+  (TensorBoard gets no conflict cosines, gap or GMM: it has no notion of modalities.)
+
+The example's model is tiny (a bare step takes about a millisecond on one CPU thread), so the
+monitor's fixed per-step and per-epoch costs weigh heavily; ``--hidden`` repeats the
+comparison with wider branches (a slower step, closer to a real encoder) to show how the
+ratio falls as the step gets more expensive.
+
+Usage: ``python benchmarks/monitor_overhead.py [--epochs 5] [--reps 5] [--hidden 32 1024] [--json docs/monitor_overhead.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from benchmarks import doctables  # noqa: E402
+
+JSON = ROOT / "docs" / "monitor_overhead.json"
+LIGHT = {"conflict_every": 100, "samples": False}
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("own_loop", ROOT / "docs" / "examples" / "own_loop.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_loop(ex, data, variant: str, epochs: int, out: Path, batch: int = 64, hidden: int = 32) -> float:
+    torch.manual_seed(0)
+    model = ex.TwoBranch(h=hidden)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    xp, xm, y = data["train"]
+    mon = tb = None
+    if variant.startswith("monitor"):
+        from core.monitor import Monitor
+
+        diag = LIGHT if variant == "monitor_light" else None
+        mon = Monitor(out / "mon", ["pix", "mor"], {"pix": model.pix, "mor": model.mor}, fusion=model.head, epochs=epochs, diagnostics=diag)
+    elif variant == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(out / "tb"))
+        groups = {"pix": list(model.pix.parameters()), "mor": list(model.mor.parameters()), "fusion": list(model.head.parameters())}
+    t0 = time.perf_counter()
+    step = 0
+    for epoch in range(epochs):
+        order = torch.randperm(len(y))
+        for i in range(0, len(y), batch):
+            idx = order[i : i + batch]
+            fused, logits = model(xp[idx], xm[idx])
+            loss = F.cross_entropy(fused, y[idx])
+            opt.zero_grad()
+            if mon is not None:
+                mon.backward(loss, fused=fused, logits=logits, labels=y[idx], ids=idx)
+            else:
+                loss.backward()
+            if tb is not None:
+                norms = {k: float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in ps]))) for k, ps in groups.items()}
+                tb.add_scalar("loss/total", float(loss.detach()), step)
+                tot = norms["pix"] + norms["mor"]
+                for k, v in norms.items():
+                    tb.add_scalar(f"grad_norm/{k}", v, step)
+                for k in ("pix", "mor"):
+                    tb.add_scalar(f"grad_share/{k}", norms[k] / tot, step)
+                hi, lo = max(norms["pix"], norms["mor"]), min(norms["pix"], norms["mor"])
+                tb.add_scalar("grad_ratio", hi / lo, step)
+                tb.add_scalar("conflict/flag", float(hi / lo > 2), step)
+            opt.step()
+            step += 1
+        with torch.no_grad():
+            zf, zl = model(*data["test"][:2])
+        yt = data["test"][2]
+        if mon is not None:
+            mon.epoch_end(test={"fused": zf, "logits": zl, "labels": yt})
+        if tb is not None:
+            tb.add_scalar("acc/test/fused", float((zf.argmax(1) == yt).float().mean()), step)
+            for m, z in zl.items():
+                tb.add_scalar(f"acc/test/{m}", float((z.argmax(1) == yt).float().mean()), step)
+    if mon is not None:
+        mon.close()
+    if tb is not None:
+        tb.close()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[32, 1024], help="branch widths (32 = the example)")
+    ap.add_argument("--json", default=str(JSON))
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    ex = _example()
+    data = ex.load(0)
+    variants = ["bare", "monitor", "monitor_light", "tensorboard"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for h in a.hidden:
+            times: dict[str, list[float]] = {v: [] for v in variants}
+            for r in range(a.reps + 1):  # round 0 warms up imports and caches; not counted
+                for v in variants:
+                    t = run_loop(ex, data, v, a.epochs, Path(tmp) / f"{h}-{r}-{v}", hidden=h)
+                    if r:
+                        times[v].append(t)
+            med = {v: statistics.median(ts) for v, ts in times.items()}
+            rows.append({"hidden": h, "seconds": times, "median_seconds": med,
+                         "ms_per_bare_step": 1000 * med["bare"] / (a.epochs * 22),
+                         "ratio_to_bare": {v: med[v] / med["bare"] for v in variants}})
+    res = {
+        "epochs": a.epochs, "reps": a.reps, "steps": a.epochs * 22, "torch_threads": 1,
+        "load_average_1min": os.getloadavg()[0], "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "note": "measured on a shared 2-core machine while other jobs ran; ratios are medians of interleaved rounds",
+        "rows": rows,
+    }
+    Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+    doctables.write_block(ROOT / "docs" / "your_model.md", "monitor_overhead")
+    print(json.dumps([{"hidden": r["hidden"], **r["ratio_to_bare"]} for r in rows], indent=2))
+
+
+@doctables.renderer("monitor_overhead")
+def render() -> str:
+    res = json.loads(JSON.read_text())
+    rows = []
+    for r in res["rows"]:
+        label = "example (hidden 32)" if r["hidden"] == 32 else f"hidden {r['hidden']}"
+        med, ratio = r["median_seconds"], r["ratio_to_bare"]
+        rows.append([label, f"{r['ms_per_bare_step']:.2f}", f"{med['bare']:.2f}"]
+                    + [f"{med[v]:.2f} ({ratio[v]:.2f}×)" for v in ("monitor", "monitor_light", "tensorboard")])
+    head = ["model", "bare ms/step", "bare (s)", "monitor (s, ratio)", "monitor light (s, ratio)", "TensorBoard (s, ratio)"]
+    return doctables.table(head, rows) + (
+        f"\n{res['epochs']} epochs × 22 steps, median of {res['reps']} interleaved rounds, 1 torch thread; "
+        f"1-min load average {res['load_average_1min']:.1f} on {res['cpu_count']} cores (shared machine, under load).\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

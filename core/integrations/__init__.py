@@ -1,0 +1,1 @@
+"""Adapters that wire :class:`core.monitor.Monitor` into third-party training frameworks."""

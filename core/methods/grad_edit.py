@@ -1,0 +1,88 @@
+"""Gradient methods as one call after ``loss.backward()``: OGM-GE and CPSL's conflict penalty.
+
+Both methods only edit ``.grad`` of encoder parameters, so they need no hook into a loop:
+given the parameters of each modality's encoder (``groups``: modality → parameters), these
+functions apply exactly the update of :class:`~core.methods.ogm_ge.OGMGE` and
+:meth:`~core.methods.cpsl.CPSL.after_backward`, using the same score, ratio, coefficient and
+penalty functions those methods use:
+
+* OGM-GE (Peng et al., CVPR 2022): ``s_m = Σ_i softmax(z_m,i)[y_i]``, ``ρ_m = s_m / s_k``,
+  ``k_m = 1 − tanh(α·ρ_m)`` if ``ρ_m > 1`` else 1, then ``g ← k_m·g + N(0, std(g)²)`` per
+  modulated tensor (``ge=False``: ``g ← k_m·g``).
+* CPSL penalty (our interpretation, ``docs/methods.md``): ``n_m = ‖g_m‖``, ``d = argmax n_m``,
+  ``r = n_d / mean_{k≠d} n_k``; if ``r > τ`` the dominant encoder's gradient is scaled by
+  ``c = 1/(1 + λ(r − τ))`` (``exp``: ``exp(−λ(r−τ))``).
+
+Each returns the scalars its method logs (``ogm/*``, ``cpsl/*``) with the same names.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from core.diagnostics.gradients import group_norm
+from core.methods.cpsl import dominance_ratio, penalty_coefficient
+from core.methods.ogm_ge import ogm_coefficients, ogm_ratios, ogm_scores
+
+Groups = dict[str, Iterable[torch.nn.Parameter]]
+
+
+def ogm_ge_(
+    groups: Groups,
+    logits: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    alpha: float = 0.3,
+    ge: bool = True,
+    multi_ratio: str = "min",
+    tensors: str = "weights",
+) -> dict[str, float]:
+    """Modulate each encoder's ``.grad`` in place by its OGM coefficient (plus GE noise)."""
+    mods = list(groups)
+    missing = [m for m in mods if m not in logits]
+    if len(mods) < 2 or missing:
+        raise ValueError(f"OGM-GE needs per-modality logits for every encoder (missing: {', '.join(missing) or 'a second modality'})")
+    scores = {m: float(v) for m, v in ogm_scores({m: logits[m] for m in mods}, labels.long()).items()}
+    ratios = ogm_ratios(scores, multi_ratio)
+    coeffs = ogm_coefficients(ratios, alpha)
+    for m in mods:
+        k = coeffs[m]
+        for p in groups[m]:
+            if p.grad is None or (tensors == "weights" and p.dim() < 2):
+                continue
+            if ge:
+                std = p.grad.std().item() if p.grad.numel() > 1 else 0.0
+                noise = torch.zeros_like(p.grad).normal_(0.0, std + 1e-8)
+                p.grad.mul_(k).add_(noise)
+            elif k != 1.0:
+                p.grad.mul_(k)
+    logs: dict[str, float] = {}
+    for m in mods:
+        logs[f"ogm/score/{m}"] = scores[m]
+        logs[f"ogm/coeff/{m}"] = coeffs[m]
+    if len(mods) == 2:
+        a, b = mods
+        logs["ogm/ratio"] = scores[a] / scores[b] if scores[b] > 0 else 1e6
+    else:
+        for m in mods:
+            logs[f"ogm/ratio/{m}"] = min(ratios[m], 1e6)
+    return logs
+
+
+def cpsl_penalty_(groups: Groups, tau: float = 2.0, lam: float = 0.5, penalty: str = "inverse") -> dict[str, float]:
+    """Scale the dominant encoder's ``.grad`` by CPSL's conflict penalty when ``r > τ``."""
+    groups = {m: list(ps) for m, ps in groups.items()}
+    if len(groups) < 2:
+        raise ValueError("the CPSL penalty needs at least 2 modality encoders (it compares their gradient norms)")
+    norms = {m: float(group_norm(ps)) for m, ps in groups.items()}
+    d, r = dominance_ratio(norms)
+    c = penalty_coefficient(r, tau, lam, penalty)
+    if c != 1.0:
+        for p in groups[d]:
+            if p.grad is not None:
+                p.grad.mul_(c)
+    total = sum(norms.values())
+    logs = {f"cpsl/share/{m}": (v / total if total > 0 else 1.0 / len(norms)) for m, v in norms.items()}
+    logs.update({"cpsl/ratio": min(r, 1e6), "cpsl/conflict": float(r > tau), "cpsl/penalty": c, "cpsl/lambda": lam})
+    return logs

@@ -1,0 +1,141 @@
+"""Encoder utilisation against the "trained alone" reference run (store-level queries).
+
+``probe_util/<m> = (probe − probe_init) / (probe_alone − probe_init)`` on the test split
+(:func:`core.diagnostics.probe.utilisation`):
+
+* ``probe`` — this run's latest ``probe/test/<m>``;
+* ``probe_init`` — this run's ``probe_init/test/<m>`` (its encoder before the first step);
+* ``probe_alone`` — the final ``probe/test/<m>`` of the **reference**: a ``unimodal`` run with
+  ``method.modality = m`` and the same ``data`` block, ``model`` block and ``seed`` as this
+  run, looked up by config in the given roots (the runs root, then the gallery). A unimodal
+  run is its own reference, so its utilisation is 1 by construction.
+
+Among several matching references the one that also shares ``epochs``, ``optim`` and
+``batch_size`` wins, then the earlier root, then the most recently finished. A reference
+must be finished (except the run itself, which the trainer scores just before it closes).
+The query runs at read time, so a reference trained after the run still counts; where none
+exists the ``reason`` column says why, for the dashboard to show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from core.diagnostics.probe import utilisation
+from core.errors import StoreError
+from core.store import RunReader, is_run_dir
+
+COLUMNS = ["modality", "utilisation", "probe", "probe_init", "probe_alone", "epoch", "reference", "reason"]
+TRAINING_KNOBS = ("epochs", "optim", "batch_size")
+
+
+def gallery_dir() -> Path:
+    """The shipped gallery: ``$MODALSCOPE_SAMPLE_RUNS`` or ``sample_runs/`` next to the package."""
+    env = os.environ.get("MODALSCOPE_SAMPLE_RUNS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "sample_runs"
+
+
+def default_roots(runs_dir: str | Path) -> list[Path]:
+    return [Path(runs_dir), gallery_dir()]
+
+
+def _read_config(d: Path) -> dict | None:
+    try:
+        return json.loads((d / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_reference_for(cfg: dict, ref: dict, modality: str) -> bool:
+    """``ref`` is the unimodal-``modality`` run with ``cfg``'s data, model and seed."""
+    method = ref.get("method") or {}
+    return (
+        method.get("name") == "unimodal"
+        and method.get("modality") == modality
+        and ref.get("data") == cfg.get("data")
+        and ref.get("model") == cfg.get("model")
+        and ref.get("seed") == cfg.get("seed")
+    )
+
+
+def find_reference(run_dir: str | Path, modality: str, roots: list[str | Path]) -> tuple[Path | None, str]:
+    """(reference run folder, "") or (None, reason)."""
+    run_dir = Path(run_dir)
+    cfg = _read_config(run_dir)
+    if cfg is None:
+        return None, f"{run_dir.name} has no readable config.json"
+    if is_reference_for(cfg, cfg, modality):
+        return run_dir, ""
+    me = run_dir.resolve()
+    found: list[tuple[tuple, Path]] = []
+    for rank, root in enumerate(Path(r) for r in roots):
+        if not root.is_dir():
+            continue
+        for d in sorted(root.iterdir()):
+            if not d.is_dir() or d.resolve() == me or not is_run_dir(d):
+                continue
+            ref = _read_config(d)
+            if ref is None or not is_reference_for(cfg, ref, modality):
+                continue
+            try:
+                reader = RunReader(d)
+                if reader.status() != "finished":
+                    continue
+                end = float(reader.meta().get("end_time") or 0.0)
+            except StoreError:
+                continue
+            same_training = all(ref.get(k) == cfg.get(k) for k in TRAINING_KNOBS)
+            found.append(((not same_training, rank, -end), d))
+    if not found:
+        where = ", ".join(str(r) for r in roots)
+        return None, (
+            f"no finished 'unimodal' run with modality={modality} and the same data, model and seed "
+            f"in {where}: train one to measure utilisation"
+        )
+    return min(found, key=lambda t: t[0])[1], ""
+
+
+def _last(reader: RunReader, name: str) -> tuple[float, int] | None:
+    df = reader.scalars(name)
+    if df.empty:
+        return None
+    row = df.iloc[-1]
+    return float(row["value"]), int(row["epoch"])
+
+
+def probe_utilisation(run_dir: str | Path, roots: list[str | Path]) -> pd.DataFrame:
+    """One row per modality of the run: utilisation (NaN when unavailable) and the reason."""
+    reader = RunReader(run_dir)
+    mods = reader.meta().get("modalities") or []
+    rows = []
+    for m in mods:
+        row = dict.fromkeys(COLUMNS, float("nan"))
+        row.update(modality=m, reference="", reason="")
+        rows.append(row)
+        cur, init = _last(reader, f"probe/test/{m}"), _last(reader, f"probe_init/test/{m}")
+        if cur is None or init is None:
+            row["reason"] = "this run has no encoder probes (diagnostics.probe off, a regression task, or a run older than probes)"
+            continue
+        row["probe"], row["epoch"] = cur
+        row["probe_init"] = init[0]
+        ref, why = find_reference(run_dir, m, roots)
+        if ref is None:
+            row["reason"] = why
+            continue
+        row["reference"] = str(ref)
+        alone = _last(RunReader(ref), f"probe/test/{m}")
+        if alone is None:
+            row["reason"] = f"reference {ref.name} has no probe/test/{m} (trained without probes)"
+            continue
+        row["probe_alone"] = alone[0]
+        row["utilisation"] = utilisation(row["probe"], row["probe_init"], row["probe_alone"])
+        if row["utilisation"] != row["utilisation"]:
+            row["reason"] = (
+                f"reference {ref.name} gained nothing over this run's initial probe "
+                f"(alone {row['probe_alone']:.3f}, init {row['probe_init']:.3f})"
+            )
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,56 @@
+"""The gallery's plan: which runs it holds and in which order they are trained (no training here)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from core import gallery
+from core.data import synthetic
+
+
+@pytest.fixture
+def with_complementary(monkeypatch):
+    """The complementary preset as the presets work defines it (added here when this checkout lacks it)."""
+    if "complementary" not in synthetic.PRESETS:
+        monkeypatch.setitem(synthetic.PRESETS, "complementary", dict(synthetic.PRESETS["imbalanced"]))
+
+
+def test_unimodal_references_are_trained_before_every_run_of_their_preset(with_complementary):
+    runs = gallery.plan()
+    names = [r.name for r in runs]
+    for preset, mods in (("imbalanced", ["audio", "visual"]), ("noisy", ["audio", "visual"]), ("complementary", ["audio", "visual"]),
+                         ("three_modal", ["audio", "visual", "text"])):
+        refs = [names.index(f"unimodal-{m}_{preset}_s0") for m in mods]
+        assert max(refs) < names.index(f"joint_{preset}_s0"), preset
+    stages = [gallery._stage(r) for r in runs]
+    assert stages == sorted(stages)
+    assert all(names.index(r.init_from) < names.index(r.name) for r in runs if r.init_from)
+
+
+def test_complementary_contrast_and_ensemble_are_in_the_gallery(with_complementary):
+    from core.methods import list_methods
+
+    names = {r.name for r in gallery.plan()}
+    assert {"joint_complementary_s0", "ogm_ge_complementary_s0", "unimodal-visual_complementary_s0"} <= names
+    assert ("ensemble_complementary_s0" in names) == ("ensemble" in list_methods())
+    assert ("ensemble_imbalanced_s2" in names) == ("ensemble" in list_methods())
+    assert not any(n.startswith("cal_complementary") for n in names)  # the contrast stays small
+
+
+def test_unknown_presets_are_left_out():
+    assert gallery.plan(presets=("no_such_preset",)) == []
+
+
+def test_thin_removes_both_checkpoints(tmp_path):
+    from tests.planted import plant_run
+
+    d = plant_run(tmp_path, "r", epochs=1, steps_per_epoch=2)
+    (d / "checkpoint.pt").write_bytes(b"x")
+    (d / "best.pt").write_bytes(b"x")
+    note = gallery.thin(d, keep_samples=False, sample_epochs=[0])
+    assert not (d / "checkpoint.pt").exists() and not (d / "best.pt").exists()
+    assert "checkpoint.pt and best.pt removed" in note
+    with sqlite3.connect(d / "metrics.sqlite") as con:
+        assert con.execute("SELECT value FROM run WHERE key='thinned'").fetchone()[0].strip('"') == note
