@@ -521,6 +521,14 @@ class RunReader:
         v = df["m"].iloc[0]
         return 0 if v is None or pd.isna(v) else int(v)
 
+    def last_value(self, name: str) -> tuple[float, int] | None:
+        """(value, epoch) of the newest row of scalar ``name``, or None when it has none."""
+        rows = self._rows(
+            "SELECT s.value, s.epoch FROM scalars s WHERE s.id = "
+            "(SELECT MAX(id) FROM scalars WHERE name_id = (SELECT id FROM names WHERE name = ?))", [name]
+        )
+        return (float(rows[0][0]), int(rows[0][1])) if rows else None
+
     def final_scalars(self, prefix: str = "") -> dict[str, float]:
         """The last value of every scalar whose name starts with ``prefix``."""
         return dict(self._rows(FINAL_SQL, [prefix, prefix + "\uffff"]))

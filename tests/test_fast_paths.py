@@ -86,3 +86,19 @@ def test_non_finite_series_fall_back_to_exact_bucket_min_max():
     xs, ys = F.downsample_minmax(np.arange(10_000), y, 500)
     xb, yb = F.downsample_minmax_buckets(np.arange(10_000), y, 500)
     assert np.array_equal(xs, xb) and np.array_equal(ys, yb, equal_nan=True)
+
+
+def test_reused_raw_gradient_stats_equal_the_recomputed_applied_ones(tiny, monkeypatch):
+    from core.diagnostics import monitor
+    from core.engine import Trainer
+
+    def applied(name, reuse):
+        monkeypatch.setattr(monitor, "REUSE_RAW_GRADIENTS", reuse)
+        t = Trainer(tiny(epochs=1, name=name, log={"progress": False, "checkpoint": False},
+                         diagnostics={"conflict": False, "gap": False, "contrib": False, "probe": False}))
+        t.fit()
+        df = RunReader(t.run_dir).scalars(prefix="grad_applied")
+        return df.sort_values(["name", "step"])[["step", "name", "value"]].reset_index(drop=True)
+
+    fast, exact = applied("fast", True), applied("exact", False)
+    assert len(fast) > 0 and fast.equals(exact)
