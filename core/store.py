@@ -517,9 +517,8 @@ class RunReader:
         return self._query(sql + " ORDER BY s.id", params)
 
     def last_id(self) -> int:
-        df = self._query("SELECT MAX(id) AS m FROM scalars")
-        v = df["m"].iloc[0]
-        return 0 if v is None or pd.isna(v) else int(v)
+        v = self._rows("SELECT MAX(id) FROM scalars")[0][0]
+        return 0 if v is None else int(v)
 
     def last_value(self, name: str) -> tuple[float, int] | None:
         """(value, epoch) of the newest row of scalar ``name``, or None when it has none."""

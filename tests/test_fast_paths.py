@@ -102,3 +102,46 @@ def test_reused_raw_gradient_stats_equal_the_recomputed_applied_ones(tiny, monke
 
     fast, exact = applied("fast", True), applied("exact", False)
     assert len(fast) > 0 and fast.equals(exact)
+
+
+def _pair_exact(runs, on, reference="joint", method_col="method"):
+    """The row-by-row filtering that pair_with_reference replaced (reference semantics)."""
+    import pandas as pd
+
+    on = [c for c in on if c in runs.columns]
+    refs = runs[runs[method_col] == reference]
+    out = []
+    for _, r in runs.iterrows():
+        cand = refs
+        for c in on:
+            cand = cand[cand[c].astype(str) == str(r[c])]
+        if cand.empty:
+            out.append(np.nan)
+            continue
+        if "source" in cand and (cand["source"] == r.get("source")).any():
+            cand = cand[cand["source"] == r.get("source")]
+        out.append(cand["key"].iloc[0])
+    return pd.Series(out, index=runs.index, name="ref")
+
+
+@pytest.mark.parametrize("with_source", [True, False])
+def test_pairing_by_lookup_equals_row_by_row_filtering(with_source):
+    import pandas as pd
+
+    from dashboard.comparison import pair_with_reference
+
+    rng = np.random.default_rng(1)
+    n = 300
+    runs = pd.DataFrame({
+        "key": [f"k{i}" for i in range(n)],
+        "method": rng.choice(["joint", "ogm_ge", "unimodal:audio"], n),
+        "preset": rng.choice(["imbalanced", "noisy"], n),
+        "seed": rng.integers(0, 6, n),
+        "lr": rng.choice([0.01, 0.1, np.nan], n),
+    })
+    if with_source:
+        runs["source"] = rng.choice(["runs", "gallery"], n)
+    on = ["preset", "seed", "lr", "not_a_column"]
+    fast, exact = pair_with_reference(runs, on), _pair_exact(runs, on)
+    assert fast.notna().sum() > 50 and fast.isna().sum() > 0
+    pd.testing.assert_series_equal(fast, exact)
