@@ -282,6 +282,25 @@ def final_values(key: str, prefix: str = "") -> dict[str, float]:
     return _final_values(str(p), last_id(key), prefix)
 
 
+@st.cache_data(ttl=5.0, max_entries=512, show_spinner=False)
+def _utilisation(path: str, upto: int, search: tuple[str, ...]) -> pd.DataFrame:
+    from core.reference import probe_utilisation
+
+    return probe_utilisation(path, list(search))
+
+
+def utilisation(key: str) -> pd.DataFrame:
+    """Encoder utilisation of a run computed now (``core.reference.probe_utilisation``): one row per
+    modality with ``utilisation`` (NaN when unavailable) and the ``reason``. For runs whose
+    trained-alone reference appeared after they finished (so they logged no ``probe_util``).
+    References are looked up in the runs root, then the gallery; at most 5 s old."""
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return pd.DataFrame(columns=["modality", "utilisation", "reason"])
+    r = roots()
+    return _utilisation(str(p), last_id(key), (str(r.runs_dir), str(r.sample_runs)))
+
+
 def last_row(key: str) -> dict[str, Any] | None:
     """The newest scalar row (its step and epoch give the live progress)."""
     rd = reader(key)

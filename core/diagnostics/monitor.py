@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from core.diagnostics.gradients import gradient_stats
+from core.diagnostics.gradients import applied_gradient_stats, applied_names, gradient_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.engine import EvalResult, StepContext, Trainer
@@ -97,20 +97,10 @@ class DiagnosticsMonitor:
         if not self.cfg.grad:
             return {}
         raw = getattr(self, "_raw", None)
-        if raw is not None and self._gradients_untouched(ctx):
-            stats = raw
-        else:
-            stats = gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
         self._raw = None
-        out = {}
-        for k, v in stats.items():
-            if k.startswith("grad_norm/"):
-                out["grad_applied/" + k[len("grad_norm/"):]] = v
-            elif k.startswith("grad_share/"):
-                out["grad_applied_share/" + k[len("grad_share/"):]] = v
-            elif k == "grad_ratio":
-                out["grad_applied_ratio"] = v
-        return out
+        if raw is not None and self._gradients_untouched(ctx):
+            return applied_names(raw)
+        return applied_gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
 
     # ------------------------------------------------------------------ per epoch
     def on_epoch_end(self, ctx: "StepContext", evals: dict[str, "EvalResult"]) -> dict[str, float]:
@@ -166,8 +156,7 @@ class DiagnosticsMonitor:
         t = self.trainer
         ev = (evals or {}).get(split)
         if ev is not None and ev.features is not None and self._probe_subset(split) is None:
-            order = torch.as_tensor(np.argsort(ev.idx, kind="stable"))
-            return {m: f[order] for m, f in ev.features.items()}, torch.as_tensor(ev.labels)[order]
+            return ev.features, torch.as_tensor(ev.labels)  # rows aligned with the labels; order is irrelevant to a probe
         return encoder_features(t.model, t.bundle.splits[split], t.device, self._probe_subset(split))
 
     def probes(self, evals: dict | None = None) -> dict[str, float]:
