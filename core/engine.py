@@ -514,18 +514,18 @@ class Trainer:
         """``probe_util/<m>`` when a matching unimodal reference run exists (else an event saying why not)."""
         if not self.diagnostics.probes_enabled():
             return
-        from core.reference import default_roots, probe_utilisation
+        from core.reference import default_roots, probe_utilisation_rows
 
         self.writer.flush()
         try:
-            df = probe_utilisation(self.run_dir, default_roots(self.cfg.runs_dir))
+            rows = probe_utilisation_rows(self.run_dir, default_roots(self.cfg.runs_dir))
         except StoreError as e:
             self.event("probe_util", f"utilisation not computed: {e}")
             return
-        logs = {f"probe_util/{m}": u for m, u in zip(df["modality"], df["utilisation"]) if u == u}
+        logs = {f"probe_util/{r['modality']}": r["utilisation"] for r in rows if r["utilisation"] == r["utilisation"]}
         if logs:
             self.writer.log_scalars(self.global_step, self._epoch, logs)
-        missing = [f"{m}: {r}" for m, u, r in zip(df["modality"], df["utilisation"], df["reason"]) if u != u]
+        missing = [f"{r['modality']}: {r['reason']}" for r in rows if r["utilisation"] != r["utilisation"]]
         if missing:
             self.event("probe_util", "no utilisation for " + "; ".join(missing))
 

@@ -26,7 +26,7 @@ import streamlit as st
 
 from core.config import validate_run_name
 from core.errors import ConfigError, StoreError
-from core.store import is_run_dir, list_runs, open_run
+from core.store import RunReader, is_run_dir, list_runs, open_run
 
 KINDS = ("runs", "gallery")
 
@@ -96,7 +96,7 @@ def _configs(paths: tuple[tuple[str, str], ...]) -> dict[str, dict]:
     out = {}
     for key, p in paths:
         try:
-            out[key] = open_run(p).config()
+            out[key] = RunReader(p, check=False).config()  # config.json only: no database query
         except StoreError:
             out[key] = {}
     return out
