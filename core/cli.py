@@ -81,6 +81,7 @@ def _resume_trainer(args: argparse.Namespace):
     """
     from core.config import build_config, read_config_file, resolve_config
     from core.engine import Trainer
+    from core.errors import StoreError
     from core.store import is_run_dir, open_run
 
     run_dir = Path(args.resume)
@@ -100,9 +101,12 @@ def _resume_trainer(args: argparse.Namespace):
     new = cfg.dump()
     if args.no_progress:
         cfg.log.progress = False
-    if is_run_dir(run_dir):
-        reader = open_run(run_dir)
-        done = reader.summary().get("epochs_done") or 0
+    try:
+        reader = open_run(run_dir) if is_run_dir(run_dir) else None
+        done = (reader.summary().get("epochs_done") or 0) if reader is not None else 0
+    except StoreError:  # an unreadable store: the trainer refuses it in its own words below
+        reader, done = None, 0
+    if reader is not None:
         if reader.status() == "finished" and cfg.epochs <= done:
             raise ModalScopeError(f"--resume {run_dir}: the run already finished its {done} epochs; "
                                   f"add --epochs N with N > {done} to train it further")
