@@ -168,7 +168,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
         s = run.summary()
         meta = run.meta()
         print(f"run:      {s['name']}  ({s['path']})")
-        print(f"status:   {s['status']}" + (f"  error: {s['error']}" if s.get("error") else ""))
+        if s["status"] == "interrupted":  # a stop is not a failure: say how to go on
+            from core.launcher import interrupted_message
+
+            print(f"status:   interrupted · {interrupted_message(s.get('error', ''), s['path']).replace('`', '')}")
+        else:
+            print(f"status:   {s['status']}" + (f"  error: {s['error']}" if s.get("error") else ""))
         print(f"method:   {s['method']}   data: {s['dataset']} / {s['preset']}   seed: {s['seed']}")
         print(f"progress: {s['epochs_done'] or 0}/{s['epochs']} epochs")
         for k, v in sorted(s.items()):

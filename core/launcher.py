@@ -191,3 +191,16 @@ def stop_run(run_dir: str | Path, runs_root: str | Path) -> int:
     except ProcessLookupError:
         raise StoreError(f"run {target.name}: trainer process {pid} is gone") from None
     return pid
+
+
+def interrupted_message(error: str, run_dir: str) -> str:
+    """An interrupted run is not a failure: say who stopped it, where, and how to go on.
+
+    The trainer records ``stopped by signal <n> at step <s>`` (SIGTERM from the Stop button or
+    ``kill``) or ``interrupted at step <s>`` (Ctrl-C)."""
+    import re
+
+    m = re.search(r"at step (\d+)", error or "")
+    where = f" at step {int(m.group(1)):,}" if m else ""
+    return (f"Stopped by you{where}; resume with `modalscope train --resume {run_dir}` "
+            f"(add `--epochs N` to train to N epochs in all). Everything up to the last finished epoch is kept.")

@@ -185,19 +185,6 @@ def describe_thinning(thinned: Any) -> str:
     return str(thinned)
 
 
-def interrupted_message(error: str, run_dir: str) -> str:
-    """An interrupted run is not a failure: say who stopped it, where, and how to go on.
-
-    The trainer records ``stopped by signal <n> at step <s>`` (SIGTERM from the Stop button or
-    ``kill``) or ``interrupted at step <s>`` (Ctrl-C)."""
-    import re
-
-    m = re.search(r"at step (\d+)", error or "")
-    where = f" at step {int(m.group(1)):,}" if m else ""
-    return (f"Stopped by you{where}; resume with `modalscope train --resume {run_dir}` "
-            f"(add `--epochs N` to train to N epochs in all). Everything up to the last finished epoch is kept.")
-
-
 def default_live_run(runs: pd.DataFrame) -> str | None:
     """The run Live opens when none is asked for: the user's newest running run, else the
     user's newest run (runs root, by start time), else the gallery's first; None when empty."""

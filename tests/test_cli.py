@@ -144,6 +144,12 @@ def test_runs_list_dashes_and_export_default_into_the_run_folder(tmp_path):
     vis = dict(zip(header, lines["vis"]))
     assert vis["acc_audio"] == "—" and vis["acc_visual"] == "0.5500" and "NaN" not in ls.stdout and "None" not in ls.stdout
     assert dict(zip(header, lines["both"]))["epochs_done"] == "2"
+    stopped = plant_run(root, "stopped", epochs=2, steps_per_epoch=2, status="running")
+    from core.store import RunWriter
+
+    RunWriter(stopped, resume=True, heartbeat_seconds=3600).close("interrupted", "stopped by signal 15 at step 3")
+    show = run_cli("runs", "show", "stopped", "--runs-dir", str(root))
+    assert f"status:   interrupted · Stopped by you at step 3; resume with modalscope train --resume {stopped}" in show.stdout
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     ex = run_cli("runs", "export", "vis", "--runs-dir", str(root), cwd=cwd)

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import ModalScopeError
-from core.launcher import stop_run
+from core.launcher import interrupted_message, stop_run
 from dashboard import figures as F
 from dashboard import queries as q
 from dashboard import summaries as S
@@ -100,7 +100,7 @@ def _header(prog: dict, meta: dict) -> None:
     if prog["total"]:
         st.progress(min(1.0, prog["done"] / prog["total"]), text=f"step {prog['done']:,} of {prog['total']:,}")
     if prog["status"] == "interrupted":
-        st.info(S.interrupted_message(meta.get("error", ""), str(q.run_path(key))), icon=":material/pause_circle:")
+        st.info(interrupted_message(meta.get("error", ""), str(q.run_path(key))), icon=":material/pause_circle:")
     elif meta.get("error"):
         st.error(f"Run error: {meta['error']}")
     thinned = S.describe_thinning(meta.get("thinned"))
