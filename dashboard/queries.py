@@ -360,15 +360,17 @@ def _utilisation(path: str, upto: int, roots_: tuple[str, ...]) -> pd.DataFrame:
     return probe_utilisation(path, [Path(r) for r in roots_])
 
 
-def utilisation(key: str, upto: int | None = None) -> pd.DataFrame:
+def utilisation(key: str, version: int | None = None) -> pd.DataFrame:
     """Per modality: utilisation against the trained-alone reference run (looked up now, in the
     runs root then the gallery), its probe levels, and why it is missing when it is
-    (:func:`core.reference.probe_utilisation`)."""
+    (:func:`core.reference.probe_utilisation`). ``version`` keys the cache (the page passes
+    the number of probe rows, so a running run rescans the roots once per probe epoch, not
+    once per refresh; references that appear later are found within the 5 s TTL)."""
     p = run_path(key)
     if p is None or not is_run_dir(p):
         return pd.DataFrame()
     r = roots()
-    return _utilisation(str(p), last_id(key) if upto is None else upto, (str(r.runs_dir), str(r.sample_runs)))
+    return _utilisation(str(p), last_id(key) if version is None else version, (str(r.runs_dir), str(r.sample_runs)))
 
 
 def method_panels(cfg: dict[str, Any]) -> tuple:

@@ -162,7 +162,7 @@ def _probes(upto: int) -> None:
     last = probes.sort_values("id").groupby("name")["value"].last()
     init = {n.rsplit("/", 1)[-1]: v for n, v in last.items() if n.startswith("probe_init/test/")}
     logged = {n.rsplit("/", 1)[-1]: v for n, v in last.items() if n.startswith("probe_util/")}
-    ref = q.utilisation(key, upto)
+    ref = q.utilisation(key, len(probes))
     alone, util, reasons = {}, {}, {}
     for r in ref.itertuples() if not ref.empty else []:
         if r.probe_alone == r.probe_alone:
