@@ -55,6 +55,9 @@ def _method_family(name: str) -> str:
     return getattr(get_method(name), "family", "baseline") or "baseline"
 
 
+#: opt-in diagnostics the seed-0 runs switch on, so every Live view has something to show in the gallery
+#: (the Robustness view, and captum's cross-check on Contributions); they never change training.
+SHOWCASE = ("diagnostics.robust=true", "diagnostics.captum=true")
 PRESETS_SHOWN = ("imbalanced", "noisy", "complementary", "three_modal")
 #: the few methods the complementary contrast needs beside the unimodal references
 CONTRAST_METHODS = ("joint", "ensemble", "ogm_ge")
@@ -79,7 +82,8 @@ def plan(seeds: int = 3, epochs: int = DEFAULT_EPOCHS, presets: tuple[str, ...] 
         runs.append(
             GalleryRun(
                 name=f"{label}_{preset}_s{seed}",
-                overrides=(f"method.name={method}", f"data.preset={preset}", f"seed={seed}", f"epochs={epochs}", *extra),
+                overrides=(f"method.name={method}", f"data.preset={preset}", f"seed={seed}", f"epochs={epochs}", *extra,
+                           *(SHOWCASE if seed == 0 else ())),
                 seed=seed,
                 preset=preset,
                 init_from=init,

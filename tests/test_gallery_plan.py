@@ -44,3 +44,14 @@ def test_thin_removes_both_checkpoints(tmp_path):
     assert "checkpoint.pt and best.pt removed" in note
     with sqlite3.connect(d / "metrics.sqlite") as con:
         assert con.execute("SELECT value FROM run WHERE key='thinned'").fetchone()[0].strip('"') == note
+
+
+def test_seed0_gallery_runs_carry_what_every_live_view_shows():
+    """Robustness and captum are opt-in; the gallery's seed-0 runs switch them on (the Live
+    Robustness view and the Contributions cross-check read them), the other seeds stay lean."""
+    from core.config import resolve_config
+
+    runs = gallery.plan()
+    for r in runs:
+        cfg = resolve_config(overrides=list(r.overrides))
+        assert (cfg.diagnostics.robust, cfg.diagnostics.captum) == ((True, True) if r.seed == 0 else (False, False)), r.name
