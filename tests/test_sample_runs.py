@@ -17,7 +17,9 @@ def test_gallery_is_complete_and_small():
     names = {p.name for p in RUNS}
     expected = {r.name for r in plan()}
     assert expected <= names, f"missing sample runs: {sorted(expected - names)}"
-    assert folder_size(GALLERY) < 15e6
+    # 56 runs on presets with 1000 valid + 4000 test samples (a seed's accuracy to ±0.8 points):
+    # about 0.1 MB for a thinned seed-1/2 run, 0.6-1 MB for a seed-0 run with its per-sample snapshot.
+    assert folder_size(GALLERY) < 30e6
 
 
 @pytest.mark.parametrize("run_dir", RUNS, ids=[p.name for p in RUNS])
