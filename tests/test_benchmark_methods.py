@@ -57,7 +57,7 @@ def test_summary_columns_from_rows():
     assert s["ogm_ge"]["n"] == 2  # the noisy row belongs to another table
     snap = {"rows": rows, "info": {"imbalanced": {"weak": "visual", "dominant": "audio"}}}
     table = render_dataset(snap, "imbalanced")
-    assert "| ogm_ge | 2 | 86.0 ± 0.0 | – | 45.0 ± 7.1 | 0.55 | 0.55 | +4.0 [-21.4, +29.4] | 50% | 1.50× |" in table
+    assert "| ogm_ge | 2 | 86.0 ± 0.0 | – | 45.0 ± 7.1 | 0.55 | – | 0.55 | +4.0 [-21.4, +29.4] | 50% | 1.50× |" in table
     assert "1 of 1 balancing methods beat `joint` by ≥ 3 points" in render_headline(snap)
     assert "No results" in render_dataset(snap, "noisy")
 
