@@ -23,7 +23,7 @@ best-validation epoch (``acc/best/test/fused``); the weak modality's linear prob
 with ``probe_alone`` the ``unimodal:<weak>`` run of the same seed; the dominant modality's
 probe and applied gradient share (``grad_applied_share/<dominant>``, mean over logged steps); the paired
 difference of last-epoch fused accuracy against ``joint`` (same seeds) with a 95 % t-interval;
-the share of the joint→Bayes gap it closes; time per epoch relative to ``joint``.
+the share of the joint→Bayes gap it closes; CPU time per epoch relative to ``joint``.
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/methods.py [--methods joint,ogm_ge] [--datasets
 imbalanced,mfeat] [--seeds 5] [--epochs 20] [--variant cpsl:aux_weight=0] [--report-only] [--stale]``
@@ -282,7 +282,11 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def timing_ratios(rows: list[dict], dataset: str) -> dict[str, float]:
-    """Wall time per epoch relative to joint: median over the interleaved timing rounds."""
+    """Process CPU time per epoch relative to joint: median over the interleaved timing rounds.
+
+    CPU time, not wall time: on a machine shared with other jobs wall time measures the load
+    (the same 3-epoch run varied 3× between rounds) while one-thread CPU time does not.
+    """
     per: dict[str, dict[int, dict]] = {}
     for r in rows:
         if r.get("kind") == "timing" and r["dataset"] == dataset:
@@ -293,7 +297,7 @@ def timing_ratios(rows: list[dict], dataset: str) -> dict[str, float]:
     for lab, reps in per.items():
         common = [k for k in reps if k in per["joint"]]
         if common:
-            out[lab] = statistics.median(reps[k]["time_per_epoch"] / per["joint"][k]["time_per_epoch"] for k in common)
+            out[lab] = statistics.median(reps[k]["cpu_per_epoch"] / per["joint"][k]["cpu_per_epoch"] for k in common)
     return out
 
 
@@ -370,7 +374,7 @@ def render_dataset(snapshot: dict, dataset: str) -> str:
     summ = summarise(rows, dataset, weak, dom)
     bayes = summ[0]["bayes"]
     head = ["method", "seeds", "fused (last)", "fused (best valid)", f"{weak} probe", f"{weak} utilisation",
-            f"{dom} probe", f"{dom} applied grad share", "Δ vs joint [95% CI] (pp)", "joint→Bayes gap closed", "time/epoch vs joint"]
+            f"{dom} probe", f"{dom} applied grad share", "Δ vs joint [95% CI] (pp)", "joint→Bayes gap closed", "CPU time/epoch vs joint"]
     body = [[s["label"], s["n"], _pct(s["fused"]), _pct(s["best"]), _pct(s["probe"]), _num(s["util"][0]),
              _pct(s["dom_probe"]), _num(s["share"][0]), "–" if s["label"] == "joint" else _diff(s["diff"]),
              "–" if s["label"] == "joint" else _num(s["closed"], "{:.0%}"), _num(s["rel_time"], "{:.2f}×")] for s in summ]

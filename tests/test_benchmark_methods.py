@@ -24,8 +24,8 @@ def _trial(label, seed, fused, probe=None, init=None, share=None, ds="imbalanced
     return {"label": label, "dataset": ds, "seed": seed, "key": "k", "time_per_epoch": 1.0, "metrics": m, "bayes": {"fused": 0.9}}
 
 
-def _timing(label, rep, wall):
-    return {"kind": "timing", "label": label, "dataset": "imbalanced", "rep": rep, "key": "t", "time_per_epoch": wall, "cpu_per_epoch": 1.0}
+def _timing(label, rep, cpu):
+    return {"kind": "timing", "label": label, "dataset": "imbalanced", "rep": rep, "key": "t", "time_per_epoch": 9.0, "cpu_per_epoch": cpu}
 
 
 def test_paired_interval_and_utilisation_by_hand():
