@@ -87,20 +87,41 @@ def dataset_info(name: str) -> dict | None:
 
 
 # ---------------------------------------------------------------------------- code keys
+#: subpackages whose source can change a trial's numbers (besides the top-level modules).
+TRACKED_DIRS = ("data", "diagnostics", "models")
+_IMPORT = re.compile(r"from (?:core|modalscope)\.methods(?:\.(\w+))? import ([\w, ()]+)")
+
+
+def _package_root() -> Path:
+    """The importable package's folder (``core/`` today), found from the loaded method registry."""
+    from core.methods import base
+
+    return Path(base.__file__).resolve().parents[1]
+
+
+def _normalised(text: str) -> str:
+    """Source text with the package name abstracted, so renaming the package keeps every key.
+
+    ``core`` and ``modalscope`` both become ``PKG`` (``modalscope.dashboard`` → ``dashboard``):
+    a rename that only changes imports, paths and the ``python -m`` name leaves the text equal.
+    """
+    text = re.sub(r"\b(?:core|modalscope)\b", "PKG", text)
+    return re.sub(r"\bPKG\.dashboard\b", "dashboard", text)
+
+
 def _method_modules(method: str) -> list[Path]:
-    """The method's module and every ``core/methods`` module it imports, transitively."""
+    """The method's module and every ``methods`` module it imports, transitively."""
     from core.methods import get_method
 
-    base = ROOT / "core" / "methods"
+    base = _package_root() / "methods"
     first = Path(sys.modules[get_method(method).__module__].__file__).resolve()
     todo, seen = [first], set()
-    pat = re.compile(r"from core\.methods(?:\.(\w+))? import ([\w, ()]+)")
     while todo:
         f = todo.pop()
         if f in seen:
             continue
         seen.add(f)
-        for mod, names in pat.findall(f.read_text(encoding="utf-8")):
+        for mod, names in _IMPORT.findall(f.read_text(encoding="utf-8")):
             cands = [mod] if mod else [n.strip(" ()") for n in names.split(",")]
             for c in cands:
                 p = base / f"{c}.py"
@@ -110,13 +131,19 @@ def _method_modules(method: str) -> list[Path]:
 
 
 def code_hash(method: str) -> str:
-    """Hash of the source that can change ``method``'s results (see module docstring)."""
-    files = [p for p in sorted((ROOT / "core").rglob("*.py")) if "methods" not in p.relative_to(ROOT / "core").parts[:1] and p.name not in UNTRACKED]
+    """Hash of the source that can change ``method``'s results (see module docstring).
+
+    Files are named relative to the package folder and their text is normalised
+    (:func:`_normalised`), so the key survives a rename of the package.
+    """
+    pkg = _package_root()
+    files = [p for p in pkg.glob("*.py") if p.name not in UNTRACKED]
+    files += [p for d in TRACKED_DIRS for p in (pkg / d).rglob("*.py")]
     files += _method_modules(method)
     h = hashlib.sha256()
-    for p in sorted(set(files)):
-        h.update(str(p.relative_to(ROOT)).encode())
-        h.update(p.read_bytes())
+    for p in sorted(set(files), key=lambda q: q.relative_to(pkg).as_posix()):
+        h.update(p.relative_to(pkg).as_posix().encode())
+        h.update(_normalised(p.read_text(encoding="utf-8")).encode())
     return h.hexdigest()[:12]
 
 
