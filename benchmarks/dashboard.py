@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import doctables  # noqa: E402
+
 APP = str(ROOT / "dashboard" / "app.py")
 
 
@@ -39,6 +41,7 @@ def _app(runs_dir: Path, gallery: Path):
     os.environ["MODALSCOPE_RUNS_DIR"] = str(runs_dir)
     os.environ["MODALSCOPE_SAMPLE_RUNS"] = str(gallery)
     at = AppTest.from_file(APP, default_timeout=120)
+    sys.argv = [APP]  # every run of app.py reads --runs-dir from argv: never this script's options
     at.run()
     return at
 
@@ -91,6 +94,71 @@ def bench_render(tmp: Path, steps: int) -> dict:
     at.session_state["full_resolution"] = False
     out["Overview full resolution"] = {"cold_s": round(full, 3)}
     print(f"render Live/Overview, full resolution, cold {full:.3f} s", flush=True)
+    return out
+
+
+def bench_many(tmp: Path, n_runs: int, n_compare: int) -> dict:
+    """Runs page over a root of ``n_runs`` runs (cold: never listed; warm: the next refresh),
+    and Compare with ``n_compare`` runs selected. Runs are copies of planted 20-epoch runs
+    (5 seeds x 4 methods, 24 steps per epoch, every default series)."""
+    import shutil
+
+    from tests.planted import plant_run
+
+    seeds_root = tmp / "many_src"
+    src = []
+    for i, method in enumerate(("joint", "ogm_ge", "unimodal", "cal")):
+        for seed in range(5):
+            name = f"{method}_s{seed}"
+            plant_run(seeds_root, name, method=method, seed=seed, epochs=20, steps_per_epoch=24,
+                      modality="audio" if method == "unimodal" else None)
+            src.append(seeds_root / name)
+    root = tmp / "many"
+    root.mkdir()
+    for i in range(n_runs):
+        shutil.copytree(src[i % len(src)], root / f"run{i:04d}_{src[i % len(src)].name}")
+    empty = tmp / "many_gallery"
+    empty.mkdir()
+    at = _app(root, empty)  # the first run of the app lists the root once (imports + cold listing)
+    import streamlit as st
+
+    st.cache_data.clear()
+    from core import store
+
+    store._SUMMARIES.clear()
+    at.switch_page("views/runs.py")
+    t = time.perf_counter()
+    at.run()
+    cold = time.perf_counter() - t
+    assert not at.exception, [e.message for e in at.exception]
+    shown = " ".join(c.value for c in at.caption)
+    if os.environ.get("BENCH_DEBUG"):
+        print(len(at.dataframe), [len(df.value) for df in at.dataframe], shown, [e.value for e in at.error], [w.value for w in at.warning],
+              [t.value for t in at.title], [i.value for i in at.info], [type(c).__name__ for c in at.main.children.values()])
+    assert f"{n_runs} of {n_runs} runs" in shown, shown
+    warm = []
+    for _ in range(3):
+        st.cache_data.clear()  # as after the 2 s TTL: the listing is redone, the per-run memo hits
+        t = time.perf_counter()
+        at.run()
+        warm.append(time.perf_counter() - t)
+    keys = [f"runs/{d.name}" for d in sorted(root.iterdir())][:n_compare]
+    at.session_state["compare.selected"] = keys
+    at.session_state["compare.mode"] = "runs"
+    at.session_state["compare.runs"] = keys
+    at.switch_page("views/compare.py")
+    t = time.perf_counter()
+    at.run()
+    cmp_cold = time.perf_counter() - t
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(at.get("plotly_chart")) > 0, "Compare drew no chart"
+    t = time.perf_counter()
+    at.run()
+    cmp_warm = time.perf_counter() - t
+    out = {"runs": n_runs, "runs_page_cold_s": round(cold, 3), "runs_page_refresh_s": round(statistics.median(warm), 3),
+           "compare_runs": n_compare, "compare_cold_s": round(cmp_cold, 3), "compare_refresh_s": round(cmp_warm, 3)}
+    print(f"Runs page, {n_runs} runs: cold {cold:.3f} s, refresh {statistics.median(warm):.3f} s; "
+          f"Compare, {n_compare} runs: cold {cmp_cold:.3f} s, refresh {cmp_warm:.3f} s", flush=True)
     return out
 
 
@@ -188,7 +256,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--markers", type=int, default=10)
     ap.add_argument("--refresh", type=float, default=1.0)
-    ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--out", help="write the results as JSON here (docs/dashboard_bench.json feeds docs/benchmarks.md)")
+    ap.add_argument("--runs", type=int, default=500, help="runs in the root for the Runs page timing")
+    ap.add_argument("--compare", type=int, default=50, help="runs selected on the Compare page")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["render", "latency", "many"], help="parts to leave out")
     ap.add_argument("--writer", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--latency-only", action="store_true")
     args = ap.parse_args()
@@ -202,12 +273,54 @@ def main() -> None:
         return _latency_only(args.markers, args.refresh)
 
     logging.getLogger("streamlit").setLevel(logging.ERROR)
+    import resource
+
     with tempfile.TemporaryDirectory(prefix="modalscope-bench-") as d:
         tmp = Path(d)
-        res = {"load_average_1min_before": os.getloadavg()[0], "cpus": os.cpu_count(), "render": bench_render(tmp, args.steps), "latency": bench_latency(tmp, args.markers, args.refresh)}
+        res = {"load_average_1min_before": os.getloadavg()[0], "cpus": os.cpu_count()}
+        if "many" not in args.skip:
+            res["many"] = bench_many(tmp, args.runs, args.compare)
+        if "render" not in args.skip:
+            res["render"] = bench_render(tmp, args.steps)
+        if "latency" not in args.skip:
+            res["latency"] = bench_latency(tmp, args.markers, args.refresh)
+        res["load_average_1min_after"] = os.getloadavg()[0]
+        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(res, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2))
+        if Path(args.out).resolve() == DOC_JSON:
+            doctables.write_block("docs/benchmarks.md", "dashboard")
+
+
+DOC_JSON = ROOT / "docs" / "dashboard_bench.json"
+
+
+@doctables.renderer("dashboard")
+def render() -> str:
+    r = json.loads(DOC_JSON.read_text())
+    load = f"1-minute load average {r['load_average_1min_before']:.1f} → {r.get('load_average_1min_after', float('nan')):.1f} on {r['cpus']} cores"
+    rows = []
+    if "render" in r:
+        rd = r["render"]
+        for view in ("Overview", "Gradients", "Modality gap"):
+            if view in rd:
+                rows.append([f"Live · {view}, {rd['steps']:,}-step run ({rd['scalar_rows']:,} scalar rows), cold", f"{rd[view]['cold_s']:.2f} s", "≤ 0.5 s"])
+                rows.append([f"Live · {view}, next refresh", f"{rd[view]['warm_s']:.2f} s", ""])
+        if "Overview full resolution" in rd:
+            rows.append(["Live · Overview with *Full resolution* (every row), cold", f"{rd['Overview full resolution']['cold_s']:.2f} s", "—"])
+    if "latency" in r:
+        lt = r["latency"]
+        rows.append([f"row written → visible on Live, median of {lt['markers']} marks", f"{lt['median_s']:.2f} s", "≤ 1 s"])
+        rows.append(["row written → visible on Live, max", f"{lt['max_s']:.2f} s", "≤ 1.5 s"])
+    if "many" in r:
+        m = r["many"]
+        rows.append([f"Runs page, {m['runs']} runs in the root, first listing", f"{m['runs_page_cold_s']:.2f} s", "≤ 1 s"])
+        rows.append([f"Runs page, {m['runs']} runs, refresh", f"{m['runs_page_refresh_s']:.2f} s", "≤ 1 s"])
+        rows.append([f"Compare, {m['compare_runs']} runs selected, first render", f"{m['compare_cold_s']:.2f} s", "≤ 1 s"])
+        rows.append([f"Compare, {m['compare_runs']} runs, refresh", f"{m['compare_refresh_s']:.2f} s", ""])
+    rows.append(["peak RSS of the benchmark process (dashboard + AppTest)", f"{r['peak_rss_mb']:.0f} MB", ""])
+    return doctables.table(["measurement (server time, AppTest)", "measured", "target"], rows) + f"\n{load}.\n"
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Trains exactly what *Try it* launches (``dashboard.learn_steps.try_config("joint")``: the gallery's
 ``joint`` run on the default preset, seed 0), after the two ``unimodal`` references of the same
 config in the same root (so the run logs its encoders' utilisation, as it does next to the
-gallery). Records the joint run's wall time and what it ended with: fused test accuracy against
+gallery). Records the joint run's wall time, its CPU time (the wall time on an idle core) and
+the 1-minute load average when it started, and what it ended with: fused test accuracy against
 audio trained alone, and the visual encoder's probe and utilisation. The Learn page reads the
 JSON (``benchmarks/results/learn_try.json``) and states the duration from it.
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dashboard.learn_steps import TRY_RESULT, try_config  # noqa: E402
 
 
-def _train(raw: dict, root: Path, name: str) -> tuple[float, dict[str, float]]:
+def _train(raw: dict, root: Path, name: str) -> tuple[float, float, dict[str, float]]:
     import torch
 
     from core.config import build_config
@@ -35,10 +36,10 @@ def _train(raw: dict, root: Path, name: str) -> tuple[float, dict[str, float]]:
 
     torch.set_num_threads(1)
     cfg = build_config({**raw, "runs_dir": str(root), "name": name, "seed": 0})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run_dir, _ = train(cfg)
-    wall = time.perf_counter() - t0
-    return wall, open_run(run_dir).final_scalars()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu, open_run(run_dir).final_scalars()
 
 
 def measure() -> dict:
@@ -47,13 +48,14 @@ def measure() -> dict:
         root = Path(tmp)
         alone = {}
         for m in ("audio", "visual"):
-            _, fin = _train({**raw, "method": {"name": "unimodal", "modality": m}}, root, f"unimodal-{m}")
+            _, _, fin = _train({**raw, "method": {"name": "unimodal", "modality": m}}, root, f"unimodal-{m}")
             alone[m] = fin
-        wall, fin = _train(raw, root, "joint")
+        load = os.getloadavg()[0]
+        wall, cpu, fin = _train(raw, root, "joint")
     ended = {"fused": fin.get("acc/test/fused"), "audio alone": alone["audio"].get("acc/test/fused"),
              "visual probe": fin.get("probe/test/visual"), "visual probe alone": alone["visual"].get("probe/test/visual"),
              "visual utilisation": fin.get("probe_util/visual")}
-    return {"config": raw, "wall_s": wall, "threads": 1, "machine": f"{platform.machine()} CPU, 1 thread ({os.cpu_count()} cores present)",
+    return {"config": raw, "wall_s": wall, "cpu_s": cpu, "load_1min": load, "threads": 1, "machine": f"{platform.machine()} CPU, 1 thread ({os.cpu_count()} cores present)",
             "ended": {k: float(v) for k, v in ended.items() if v is not None}}
 
 

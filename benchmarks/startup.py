@@ -130,8 +130,9 @@ def render() -> str:
              "train_defaults": "`modalscope train` at defaults (warm preset cache)"}
     labels = list(res["results"])
     head = ["process"]
+    names_of = {"this": "this branch", "compare": "baseline"}
     for lb in labels:
-        tag = f"{lb} ({res['repos'][lb]['commit']})"
+        tag = f"{names_of.get(lb, lb)} {res['repos'][lb]['commit']}"
         head += [f"CPU s, {tag}", f"wall s, {tag}"]
     rows = []
     for name, title in names.items():
@@ -149,7 +150,7 @@ def render() -> str:
     note = (f"\nMedians of {res['reps']} alternated rounds, {res['env']}; 1-minute load average {la[0]:.1f} → {la[1]:.1f} "
             f"on {res['cpu_count']} cores during the run (CPU time is the process's own user + sys).\n")
     if "train_cpu_ratio_this_over_compare" in res:
-        note += f"CPU time of `modalscope train`, this branch / compare: **{res['train_cpu_ratio_this_over_compare']:.2f}×**.\n"
+        note += f"CPU time of `modalscope train`, this branch / baseline: **{res['train_cpu_ratio_this_over_compare']:.2f}×**.\n"
     return doctables.table(head, rows) + note
 
 

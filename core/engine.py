@@ -45,6 +45,7 @@ from core.methods import LossParts, Method, get_method, task_loss
 from core.metrics import split_metrics
 from core.models import ModelOutput, build_model, resolve_heads
 from core.selection import BEST_FILE, NO_VALID, SELECT_ON, BestTracker
+from core.monitor import Monitor
 from core.store import RunWriter
 
 CHECKPOINT = "checkpoint.pt"
@@ -299,6 +300,10 @@ class Trainer:
         if resume:
             self._resume(resumed)
         self.diagnostics = DiagnosticsMonitor(self)
+        # Per-step scalars and acc/train go through the same Monitor a user's own loop uses.
+        self.monitor = Monitor.attach(
+            self.writer, self.model.param_groups(), self.bundle.modalities, cfg.diagnostics, self.bundle.task, cfg.log.every_steps
+        )
         self.log_file = open(self.run_dir / "log.txt", "a", encoding="utf-8")
 
     # ------------------------------------------------------------------ construction
@@ -509,14 +514,18 @@ class Trainer:
         """``probe_util/<m>`` when a matching unimodal reference run exists (else an event saying why not)."""
         if not self.diagnostics.probes_enabled():
             return
-        from core.reference import default_roots, probe_utilisation
+        from core.reference import default_roots, probe_utilisation_rows
 
         self.writer.flush()
-        df = probe_utilisation(self.run_dir, default_roots(self.cfg.runs_dir))
-        logs = {f"probe_util/{m}": u for m, u in zip(df["modality"], df["utilisation"]) if u == u}
+        try:
+            rows = probe_utilisation_rows(self.run_dir, default_roots(self.cfg.runs_dir))
+        except StoreError as e:
+            self.event("probe_util", f"utilisation not computed: {e}")
+            return
+        logs = {f"probe_util/{r['modality']}": r["utilisation"] for r in rows if r["utilisation"] == r["utilisation"]}
         if logs:
             self.writer.log_scalars(self.global_step, self._epoch, logs)
-        missing = [f"{m}: {r}" for m, u, r in zip(df["modality"], df["utilisation"], df["reason"]) if u != u]
+        missing = [f"{r['modality']}: {r['reason']}" for r in rows if r["utilisation"] != r["utilisation"]]
         if missing:
             self.event("probe_util", "no utilisation for " + "; ".join(missing))
 
@@ -546,7 +555,7 @@ class Trainer:
         self._flush_logs(ctx, epoch_level=True)
         indices = self.method.train_indices(ctx)
         loader = self._train_loader(epoch, indices)
-        self._running = _RunningAccuracy(self.bundle.task)
+        self.monitor.start_epoch(epoch)
         for batch in loader:
             self._train_step(move_batch(batch, self.device), epoch)
             if bar is not None:
@@ -555,7 +564,7 @@ class Trainer:
         train_time = time.perf_counter() - t0
         evals = self.evaluate(epoch)
         ctx = StepContext(self, epoch=epoch, step=self.global_step, evals=evals)
-        metrics: dict[str, float] = self._running.compute()
+        metrics: dict[str, float] = self.monitor.train_accuracy()
         for split, ev in evals.items():
             if split != "train":
                 metrics.update(ev.metrics)
@@ -618,18 +627,18 @@ class Trainer:
             logs.update(self.diagnostics.before_backward(ctx, parts))
         self.method.backward(parts, ctx)
         if log_now:
-            logs.update(self.diagnostics.after_backward(ctx))
+            logs.update(self.monitor.gradients())
         self.method.after_backward(ctx)
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.optim.grad_clip)
         if log_now:
-            logs.update(self.diagnostics.applied_gradients(ctx))
+            logs.update(self.monitor.gradients(applied=True))
         self.method.optimizer_step(ctx, self._closure(batch, ctx))
-        self._running.update(self.method.predict(out).detach(), [z.detach() for z in out.logits.values()], list(out.logits), batch["label"])
+        self.monitor.observe(fused=self.method.predict(out).detach(), logits=out.logits, labels=batch["label"])
         if log_now:
             logs.update(zip(keys, vals))
             logs.update(ctx.logs)
-            self.writer.log_scalars(self.global_step, epoch, logs)
+            self.monitor.log_step(self.global_step, epoch, logs)
         self.global_step += 1
 
     def _flush_logs(self, ctx: StepContext, epoch_level: bool = False) -> None:
@@ -708,39 +717,6 @@ class Trainer:
                 continue
             out[split] = self.predict_split(split, features=self.diagnostics.probe_reuses(split, epoch))
         return out
-
-
-class _RunningAccuracy:
-    """``acc/train/*``: accuracy of the epoch's training forward passes (train mode, no extra pass).
-
-    Hits are accumulated on the device in one small tensor (one fused kernel chain per step,
-    no host sync) and read once at the end of the epoch.
-    """
-
-    def __init__(self, task: str):
-        self.task = task
-        self.keys: list[str] = []
-        self.hits: torch.Tensor | None = None
-        self.n = 0
-
-    def update(self, fused: torch.Tensor, logits: list[torch.Tensor], names: list[str], y: torch.Tensor) -> None:
-        preds = [fused, *(z for z in logits if z.shape == fused.shape)]
-        if self.hits is None:
-            self.keys = ["fused", *(m for m, z in zip(names, logits) if z.shape == fused.shape)]
-        stacked = torch.stack(preds)
-        if self.task == "regression":
-            nz = y != 0
-            hit = (((stacked.reshape(len(preds), -1) > 0) == (y > 0)) & nz).sum(1)
-            self.n += int(nz.sum())
-        else:
-            hit = (stacked.argmax(-1) == y).sum(1)
-            self.n += len(y)
-        self.hits = hit if self.hits is None else self.hits + hit
-
-    def compute(self) -> dict[str, float]:
-        if self.n == 0 or self.hits is None:
-            return {}
-        return {f"acc/train/{k}": v / self.n for k, v in zip(self.keys, self.hits.tolist())}
 
 
 def _progress(total: int, enabled: bool, desc: str):

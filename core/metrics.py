@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def classification_metrics(split: str, fused: np.ndarray, per_modality: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
@@ -63,3 +64,36 @@ def regression_metrics(split: str, fused: np.ndarray, per_modality: dict[str, np
 def split_metrics(task: str, split: str, fused: np.ndarray, per_modality: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
     fn = regression_metrics if task == "regression" else classification_metrics
     return fn(split, fused, per_modality, y)
+
+
+class RunningAccuracy:
+    """``acc/train/*``: accuracy of the epoch's training forward passes (train mode, no extra pass).
+
+    Hits are accumulated on the device in one small tensor (one fused kernel chain per step,
+    no host sync) and read once at the end of the epoch.
+    """
+
+    def __init__(self, task: str):
+        self.task = task
+        self.keys: list[str] = []
+        self.hits: torch.Tensor | None = None
+        self.n = 0
+
+    def update(self, fused: torch.Tensor, logits: list[torch.Tensor], names: list[str], y: torch.Tensor) -> None:
+        preds = [fused, *(z for z in logits if z.shape == fused.shape)]
+        if self.hits is None:
+            self.keys = ["fused", *(m for m, z in zip(names, logits) if z.shape == fused.shape)]
+        stacked = torch.stack(preds)
+        if self.task == "regression":
+            nz = y != 0
+            hit = (((stacked.reshape(len(preds), -1) > 0) == (y > 0)) & nz).sum(1)
+            self.n += int(nz.sum())
+        else:
+            hit = (stacked.argmax(-1) == y).sum(1)
+            self.n += len(y)
+        self.hits = hit if self.hits is None else self.hits + hit
+
+    def compute(self) -> dict[str, float]:
+        if self.n == 0 or self.hits is None:
+            return {}
+        return {f"acc/train/{k}": v / self.n for k, v in zip(self.keys, self.hits.tolist())}

@@ -22,7 +22,7 @@ What is logged, and from where (the maths is the Trainer's, imported, not copied
   ``grad_ratio``, ``conflict/flag`` read from ``.grad`` after the backward
   (:func:`core.diagnostics.gradients.gradient_stats`); the gradient as it is then is the
   gradient *before* any method edits it, as in the Trainer;
-* every ``diagnostics.conflict_every`` steps, when :meth:`backward` is given per-modality
+* every ``diagnostics.conflict_every`` steps (50 by default; the Trainer's is 10), when :meth:`backward` is given per-modality
   logits still attached to the graph: ``conflict/cos/<m>`` and ``conflict/cos_fusion``
   (:func:`core.diagnostics.conflict.conflict_cosines`, cross-entropy as the unimodal loss);
 * every epoch: ``acc/train/*`` from the epoch's training forward passes, ``acc/<split>/*``
@@ -32,8 +32,11 @@ What is logged, and from where (the maths is the Trainer's, imported, not copied
   train mode and while the weights move (the Trainer uses a no-grad pass after the epoch:
   close, not identical);
 * ``contrib/info|conf|w/<m>`` (Shapley value, confidence, W^m) when ``drop_eval`` is given;
-* ``probe/<split>/<m>`` encoder probes when ``features`` is given and the probe module is
-  available.
+* ``probe/<split>/<m>`` (and ``probe_init/…`` at step 0) encoder probes when ``features``
+  is given (:mod:`core.diagnostics.probe`, the Trainer's cadence).
+
+ModalScope's own Trainer logs its per-step scalars and ``acc/train/*`` through this class too
+(:meth:`Monitor.attach` on the Trainer's store), so both kinds of run share one logging path.
 
 Liveness follows the Trainer's contract: ``status`` starts ``running`` with a heartbeat; a
 ``with`` block, :meth:`close`, an uncaught exception (``sys.excepthook``) or interpreter
@@ -63,7 +66,10 @@ from torch import nn
 from core.errors import ConfigError, StoreError
 from core.store import DB_NAME, RunWriter
 
-Arrays = Mapping[str, Any]
+#: The monitor's departures from the Trainer's diagnostics defaults. Each conflict evaluation
+#: costs two or three extra backward passes through the user's encoders; at the Trainer's
+#: every-10-steps that alone is ~10-20 % of a step, so the monitor evaluates every 50 steps.
+DEFAULTS = {"conflict_every": 50}
 _OPEN: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
 _HOOKED = False
 
@@ -139,7 +145,9 @@ class Monitor:
         log_every: log step scalars every N steps.
         drop_eval: ``f(drop: frozenset[str]) -> {"fused", "labels"[, "logits"]}`` evaluated
             with the modalities in ``drop`` absent (for Shapley / W^m).
-        features: ``f(split) -> ({m: features}, labels)`` for encoder probes.
+        features: ``f(split) -> ({m: (n, d) features}, labels)`` or None for a missing split;
+            encoder probes at init, every ``diagnostics.probe_every`` epochs and at the last one.
+        n_classes: for the probes (default: largest label + 1).
         optimizer: optional, to log ``lr``.
         method, dataset, seed, config: descriptive fields written to ``config.json``.
     """
@@ -166,6 +174,7 @@ class Monitor:
         config: Mapping[str, Any] | None = None,
         rank: int | None = None,
         heartbeat_seconds: float = 2.0,
+        n_classes: int | None = None,
     ):
         from core.config import DiagnosticsConfig, validate_run_name
         from pydantic import ValidationError
@@ -182,7 +191,7 @@ class Monitor:
         if int(log_every) < 1:
             raise ConfigError("log_every must be >= 1")
         try:
-            self.dcfg = DiagnosticsConfig(**dict(diagnostics or {}))
+            self.dcfg = DiagnosticsConfig(**{**DEFAULTS, **dict(diagnostics or {})})
         except ValidationError as e:
             err = e.errors()[0]
             raise ConfigError(f"diagnostics.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
@@ -202,7 +211,10 @@ class Monitor:
         self.rank = _rank() if rank is None else int(rank)
         self.enabled = self.rank == 0
         self._reset_epoch()
-
+        self.n_classes = n_classes
+        self.collect_gap = True
+        self.owns_store = True
+        self.writer = None
         p = Path(run)
         if isinstance(run, Path) or os.sep in str(run):
             self.run_dir = p
@@ -210,7 +222,6 @@ class Monitor:
             validate_run_name(str(run))
             self.run_dir = Path(runs_dir) / str(run)
         if not self.enabled:
-            self.writer = None
             return
         if (self.run_dir / DB_NAME).exists():
             raise StoreError(f"run {self.run_dir} already exists (choose another run name)")
@@ -250,6 +261,33 @@ class Monitor:
         _OPEN.add(self)
         _install_hooks()
         self.event("start", f"monitoring {self.modalities}" + (f" for {epochs} epochs" if epochs else ""))
+        if features is not None:
+            self._probe_init()
+
+    @classmethod
+    def attach(cls, writer: RunWriter, groups: Mapping[str, list], modalities: list[str], diagnostics, task: str,
+               log_every: int = 1) -> "Monitor":
+        """A monitor that logs into a store someone else owns (the Trainer: one per-step logging path).
+
+        ``groups`` are role-tagged parameter groups (``encoder/<m>``, ``fusion``, ...) as
+        :meth:`core.models.multimodal.MultimodalModel.param_groups` returns them. The owner
+        keeps the run's lifecycle (status, heartbeat, close) and its own per-epoch evaluation.
+        """
+        self = cls.__new__(cls)
+        self.modalities = list(modalities)
+        self.groups = dict(groups)
+        self.dcfg = diagnostics
+        self.task, self.log_every = task, int(log_every)
+        self.drop_eval = self.features = self.optimizer = None
+        self.epochs = self.steps_per_epoch = None
+        self.step_no, self.epoch, self._last_step = 0, 0, 0
+        self._separable = None
+        self.closed, self.rank, self.enabled = False, 0, True
+        self.n_classes = None
+        self.collect_gap, self.owns_store = False, False
+        self.writer, self.run_dir = writer, writer.dir
+        self._reset_epoch()
+        return self
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "Monitor":
@@ -270,7 +308,7 @@ class Monitor:
             return
         self.closed = True
         _OPEN.discard(self)
-        if self.writer is None:
+        if self.writer is None or not self.owns_store:
             return
         self._line(f"[{status}] {error}".rstrip())
         try:
@@ -279,7 +317,7 @@ class Monitor:
             self.log_file.close()
 
     def event(self, kind: str, message: str) -> None:
-        if self.writer is None or self.closed:
+        if self.writer is None or self.closed or not self.owns_store:
             return
         self.writer.log_event(self.step_no, self.epoch, kind, message)
         self._line(f"[{kind}] {message}")
@@ -338,15 +376,11 @@ class Monitor:
             return
         self.observe(fused=fused, logits=logits, labels=labels, ids=ids)
         if self.step_no % self.log_every == 0:
-            from core.diagnostics.gradients import gradient_stats
-
-            logs: dict[str, float] = {}
-            if self.dcfg.grad:
-                logs.update(gradient_stats(self.groups, self.modalities, self.dcfg.conflict_tau))
+            logs = self.gradients()
             if loss is not None:
                 logs["loss/total"] = float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
-            logs.update({k: float(v) for k, v in extra.items()})
-            self.writer.log_scalars(self.step_no, self.epoch, logs)
+            logs.update(extra)
+            self.log_step(self.step_no, self.epoch, logs)
         self._last_step = self.step_no
         self.step_no += 1
         self._epoch_steps += 1
@@ -359,17 +393,20 @@ class Monitor:
         if self.enabled and not self.closed and labels is not None and isinstance(fused, torch.Tensor):
             self._accumulate(fused, logits or {}, labels, ids)
 
-    def _grad_applied(self) -> dict[str, float]:
-        """The ``grad_applied*`` names: gradient statistics after a method edited ``.grad``."""
-        from core.diagnostics.gradients import gradient_stats
+    def gradients(self, applied: bool = False) -> dict[str, float]:
+        """Gradient statistics from ``.grad`` now: ``grad_norm/…`` (or, after a method edited the
+        gradient, the ``grad_applied…`` names); empty when ``diagnostics.grad`` is off."""
+        from core.diagnostics.gradients import applied_gradient_stats, gradient_stats
 
-        rename = {"grad_norm/": "grad_applied/", "grad_share/": "grad_applied_share/", "grad_ratio": "grad_applied_ratio"}
-        out = {}
-        for k, v in gradient_stats(self.groups, self.modalities, self.dcfg.conflict_tau).items():
-            for a, b in rename.items():
-                if k.startswith(a):
-                    out[b + k[len(a):]] = v
-        return out
+        if not self.dcfg.grad:
+            return {}
+        fn = applied_gradient_stats if applied else gradient_stats
+        return fn(self.groups, self.modalities, self.dcfg.conflict_tau)
+
+    def log_step(self, step: int, epoch: int, logs: Mapping[str, float]) -> None:
+        """Write one step's scalars (every per-step scalar of a run goes through here)."""
+        if self.writer is not None and not self.closed and logs:
+            self.writer.log_scalars(step, epoch, {k: float(v) for k, v in logs.items()})
 
     def ogm_ge(self, logits: Mapping[str, torch.Tensor], labels: torch.Tensor, alpha: float = 0.3, ge: bool = True,
                multi_ratio: str = "min", tensors: str = "weights") -> dict[str, float]:
@@ -380,26 +417,39 @@ class Monitor:
         self._log_method(logs)
         return logs
 
-    def cpsl_penalty(self, tau: float = 2.0, lam: float = 0.5, penalty: str = "inverse") -> dict[str, float]:
-        """CPSL's conflict-aware penalty on the dominant encoder's ``.grad`` (same placement as :meth:`ogm_ge`)."""
+    def cpsl_penalty(self, tau: float = 2.0, lam: float = 0.5, penalty: str = "inverse", source: str | None = None,
+                     features: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """CPSL's conflict-aware penalty on the dominant encoder's ``.grad`` (same placement as :meth:`ogm_ge`;
+        ``source``/``features`` as in :func:`core.methods.grad_edit.cpsl_penalty_`)."""
         from core.methods.grad_edit import cpsl_penalty_
 
-        logs = cpsl_penalty_({m: self.groups[f"encoder/{m}"] for m in self.modalities}, tau, lam, penalty)
+        logs = cpsl_penalty_({m: self.groups[f"encoder/{m}"] for m in self.modalities}, tau, lam, penalty, source,
+                             dict(features) if features else None)
         self._log_method(logs)
         return logs
 
     def _log_method(self, logs: dict[str, float]) -> None:
         if self.enabled and not self.closed and self._last_step % self.log_every == 0:
-            self.log({**logs, **self._grad_applied()})
+            self.log({**logs, **self.gradients(applied=True)})
 
     # ------------------------------------------------------------------ per epoch
     def _reset_epoch(self) -> None:
-        self._hits: torch.Tensor | None = None
-        self._hit_keys: list[str] = []
-        self._n = 0
+        from core.metrics import RunningAccuracy
+
+        self._running = RunningAccuracy(self.task)
         self._acc: dict[str, list] = {"fused": [], "labels": [], "ids": [], **{m: [] for m in self.modalities}}
         self._epoch_steps = 0
         self._t0 = time.perf_counter()
+
+    def start_epoch(self, epoch: int | None = None) -> None:
+        """Reset the per-epoch accumulators (``epoch_end`` does this itself)."""
+        if epoch is not None:
+            self.epoch = int(epoch)
+        self._reset_epoch()
+
+    def train_accuracy(self) -> dict[str, float]:
+        """``acc/train/*`` of the training forward passes recorded since the epoch started."""
+        return self._running.compute()
 
     def _gap_due(self, split: str) -> bool:
         return (self.dcfg.gap and self.task == "classification" and split in self.dcfg.gap_splits
@@ -409,19 +459,11 @@ class Monitor:
         """Running training accuracy (on device, no sync) and, on gap epochs, per-sample predictions."""
         fused = fused.detach()
         y = torch.as_tensor(labels, device=fused.device)
-        names = [m for m in self.modalities if m in logits and logits[m].shape == fused.shape]
-        stacked = torch.stack([fused, *(logits[m].detach() for m in names)])
-        if self.task == "regression":
-            nz = y != 0
-            hit = (((stacked.reshape(len(stacked), -1) > 0) == (y > 0)) & nz).sum(1)
-            self._n += int(nz.sum())
-        else:
-            hit = (stacked.argmax(-1) == y).sum(1)
-            self._n += len(y)
-        if self._hits is None or len(self._hit_keys) != len(stacked):
-            self._hit_keys, self._hits = ["fused", *names], hit
-        else:
-            self._hits = self._hits + hit
+        names = [m for m in self.modalities if m in logits]
+        self._running.update(fused, [logits[m].detach() for m in names], names, y)
+        names = [m for m in names if logits[m].shape == fused.shape]
+        if not self.collect_gap:
+            return
         if self._gap_due("train") and len(names) >= 2:
             self._acc["fused"].append(fused)
             self._acc["labels"].append(y)
@@ -462,8 +504,7 @@ class Monitor:
             raise ConfigError(f"epoch_end: unknown split {bad[0]!r} (use train, valid or test)")
         metrics: dict[str, float] = {}
         train_time = time.perf_counter() - self._t0
-        if self._hits is not None and self._n:
-            metrics.update({f"acc/train/{k}": v / self._n for k, v in zip(self._hit_keys, self._hits.tolist())})
+        metrics.update(self.train_accuracy())
         evals = {s: self._result(s, d) for s, d in splits.items()}
         for s, ev in evals.items():
             if s != "train":
@@ -477,7 +518,7 @@ class Monitor:
                     metrics.update(self._diag.gap_diagnostics(self.epoch, evals[s]))
             if self.drop_eval is not None and self.dcfg.contrib:
                 metrics.update(self._contributions(evals.get("test")))
-            if self.features is not None:
+            if self.features is not None and self._probe_due():
                 metrics.update(self._probes())
         if self.optimizer is not None:
             metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
@@ -499,6 +540,10 @@ class Monitor:
 
         cat = {k: torch.cat([t.float() if k != "labels" and k != "ids" else t for t in v]).cpu().numpy()
                for k, v in self._acc.items() if v}
+        # Sorted by sample id, so the per-sample snapshot (chosen by position) follows the same
+        # samples every epoch whatever order the loader served them in.
+        order = np.argsort(cat["ids"], kind="stable")
+        cat = {k: v[order] for k, v in cat.items()}
         logits = {m: cat[m] for m in self.modalities if m in cat}
         res = EvalResult("train", cat["ids"].astype(np.int64), cat["labels"], cat["fused"], logits)
         res.metrics = split_metrics(self.task, "train", res.fused, logits, res.labels)
@@ -544,13 +589,41 @@ class Monitor:
             logs[f"contrib/w/{m}"] = w[m]
         return logs
 
+    def _probe_due(self) -> bool:
+        """The Trainer's cadence: after epochs k−1, 2k−1, … (k = ``probe_every``) and after the last epoch."""
+        last = self.epochs is not None and self.epoch == self.epochs - 1
+        return self.dcfg.probe and self.task == "classification" and ((self.epoch + 1) % self.dcfg.probe_every == 0 or last)
+
     def _probes(self) -> dict[str, float]:
-        """Encoder probes (``probe/<split>/<m>``) through ``core.diagnostics.probe`` when it is installed."""
-        try:
-            from core.diagnostics import probe  # noqa: F401
-        except ImportError:
-            return {}
-        fn = getattr(probe, "monitor_probes", None)
-        if fn is None:
-            return {}
-        return fn(self.features, self.modalities, self.epoch)
+        """``probe/<split>/<m>``: linear probes (:func:`core.diagnostics.probe.probe_features`) on the
+        features ``features(split)`` returns, fitted on train, scored on valid/test."""
+        from core.diagnostics.probe import probe_features
+
+        sets = {}
+        with torch.no_grad():
+            for split in ("train", "valid", "test"):
+                r = self.features(split)
+                if r is None:
+                    continue
+                if not isinstance(r, (tuple, list)) or len(r) != 2 or not isinstance(r[0], Mapping):
+                    raise ConfigError(f"features({split!r}) must return ({{modality: features}}, labels) or None")
+                sets[split] = ({m: _np(v) for m, v in r[0].items()}, _np(r[1]).astype(np.int64))
+        if "train" not in sets or len(sets) < 2:
+            raise ConfigError("features: give the 'train' split and at least one of 'valid'/'test' (the probe is fitted on train)")
+        n_classes = self.n_classes or int(max(int(y.max(initial=0)) for _, y in sets.values())) + 1
+        out: dict[str, float] = {}
+        for m in self.modalities:
+            if m not in sets["train"][0]:
+                continue
+            held_out = {s: (f[m], y) for s, (f, y) in sets.items() if s != "train" and m in f}
+            acc, _ = probe_features(sets["train"][0][m], sets["train"][1], held_out, max(n_classes, 2))
+            out.update({f"probe/{s}/{m}": a for s, a in acc.items()})
+        return out
+
+    def _probe_init(self) -> None:
+        """Probes of the untrained encoders at step 0, under ``probe/…`` and ``probe_init/…`` (the Trainer's names)."""
+        if not (self.dcfg.probe and self.task == "classification"):
+            return
+        with torch.random.fork_rng():
+            vals = self._probes()
+        self.writer.log_scalars(0, 0, {**vals, **{"probe_init/" + k[len("probe/"):]: v for k, v in vals.items()}})

@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from core.diagnostics.probe import utilisation
 from core.errors import StoreError
 from core.store import RunReader, is_run_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 COLUMNS = ["modality", "utilisation", "probe", "probe_init", "probe_alone", "epoch", "reference", "reason"]
 TRAINING_KNOBS = ("epochs", "optim", "batch_size")
@@ -100,15 +102,18 @@ def find_reference(run_dir: str | Path, modality: str, roots: list[str | Path]) 
 
 
 def _last(reader: RunReader, name: str) -> tuple[float, int] | None:
-    df = reader.scalars(name)
-    if df.empty:
-        return None
-    row = df.iloc[-1]
-    return float(row["value"]), int(row["epoch"])
+    return reader.last_value(name)
 
 
 def probe_utilisation(run_dir: str | Path, roots: list[str | Path]) -> pd.DataFrame:
     """One row per modality of the run: utilisation (NaN when unavailable) and the reason."""
+    import pandas as pd
+
+    return pd.DataFrame(probe_utilisation_rows(run_dir, roots), columns=COLUMNS)
+
+
+def probe_utilisation_rows(run_dir: str | Path, roots: list[str | Path]) -> list[dict]:
+    """:func:`probe_utilisation` as plain dicts (the trainer calls this: no pandas import at the end of a run)."""
     reader = RunReader(run_dir)
     mods = reader.meta().get("modalities") or []
     rows = []
@@ -138,4 +143,4 @@ def probe_utilisation(run_dir: str | Path, roots: list[str | Path]) -> pd.DataFr
                 f"reference {ref.name} gained nothing over this run's initial probe "
                 f"(alone {row['probe_alone']:.3f}, init {row['probe_init']:.3f})"
             )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return rows

@@ -365,17 +365,51 @@ class RunWriter:
                 self.con.close()
 
 
+def _status_from_meta(meta: dict[str, Any], stale_after: float = STALE_SECONDS) -> str:
+    st = meta.get("status", "running")
+    if st != "running":
+        return st
+    hb = float(meta.get("heartbeat") or 0)
+    if time.time() - hb > stale_after:
+        return "interrupted"
+    pid = meta.get("pid")
+    if pid and meta.get("host") == socket.gethostname() and not _pid_alive(int(pid)):
+        return "interrupted"
+    return "running"
+
+
+def _parse_meta(rows: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in rows:
+        try:
+            out[k] = json.loads(v)
+        except (TypeError, json.JSONDecodeError):
+            out[k] = v
+    return out
+
+
+#: last value of every scalar in a name range: one indexed MAX(id) per matching name (the
+#: (name_id, step) index holds the rowid), instead of grouping the whole scalars table.
+FINAL_SQL = (
+    "SELECT n.name, s.value FROM names n JOIN scalars s ON s.id = (SELECT MAX(id) FROM scalars WHERE name_id = n.id) "
+    "WHERE n.name >= ? AND n.name < ? ORDER BY n.name"
+)
+
+
 class RunReader:
     """Read-only access to one run folder. Every query returns a pandas DataFrame."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, check: bool = True):
+        """``check=False`` skips the schema-version query (for callers that read the metadata
+        anyway and check it themselves, like :meth:`summary`)."""
         self.dir = Path(run_dir)
         self.path = self.dir / DB_NAME
         if not self.dir.is_dir():
             raise StoreError(f"run folder not found: {self.dir}")
         if not self.path.is_file():
             raise StoreError(f"{self.dir} is not a ModalScope run (no {DB_NAME})")
-        self._check()
+        if check:
+            self._check()
 
     @property
     def name(self) -> str:
@@ -416,39 +450,31 @@ class RunReader:
         except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
             raise StoreError(f"cannot query {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
 
-    def _check(self) -> None:
-        try:
-            meta = self.meta()
-        except StoreError:
-            raise
+    def _check(self, meta: dict[str, Any] | None = None) -> None:
+        meta = self.meta() if meta is None else meta
         sv = int(meta.get("schema_version", SCHEMA_VERSION) or SCHEMA_VERSION)
         if sv > SCHEMA_VERSION:
             raise StoreError(f"{self.path} uses store schema {sv}, newer than this ModalScope ({SCHEMA_VERSION}); upgrade to read it")
 
     # ------------------------------------------------------------------ metadata
     def meta(self) -> dict[str, Any]:
-        df = self._query("SELECT key, value FROM run")
-        out: dict[str, Any] = {}
-        for k, v in zip(df["key"], df["value"]):
-            try:
-                out[k] = json.loads(v)
-            except (TypeError, json.JSONDecodeError):
-                out[k] = v
-        return out
+        return _parse_meta(self._rows("SELECT key, value FROM run"))
+
+    def _rows(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        """Plain tuples through one connection (no DataFrame: the small metadata queries)."""
+
+        def do():
+            with closing(self._con()) as con:
+                return con.execute(sql, tuple(params)).fetchall()
+
+        try:
+            return _retry(do)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot read {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
 
     def status(self, stale_after: float = STALE_SECONDS) -> str:
         """Stored status, except a 'running' run whose trainer is gone reads 'interrupted'."""
-        meta = self.meta()
-        st = meta.get("status", "running")
-        if st != "running":
-            return st
-        hb = float(meta.get("heartbeat") or 0)
-        if time.time() - hb > stale_after:
-            return "interrupted"
-        pid = meta.get("pid")
-        if pid and meta.get("host") == socket.gethostname() and not _pid_alive(int(pid)):
-            return "interrupted"
-        return "running"
+        return _status_from_meta(self.meta(), stale_after)
 
     def config(self) -> dict[str, Any]:
         p = self.dir / "config.json"
@@ -491,18 +517,20 @@ class RunReader:
         return self._query(sql + " ORDER BY s.id", params)
 
     def last_id(self) -> int:
-        df = self._query("SELECT MAX(id) AS m FROM scalars")
-        v = df["m"].iloc[0]
-        return 0 if v is None or pd.isna(v) else int(v)
+        v = self._rows("SELECT MAX(id) FROM scalars")[0][0]
+        return 0 if v is None else int(v)
+
+    def last_value(self, name: str) -> tuple[float, int] | None:
+        """(value, epoch) of the newest row of scalar ``name``, or None when it has none."""
+        rows = self._rows(
+            "SELECT s.value, s.epoch FROM scalars s WHERE s.id = "
+            "(SELECT MAX(id) FROM scalars WHERE name_id = (SELECT id FROM names WHERE name = ?))", [name]
+        )
+        return (float(rows[0][0]), int(rows[0][1])) if rows else None
 
     def final_scalars(self, prefix: str = "") -> dict[str, float]:
         """The last value of every scalar whose name starts with ``prefix``."""
-        df = self._query(
-            "SELECT n.name, s.value FROM scalars s JOIN names n ON n.id = s.name_id "
-            "WHERE s.id IN (SELECT MAX(id) FROM scalars GROUP BY name_id) AND n.name >= ? AND n.name < ?",
-            [prefix, prefix + "\uffff"],
-        )
-        return dict(zip(df["name"], df["value"]))
+        return dict(self._rows(FINAL_SQL, [prefix, prefix + "\uffff"]))
 
     def histograms(self, split: str | None = None, name: str | None = None) -> pd.DataFrame:
         """Columns ``epoch, split, name, edges (ndarray), counts (ndarray)``."""
@@ -585,13 +613,27 @@ class RunReader:
         return out
 
     def summary(self) -> dict[str, Any]:
-        """One row of the runs table: identity, status, progress and final accuracies."""
-        meta = self.meta()
+        """One row of the runs table: identity, status, progress and final accuracies.
+
+        A few small indexed queries through one connection (the Runs page reads this for every run)."""
+
+        def do():
+            with closing(self._con()) as con:
+                meta = _parse_meta(con.execute("SELECT key, value FROM run").fetchall())
+                finals = dict(con.execute(FINAL_SQL, ("acc/test/", "acc/test/\uffff")).fetchall())
+                best = dict(con.execute(FINAL_SQL, ("acc/best/test/", "acc/best/test/\uffff")).fetchall())
+                best.update(con.execute(FINAL_SQL, ("best/epoch", "best/epoch\uffff")).fetchall())
+                e = con.execute(
+                    "SELECT MAX(s.epoch) FROM scalars s JOIN names n ON n.id = s.name_id WHERE n.name = 'acc/test/fused'"
+                ).fetchone()[0]
+                return meta, finals, best, e
+
+        try:
+            meta, finals, best_finals, epochs_done = _retry(do)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot read {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
+        self._check(meta)
         cfg = self.config()
-        finals = self.final_scalars("acc/test/")
-        epochs_done = self._query(
-            "SELECT MAX(s.epoch) AS e FROM scalars s JOIN names n ON n.id = s.name_id WHERE n.name = 'acc/test/fused'"
-        )["e"].iloc[0]
         method = (cfg.get("method") or {}).get("name", "?")
         if method == "unimodal":
             method = f"unimodal:{cfg['method'].get('modality')}"
@@ -603,7 +645,7 @@ class RunReader:
             "dataset": data.get("name", "?"),
             "preset": data.get("preset", data.get("name", "")),
             "seed": cfg.get("seed"),
-            "status": self.status(),
+            "status": _status_from_meta(meta),
             "epochs": cfg.get("epochs"),
             "epochs_done": None if epochs_done is None or pd.isna(epochs_done) else int(epochs_done) + 1,
             "start_time": meta.get("start_time"),
@@ -614,14 +656,13 @@ class RunReader:
         }
         for k, v in finals.items():
             row[k.replace("acc/test/", "acc_")] = v
-        for k, v in self.final_scalars("acc/best/test/").items():
-            row[k.replace("acc/best/test/", "best_acc_")] = v
-        best = self.final_scalars("best/epoch").get("best/epoch")
-        if best is not None:
-            row["best_epoch"] = int(best)
-        best = self.final_scalars("acc/best/test/fused")
-        if "acc/best/test/fused" in best:
-            row["best_fused"] = best["acc/best/test/fused"]
+        if best_finals.get("best/epoch") is not None:
+            row["best_epoch"] = int(best_finals["best/epoch"])
+        if "acc/best/test/fused" in best_finals:
+            row["best_fused"] = best_finals["acc/best/test/fused"]
+        for k, v in best_finals.items():
+            if k.startswith("acc/best/test/"):
+                row[k.replace("acc/best/test/", "best_acc_")] = v
         return row
 
 
@@ -646,6 +687,45 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / DB_NAME).is_file()
 
 
+_SUMMARIES: dict[str, tuple[tuple, dict[str, Any]]] = {}
+_SUMMARIES_MAX = 20_000
+
+
+def _stamp(d: Path) -> tuple | None:
+    """What changes whenever a run's rows or config change: (mtime_ns, size) of the database,
+    its WAL and config.json. None when the database is gone."""
+    out = []
+    for f in (DB_NAME, DB_NAME + "-wal", "config.json"):
+        try:
+            st = os.stat(d / f)
+            out.append((st.st_mtime_ns, st.st_size))
+        except FileNotFoundError:
+            if f == DB_NAME:
+                return None
+            out.append(None)
+    return tuple(out)
+
+
+def run_summary(d: str | Path) -> dict[str, Any]:
+    """``RunReader(d).summary()``, remembered while the run's files are unchanged.
+
+    A finished run's files never change, so listing a root of 500 runs again costs 3 stats
+    per run. Rows of runs stored as ``running`` are always re-read: their status depends on
+    the heartbeat's age and the trainer's pid, not only on the files."""
+    d = Path(d)
+    key = str(d.resolve())
+    stamp = _stamp(d)
+    have = _SUMMARIES.get(key)
+    if stamp is not None and have is not None and have[0] == stamp:
+        return dict(have[1])
+    row = RunReader(d, check=False).summary()
+    if stamp is not None and row.get("status") != "running" and stamp == _stamp(d):
+        if len(_SUMMARIES) >= _SUMMARIES_MAX:
+            _SUMMARIES.clear()
+        _SUMMARIES[key] = (stamp, dict(row))
+    return row
+
+
 def list_runs(*roots: str | Path) -> pd.DataFrame:
     """Summary row per run folder found directly under each root (unreadable runs are listed as such)."""
     rows = []
@@ -657,7 +737,7 @@ def list_runs(*roots: str | Path) -> pd.DataFrame:
             if not is_run_dir(d):
                 continue
             try:
-                row = RunReader(d).summary()
+                row = run_summary(d)
             except StoreError as e:
                 row = {"name": d.name, "path": str(d), "status": "unreadable", "error": str(e)}
             row["root"] = str(r)

@@ -45,20 +45,35 @@ def pair_with_reference(runs: pd.DataFrame, on: Sequence[str] = PAIR_ON, referen
                         method_col: str = "method") -> pd.Series:
     """For each run (row, ``key`` column) the key of the ``reference``-method run it is paired with:
     equal on every column of ``on`` (missing columns are ignored). A run from the same source
-    (``runs``/``gallery``) is preferred. NaN where no such run exists."""
+    (``runs``/``gallery``) is preferred. NaN where no such run exists; a missing value in a
+    column of ``on`` matches nothing."""
     on = [c for c in on if c in runs.columns]
     refs = runs[runs[method_col] == reference]
+    has_source = "source" in runs.columns
+
+    def signature(frame: pd.DataFrame) -> list[tuple[str, ...] | None]:
+        """Values compared as text; a missing value matches nothing (None)."""
+        if not on:
+            return [()] * len(frame)
+        text = list(zip(*(frame[c].astype(str).tolist() for c in on)))
+        missing = frame[on].isna().any(axis=1).tolist()
+        return [None if m else t for t, m in zip(text, missing)]
+
+    # one dict lookup per run instead of filtering the reference rows column by column
+    by_sig: dict[tuple[str, ...], list[tuple[object, object]]] = {}
+    ref_sources = refs["source"].tolist() if has_source else [None] * len(refs)
+    for sig, key, src in zip(signature(refs), refs["key"].tolist(), ref_sources):
+        if sig is not None:
+            by_sig.setdefault(sig, []).append((src, key))
+    run_sources = runs["source"].tolist() if has_source else [None] * len(runs)
     out = []
-    for _, r in runs.iterrows():
-        cand = refs
-        for c in on:
-            cand = cand[cand[c].astype(str) == str(r[c])]
-        if cand.empty:
+    for sig, src in zip(signature(runs), run_sources):
+        cand = by_sig.get(sig) if sig is not None else None
+        if not cand:
             out.append(np.nan)
             continue
-        if "source" in cand and (cand["source"] == r.get("source")).any():
-            cand = cand[cand["source"] == r.get("source")]
-        out.append(cand["key"].iloc[0])
+        same = [k for s, k in cand if s == src] if has_source else []
+        out.append(same[0] if same else cand[0][1])
     return pd.Series(out, index=runs.index, name="ref")
 
 

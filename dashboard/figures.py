@@ -2,8 +2,8 @@
 
 Every page draws through these, so the look is the same everywhere: one colour per
 modality in every figure (audio, visual, text, fused...), titles with units, legends on
-top, and long step series downsampled before they reach the browser (min/max per bucket:
-a 100 000-step series becomes ~2 000 points that still show every spike).
+top, and long step series downsampled before they reach the browser (MinMaxLTTB: a
+100 000-step series becomes ~2 000 points that keep its shape and its extremes).
 
 Scalar frames use the store's long layout ``step, epoch, name, value``.
 """
@@ -114,11 +114,36 @@ def empty_figure(title: str, message: str) -> go.Figure:
 
 # ---------------------------------------------------------------------------- series maths
 def downsample_minmax(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the minimum and the maximum of each of ``max_points // 2`` equal buckets, in x order.
+    """At most ~``max_points`` points of a long series that still look like the whole of it.
 
-    Spikes survive (unlike striding or averaging) and the output has at most ``max_points``
-    points. Series already short enough are returned unchanged.
+    MinMaxLTTB (Van Der Donckt et al., "MinMaxLTTB: Leveraging MinMax-Preselection to Scale
+    LTTB", 2023) through ``tsdownsample`` (Rust): the min and max of small buckets are
+    preselected (``minmax_ratio=4``), then Largest-Triangle-Three-Buckets keeps the visually
+    most significant point of each of ``max_points`` buckets. The first and last points and
+    the global minimum and maximum are always kept, so a single spike is never lost (the
+    output may have up to 2 points more than ``max_points``). Series with non-finite values,
+    and installs without ``tsdownsample``, fall back to :func:`downsample_minmax_buckets`.
+    Series already short enough are returned unchanged.
     """
+    x = np.asarray(x)
+    y = np.asarray(y, dtype=np.float64)
+    n = len(x)
+    if n <= max_points:
+        return x, y
+    try:
+        from tsdownsample import MinMaxLTTBDownsampler
+    except ImportError:  # pragma: no cover - tsdownsample is a dependency
+        return downsample_minmax_buckets(x, y, max_points)
+    if not np.isfinite(y).all() or not np.issubdtype(x.dtype, np.number) or (n > 1 and np.any(np.diff(x) < 0)):
+        return downsample_minmax_buckets(x, y, max_points)
+    idx = MinMaxLTTBDownsampler().downsample(x, y, n_out=max(3, max_points))
+    idx = np.unique(np.concatenate([idx.astype(np.int64), [0, n - 1, int(np.argmin(y)), int(np.argmax(y))]]))
+    return x[idx], y[idx]
+
+
+def downsample_minmax_buckets(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the minimum and the maximum of each of ``max_points // 2`` equal buckets, in x order
+    (NaN-tolerant fallback of :func:`downsample_minmax`)."""
     x = np.asarray(x)
     y = np.asarray(y, dtype=np.float64)
     n = len(x)
@@ -235,8 +260,9 @@ def accuracy_figure(df: pd.DataFrame, bayes: dict[str, float] | None = None, tit
         traces.append({"type": "scatter", "x": (g["epoch"] + 1).to_numpy(), "y": g["value"].to_numpy(),
                        "mode": "lines+markers" if len(g) < 60 else "lines", "name": f"{series} ({split})",
                        "line": {"color": modality_color(series), "dash": dash.get(split, "solid"), "width": 2}, "marker": {"size": 5}})
-    lay = _base_layout(title, "epoch", "accuracy")
+    lay = _base_layout(title, "epoch", "accuracy", height=360)
     lay["yaxis"]["range"] = [0, 1.02]
+    lay["legend"].update({"entrywidth": 0.33, "entrywidthmode": "fraction", "font": {"size": 10}})
     _integer_ticks(lay, int(d["epoch"].max()) + 1)
     present = set(d["series"])
     x_end = int(d["epoch"].max()) + 1
@@ -244,7 +270,13 @@ def accuracy_figure(df: pd.DataFrame, bayes: dict[str, float] | None = None, tit
         if series in present:
             _hline(lay, float(v), modality_color(series))
             traces.append({"type": "scatter", "x": [1, x_end], "y": [float(v), float(v)], "mode": "lines", "hoverinfo": "name",
-                           "name": f"Bayes ceiling {series} {float(v):.2f}", "line": {"color": modality_color(series), "dash": "dot", "width": 1}})
+                           "name": f"{series} {float(v):.2f}", "legend": "legend2",
+                           "line": {"color": modality_color(series), "dash": "dot", "width": 1.5}})
+    if any(t.get("legend") == "legend2" for t in traces):  # the ceilings get their own titled legend in the right margin
+        lay["legend2"] = {"title": {"text": "Bayes ceiling", "font": {"size": 10}}, "orientation": "v", "x": 1.02, "xanchor": "left",
+                          "y": 1.0, "yanchor": "top", "font": {"size": 10}}
+        lay["margin"]["r"] = 100
+    lay["xaxis"]["range"] = [0.5, x_end + 0.5]
     return _figure(traces, lay)
 
 
@@ -371,7 +403,7 @@ def contributions_figure(df: pd.DataFrame, title: str = "Modality contribution W
     lay = _base_layout(title, "epoch", "", height=360)
     lay["hovermode"] = "closest"
     lay["annotations"] = []
-    lay["legend"] = {"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0, "font": {"size": 11}}
+    lay["legend"] = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0.0, "font": {"size": 11}}
     traces = []
     for j, ((col, sub, unit), dom) in enumerate(zip(cols, _panels(len(cols), gap=0.08))):
         ax = "" if j == 0 else str(j + 1)
@@ -384,7 +416,7 @@ def contributions_figure(df: pd.DataFrame, title: str = "Modality contribution W
             traces.append({"type": "scatter", "x": (g["epoch"] + 1).to_numpy(), "y": g[col].to_numpy(), "mode": "lines+markers",
                            "name": str(m), "legendgroup": str(m), "showlegend": j == 0, "xaxis": f"x{ax}", "yaxis": f"y{ax}",
                            "line": {"color": modality_color(str(m)), "width": 2}, "marker": {"size": 4}})
-    lay["margin"].update({"t": 70, "b": 90, "l": 50})
+    lay["margin"].update({"t": 70, "b": 105, "l": 50})
     return _figure(traces, lay)
 
 

@@ -25,9 +25,10 @@ class Level:
     dash: str = "dot"
 
 
-def add_levels(fig: go.Figure, levels: list[Level]) -> go.Figure:
-    """Draw ``levels`` as dotted lines across the plot; labels of close levels are staggered
-    along x so they do not overlap. Returns ``fig`` (modified in place)."""
+def add_levels(fig: go.Figure, levels: list[Level], left: bool = False) -> go.Figure:
+    """Draw ``levels`` as dotted lines across the plot; labels sit at the right end (``left``: the
+    left end) and labels of close levels are staggered along x so they do not overlap. Returns
+    ``fig`` (modified in place)."""
     levels = sorted((lv for lv in levels if lv.y == lv.y), key=lambda lv: lv.y)
     prev_y, slot = None, 0
     for lv in levels:
@@ -36,8 +37,9 @@ def add_levels(fig: go.Figure, levels: list[Level]) -> go.Figure:
         color = F.modality_color(lv.key)
         fig.add_shape(type="line", xref="paper", x0=0, x1=1, yref="y", y0=lv.y, y1=lv.y,
                       line={"color": color, "dash": lv.dash, "width": 1.5}, name=lv.label)
-        fig.add_annotation(xref="paper", x=1 - 0.22 * (slot % 4), y=lv.y, yref="y", text=f"{lv.label} {lv.y:.2f}", showarrow=False,
-                           xanchor="right", yanchor="bottom", font={"size": 10, "color": color}, bgcolor="rgba(255,255,255,0.75)")
+        x = 0.22 * (slot % 4) if left else 1 - 0.22 * (slot % 4)
+        fig.add_annotation(xref="paper", x=x, y=lv.y, yref="y", text=f"{lv.label} {lv.y:.2f}", showarrow=False,
+                           xanchor="left" if left else "right", yanchor="bottom", font={"size": 10, "color": color}, bgcolor="rgba(255,255,255,0.75)")
     return fig
 
 

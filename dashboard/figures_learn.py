@@ -72,3 +72,24 @@ def shortfall_figure(df: pd.DataFrame, modality: str, title: str) -> go.Figure:
     lay["yaxis"]["range"] = [0, 1.08]
     lay["hovermode"] = "closest"
     return F._figure(traces, lay)
+
+
+def bit_utilisation_figure(df: pd.DataFrame, modality: str, title: str) -> go.Figure:
+    """Per latent bit, the ``modality`` encoder's utilisation under joint training, one bar group per
+    preset (``preset, bit, utilisation``): a bit at 1 is learnt as well as alone, at 0 not at all.
+    Specialisation shows as one bit near 1 and the rest near 0; suppression as every bit low."""
+    if df is None or df.empty:
+        return F.empty_figure(title, "no per-bit probes logged")
+    c = F.modality_color(modality)
+    patterns = ["", "x", "/", "."]
+    traces = []
+    for i, (preset, g) in enumerate(df.groupby("preset", sort=False)):
+        g = g.sort_values("bit")
+        traces.append({"type": "bar", "x": [f"bit {int(b)}" for b in g["bit"]], "y": g["utilisation"].to_numpy(dtype=float), "name": str(preset),
+                       "marker": {"color": F._with_alpha(c, 1.0 if i == 0 else 0.55), "pattern": {"shape": patterns[i % len(patterns)]}},
+                       "text": [f"{v:.2f}" for v in g["utilisation"]], "textposition": "outside"})
+    lay = F._base_layout(title, "latent bit of the class code", f"{modality} per-bit utilisation")
+    lay["barmode"] = "group"
+    lay["hovermode"] = "closest"
+    lay["yaxis"]["range"] = [min(-0.1, float(df["utilisation"].min()) - 0.1), 1.2]
+    return add_levels(F._figure(traces, lay), [Level("as alone", 1.0, "total")], left=True)

@@ -91,18 +91,39 @@ def verdicts(runs: pd.DataFrame, measure: str, fused: str = "acc_fused", group_c
                                        "d_weak_high", "raises", "keeps", "passes"])
 
 
-def shortfall_kind(head: float, alone: float, utilisation: float) -> str:
+def bit_utilisation(run: Mapping[str, float], alone: Mapping[str, float], modality: str) -> dict[int, float]:
+    """Per latent bit b: ``(probe_b − probe_init_b) / (probe_b alone − probe_init_b)`` from the
+    ``probe/bit/<m>/<b>`` and ``probe_init/bit/<m>/<b>`` scalars of a run and of its trained-alone
+    reference (synthetic data only). Bits whose reference gained nothing are left out."""
+    out: dict[int, float] = {}
+    prefix = f"probe/bit/{modality}/"
+    for name, v in run.items():
+        if not name.startswith(prefix):
+            continue
+        b = name[len(prefix):]
+        init = run.get(f"probe_init/bit/{modality}/{b}", math.nan)
+        ref = alone.get(name, math.nan)
+        if np.isfinite(v) and np.isfinite(init) and np.isfinite(ref) and ref - init > 1e-9:
+            out[int(b)] = float((v - init) / (ref - init))
+    return dict(sorted(out.items()))
+
+
+def shortfall_kind(head: float, alone: float, utilisation: float, bits: Mapping[int, float] | None = None) -> str:
     """Why a modality's head ends below its trained-alone accuracy.
 
-    ``suppression``: the encoder itself learnt little (utilisation ≤ ``STARVED``);
-    ``specialisation``: the encoder learnt about what it learns alone (utilisation ≥ ``LEARNT``),
-    the head is low because the fused model only needs it for what the other modality lacks;
-    ``partial`` in between; ``none`` when the head is within ``SHORTFALL`` of alone; ``unknown``
+    With per-bit utilisations (``bits``, synthetic data): ``specialisation`` when at least one bit
+    is learnt about as well as alone (≥ ``LEARNT``): the encoder kept what the fused model needs
+    from it (what the other modality lacks) and the head is low by design; otherwise, and without
+    bits, the overall utilisation decides: ``suppression`` when the encoder learnt little
+    (≤ ``STARVED``), ``specialisation`` when it learnt about what it learns alone (≥ ``LEARNT``),
+    ``partial`` in between. ``none`` when the head is within ``SHORTFALL`` of alone; ``unknown``
     without a utilisation."""
     if not (np.isfinite(head) and np.isfinite(alone)):
         return "unknown"
     if alone - head < SHORTFALL:
         return "none"
+    if bits and max(bits.values()) >= LEARNT:
+        return "specialisation"
     if not np.isfinite(utilisation):
         return "unknown"
     if utilisation <= STARVED:

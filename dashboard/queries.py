@@ -26,7 +26,7 @@ import streamlit as st
 
 from core.config import validate_run_name
 from core.errors import ConfigError, StoreError
-from core.store import is_run_dir, list_runs, open_run
+from core.store import RunReader, is_run_dir, list_runs, open_run
 
 KINDS = ("runs", "gallery")
 
@@ -96,7 +96,7 @@ def _configs(paths: tuple[tuple[str, str], ...]) -> dict[str, dict]:
     out = {}
     for key, p in paths:
         try:
-            out[key] = open_run(p).config()
+            out[key] = RunReader(p, check=False).config()  # config.json only: no database query
         except StoreError:
             out[key] = {}
     return out
@@ -282,6 +282,25 @@ def final_values(key: str, prefix: str = "") -> dict[str, float]:
     return _final_values(str(p), last_id(key), prefix)
 
 
+@st.cache_data(ttl=5.0, max_entries=512, show_spinner=False)
+def _utilisation(path: str, upto: int, search: tuple[str, ...]) -> pd.DataFrame:
+    from core.reference import probe_utilisation
+
+    return probe_utilisation(path, list(search))
+
+
+def utilisation(key: str) -> pd.DataFrame:
+    """Encoder utilisation of a run computed now (``core.reference.probe_utilisation``): one row per
+    modality with ``utilisation`` (NaN when unavailable) and the ``reason``. For runs whose
+    trained-alone reference appeared after they finished (so they logged no ``probe_util``).
+    References are looked up in the runs root, then the gallery; at most 5 s old."""
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return pd.DataFrame(columns=["modality", "utilisation", "reason"])
+    r = roots()
+    return _utilisation(str(p), last_id(key), (str(r.runs_dir), str(r.sample_runs)))
+
+
 def last_row(key: str) -> dict[str, Any] | None:
     """The newest scalar row (its step and epoch give the live progress)."""
     rd = reader(key)
@@ -332,6 +351,24 @@ def log_tail(key: str, n: int = 30) -> str:
                 continue
             out.append(f"--- {f}\n" + "\n".join(lines))
     return "\n".join(out)
+
+
+@st.cache_data(ttl=5.0, max_entries=128, show_spinner=False)
+def _utilisation(path: str, upto: int, roots_: tuple[str, ...]) -> pd.DataFrame:
+    from core.reference import probe_utilisation
+
+    return probe_utilisation(path, [Path(r) for r in roots_])
+
+
+def utilisation(key: str, upto: int | None = None) -> pd.DataFrame:
+    """Per modality: utilisation against the trained-alone reference run (looked up now, in the
+    runs root then the gallery), its probe levels, and why it is missing when it is
+    (:func:`core.reference.probe_utilisation`)."""
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return pd.DataFrame()
+    r = roots()
+    return _utilisation(str(p), last_id(key) if upto is None else upto, (str(r.runs_dir), str(r.sample_runs)))
 
 
 def method_panels(cfg: dict[str, Any]) -> tuple:

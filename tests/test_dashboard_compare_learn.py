@@ -227,16 +227,20 @@ def test_learn_applies_its_own_test_to_the_gallery_methods(app):
 
 def test_learn_contrasts_specialisation_on_complementary(app):
     at = _learn(app, "8 ·")
-    chart = _chart(at, "The visual head and the visual encoder")
+    chart = _chart(at, "The visual head and encoder, inside joint and alone")
     assert sorted(set(chart["data"][0]["x"])) == ["complementary", "imbalanced"]
+    bits = _chart(at, "The visual encoder under joint, per bit")
+    assert [t["name"] for t in bits["data"]] == ["complementary"]  # only complementary planted per-bit probes
+    assert list(bits["data"][0]["x"]) == ["bit 0", "bit 1", "bit 2"] and bits["data"][0]["text"] == ["0.06", "-0.06", "1.00"]
     md = _md(at)
     assert "`imbalanced`: visual head 0.30 inside joint vs 0.57 alone; probe 0.27 vs 0.57, utilisation 0.20 → **suppression**" in md
-    assert "`complementary`: visual head 0.22 inside joint vs 0.43 alone; probe 0.89 vs 0.89, utilisation 0.98 → **specialisation**" in md
+    assert ("`complementary`: visual head 0.22 inside joint vs 0.43 alone; probe 0.26 vs 0.42, utilisation 0.38; per bit 0: 0.06, 1: -0.06, 2: 1.00 "
+            "→ **specialisation**: the encoder keeps bit 2 as well as alone (*audio*'s encoder predicts it at 0.53) and lets the rest go.") in md
 
 
 def test_learn_contrast_step_says_which_runs_are_missing(tmp_path, monkeypatch):
     root = tmp_path / "g"
-    plant_run(root, "joint_imbalanced_s0", "joint", epochs=2, steps_per_epoch=2)
+    plant_run(root, "joint_imbalanced_s0", "joint", epochs=2, steps_per_epoch=2, probes=False)
     monkeypatch.setenv("MODALSCOPE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("MODALSCOPE_SAMPLE_RUNS", str(root))
     at = AppTest.from_file(APP, default_timeout=60).run()
@@ -266,9 +270,33 @@ def test_learn_try_it_launches_the_gallery_joint_config_and_opens_it(app, monkey
 
     monkeypatch.setattr(core.launcher, "launch", fake_launch)
     at = _learn(app, "9 ·")
+    from dashboard.learn_steps import try_measured
+    from dashboard.widgets import fmt_seconds
+
+    m = try_measured()  # the committed measurement: its duration and outcome are what the page states
+    caption = " ".join(c.value for c in at.caption)
+    assert f"it took {fmt_seconds(m['wall_s'])} ({fmt_seconds(m['cpu_s'])} of CPU time" in caption
+    assert f"fused {m['ended']['fused']:.2f}, audio alone {m['ended']['audio alone']:.2f}" in caption
+    lesson = abs(m["ended"]["fused"] - m["ended"]["audio alone"]) <= 0.03 and m["ended"]["visual utilisation"] <= 0.4
+    assert ("Watch the fused accuracy settle near *audio* alone while the *visual* encoder's probe stays low" in _md(at)) == lesson
     at.button(key="learn.try").click().run()
     _ok(at)
     raw, seeds = calls[0]
     assert seeds == [0] and raw["data"]["preset"] == "imbalanced" and raw["method"]["name"] == "joint" and raw["epochs"] == DEFAULT_EPOCHS
     assert at.title[0].value == "joint_imbalanced_s0_mine"  # Live opened on the new run
     assert at.session_state["live.run"] == "runs/joint_imbalanced_s0_mine"
+
+
+def test_compare_computes_utilisation_a_run_did_not_log(app):
+    """A run trained before its unimodal reference logged probes but no probe_util: Compare computes it
+    against the gallery's reference ((0.38 − 0.19) / (0.57 − 0.19) = 0.5) or says why it cannot."""
+    from tests.planted_study import _append
+
+    for name, seed in (("mine", 0), ("orphan", 7)):
+        d = plant_run(app.runs, name, "joint", seed=seed)
+        _append(d, {"probe/test/visual": 0.38, "probe_init/test/visual": 0.19})
+    at = app("compare", **{"compare.selected": ["runs/mine", "runs/orphan"]})
+    t = _frame(at, "run", "visual utilisation").set_index("run")
+    assert t.loc["mine", "visual utilisation"] == "0.500"
+    assert t.loc["orphan", "visual utilisation"] == "—"
+    assert "No utilisation for orphan (visual): no finished 'unimodal' run with modality=visual" in " ".join(c.value for c in at.caption)

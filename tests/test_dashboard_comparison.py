@@ -135,6 +135,21 @@ def test_shortfall_kind_separates_suppression_from_specialisation():
     assert L.shortfall_kind(head=0.30, alone=0.57, utilisation=float("nan")) == "unknown"
 
 
+def test_bit_utilisation_tells_specialisation_from_suppression():
+    # the complementary preset as measured: the visual encoder keeps bit 2 (the bit audio lacks) and drops bits 0 and 1
+    run = {"probe/bit/visual/0": 0.565, "probe/bit/visual/1": 0.538, "probe/bit/visual/2": 0.894,
+           "probe_init/bit/visual/0": 0.556, "probe_init/bit/visual/1": 0.547, "probe_init/bit/visual/2": 0.607}
+    alone = {"probe/bit/visual/0": 0.700, "probe/bit/visual/1": 0.703, "probe/bit/visual/2": 0.895}
+    bits = L.bit_utilisation(run, alone, "visual")
+    assert bits[0] == pytest.approx(0.009 / 0.144) and bits[1] == pytest.approx(-0.009 / 0.156) and bits[2] == pytest.approx(0.287 / 0.288)
+    # overall utilisation 0.38 alone would read as (partial) suppression; the bits show specialisation
+    assert L.shortfall_kind(0.22, 0.43, 0.38, bits) == "specialisation"
+    assert L.shortfall_kind(0.22, 0.43, 0.38) == "suppression"
+    starved = {0: 0.26, 1: 0.25, 2: 0.37}
+    assert L.shortfall_kind(0.16, 0.54, 0.15, starved) == "suppression"
+    assert L.bit_utilisation({"probe/bit/visual/0": 0.6, "probe_init/bit/visual/0": 0.6}, {"probe/bit/visual/0": 0.6}, "visual") == {}
+
+
 def test_gradient_share_story_reads_the_series():
     steps = np.arange(400)
     share = np.where(steps < 40, 0.1, np.where((steps >= 130) & (steps < 250), 0.85, 0.3))
@@ -197,6 +212,17 @@ def test_probe_bars_and_shortfall_figures():
     fig = _valid(shortfall_figure(sf, "visual", "s"))
     assert [t.name for t in fig.data] == ["visual head (joint)", "visual probe (alone)"]
     assert fig.data[1].marker.pattern.shape == "/"
+
+
+def test_bit_utilisation_figure_groups_bits_by_preset():
+    from dashboard.figures_learn import bit_utilisation_figure
+
+    df = pd.DataFrame({"preset": ["imbalanced"] * 3 + ["complementary"] * 3, "bit": [0, 1, 2] * 2,
+                       "utilisation": [0.26, 0.25, 0.37, 0.06, -0.06, 1.0]})
+    fig = _valid(bit_utilisation_figure(df, "visual", "bits"))
+    assert [t.name for t in fig.data] == ["imbalanced", "complementary"]
+    assert list(fig.data[1].y) == [0.06, -0.06, 1.0] and fig.layout.yaxis.range[0] < -0.06
+    assert fig.layout.annotations[0].text == "as alone 1.00"
 
 
 def test_gap_histogram_threshold_is_drawn_whichever_component_is_balanced():

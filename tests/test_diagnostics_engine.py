@@ -31,7 +31,7 @@ def test_trajectory_is_bitwise_identical_with_diagnostics_on_and_off(tiny, heads
 
 
 def test_joint_run_stores_histograms_gmm_samples_contributions(tiny):
-    _, t = _params_after(tiny, {"conflict_every": 2, "gap_bins": 20})
+    _, t = _params_after(tiny, {"conflict_every": 2, "gap_bins": 20, "captum": True})
     con = sqlite3.connect(t.run_dir / "metrics.sqlite")
     n_train, n_test = len(t.bundle.splits["train"]), len(t.bundle.splits["test"])
 

@@ -150,3 +150,17 @@ def test_regression_task_is_refused_with_one_line(tmp_path):
     data = {"name": "mosi", "path": str(tmp_path / "aligned_50.pkl"), "allow_pickle": True}
     with pytest.raises(ConfigError, match="'ogm_ge' needs a classification task"):
         Trainer(train_config(tmp_path, data, method={"name": "ogm_ge"}))
+
+
+def test_ge_noise_without_host_sync_matches_the_item_version():
+    from core.methods.ogm_ge import ge_noise
+
+    for shape in [(64, 32), (7,), (1,)]:
+        g = torch.randn(shape) * 0.01
+        torch.manual_seed(5)
+        fast = ge_noise(g)
+        torch.manual_seed(5)
+        std = g.std().item() if g.numel() > 1 else 0.0
+        exact = torch.zeros_like(g).normal_(0.0, std + 1e-8)
+        torch.testing.assert_close(fast, exact, rtol=1e-6, atol=1e-12)
+        assert fast.abs().max() > 0

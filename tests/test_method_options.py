@@ -240,4 +240,5 @@ def test_eval_train_adds_one_train_pass_per_epoch(tiny, eval_train):
 
     t.predict_split = spy
     t.fit()
-    assert calls == (["train", "test"] * 2 if eval_train else ["test"] * 2)
+    held_out = [s for s in ("valid", "test") if s in t.bundle.splits]
+    assert calls == ((["train"] if eval_train else []) + held_out) * 2

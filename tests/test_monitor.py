@@ -184,3 +184,65 @@ def test_cross_modal_logits_are_not_treated_as_separable(tmp_path):
         mon.backward(torch.nn.functional.cross_entropy(za, y), fused=za, logits={"a": za, "b": zb}, labels=y)
         assert mon._separable is False
     assert open_run(tmp_path / "run").final_scalars("conflict/")["conflict/cos/a"] == pytest.approx(1.0)
+
+
+def test_probes_from_a_features_callable_at_init_and_last_epoch(tmp_path):
+    """Encoder a's features are the one-hot label (probe accuracy 1); b's are constant (probe = majority share)."""
+    y_tr, y_te = torch.arange(60) % 3, torch.tensor([0, 0, 0, 0, 1, 2])
+    onehot = torch.nn.functional.one_hot
+
+    def features(split):
+        if split == "valid":
+            return None
+        y = y_tr if split == "train" else y_te
+        return {"a": onehot(y, 3).float(), "b": torch.ones(len(y), 2)}, y
+
+    model = Planted()
+    with _mon(tmp_path, model, features=features, epochs=2, diagnostics={"probe_every": 5}) as mon:
+        assert not any(k.startswith("probe/") for k in mon.epoch_end())  # epoch 0 of 2, probe_every 5: not due
+        assert "probe/test/a" in mon.epoch_end()  # the last epoch always is
+    f = open_run(tmp_path / "run")
+    init = f.scalars(prefix="probe_init/")
+    assert init["step"].tolist() == [0, 0] and dict(zip(init["name"], init["value"]))["probe_init/test/a"] == 1.0
+    last = f.final_scalars("probe/")
+    assert last["probe/test/a"] == 1.0 and last["probe/test/b"] == pytest.approx(4 / 6)
+    assert len(f.scalars("probe/test/a")) == 2  # init and last epoch
+
+
+def test_cpsl_penalty_measured_at_the_fusion_input(tmp_path):
+    """n_m = ‖∂L/∂h_m‖: with L = 3·h_a + 12·h_b the ratio is 4 whatever the encoders' parameters are."""
+    model = Planted()
+    with torch.no_grad():
+        model.b.weight.fill_(5.0)
+    with _mon(tmp_path, model) as mon:
+        x = torch.full((1, 1), 2.0)
+        ha, hb = model.a(x), model.b(x)
+        ha.retain_grad()
+        hb.retain_grad()
+        (3 * ha.sum() + 12 * hb.sum()).backward()
+        mon.step()
+        logs = mon.cpsl_penalty(tau=2.0, lam=0.5, features={"a": ha, "b": hb})
+        with pytest.raises(ValueError, match="retain_grad"):
+            mon.cpsl_penalty(source="features")
+    assert logs["cpsl/ratio"] == pytest.approx(4.0) and logs["cpsl/penalty"] == pytest.approx(0.5)
+    assert float(model.b.weight.grad) == pytest.approx(12.0)  # 12·x = 24, halved
+
+
+def test_train_snapshot_follows_the_same_samples_whatever_the_batch_order(tmp_path):
+    n, k = 30, 3
+    y = torch.arange(n) % k
+    za = torch.randn(n, k)
+    zb = torch.randn(n, k)
+    model = Planted()
+    with _mon(tmp_path, model, diagnostics={"samples_max": 10}) as mon:
+        for epoch in range(2):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+            for i in range(0, n, 10):
+                idx = order[i : i + 10]
+                (model.a.weight.sum() + model.b.weight.sum()).backward()
+                mon.step(fused=za[idx], logits={"a": za[idx], "b": zb[idx]}, labels=y[idx], ids=idx)
+            mon.epoch_end()
+    s = open_run(tmp_path / "run").samples(split="train")
+    first, second = (s[s["epoch"] == e].sort_values("sample_id") for e in (0, 1))
+    assert first["sample_id"].tolist() == second["sample_id"].tolist() and len(first) == 10
+    np.testing.assert_allclose(first["gap"].to_numpy(), second["gap"].to_numpy())  # same samples, same predictions

@@ -56,6 +56,14 @@ def test_every_logged_name_is_documented(tmp_path):
     assert "grad_applied/a" in seen and "conflict/cos/a" in seen
 
 
+def test_every_metadata_key_is_documented(tmp_path):
+    text = DOC.read_text().split("<!-- keys:", 1)[1].split("\n## ", 1)[0]
+    documented = {k for line in text.splitlines() if line.startswith("| `") for k in re.findall(r"`([^`]+)`", line.split("|")[1])}
+    runs = [p for p in (ROOT / "sample_runs").iterdir() if (p / "metrics.sqlite").is_file()] + [_monitored_run(tmp_path)]
+    keys = set().union(*(open_run(r).meta() for r in runs))
+    assert keys <= documented, f"keys missing from docs/store.md: {sorted(keys - documented)}"
+
+
 def test_every_table_is_documented():
     con = sqlite3.connect(":memory:")
     from core.store import SCHEMA

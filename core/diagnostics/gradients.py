@@ -77,3 +77,21 @@ def gradient_stats(groups: dict[str, list[torch.nn.Parameter]], modalities: list
         out["grad_ratio"] = r
         out["conflict/flag"] = float(r > tau)
     return out
+
+
+APPLIED_NAMES = {"grad_norm/": "grad_applied/", "grad_share/": "grad_applied_share/", "grad_ratio": "grad_applied_ratio"}
+
+
+def applied_names(stats: dict[str, float]) -> dict[str, float]:
+    """``gradient_stats`` output renamed to the ``grad_applied*`` names (the conflict flag dropped)."""
+    out = {}
+    for k, v in stats.items():
+        for a, b in APPLIED_NAMES.items():
+            if k.startswith(a):
+                out[b + k[len(a):]] = v
+    return out
+
+
+def applied_gradient_stats(groups: dict[str, list[torch.nn.Parameter]], modalities: list[str], tau: float = 2.0) -> dict[str, float]:
+    """:func:`gradient_stats` read after a method edited ``.grad``, under the ``grad_applied*`` names (no conflict flag)."""
+    return applied_names(gradient_stats(groups, modalities, tau))

@@ -29,12 +29,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from core.diagnostics.gradients import gradient_stats
+from core.diagnostics.gradients import applied_gradient_stats, applied_names, gradient_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.engine import EvalResult, StepContext, Trainer
 
 GMM_MIN_SAMPLES = 10
+#: reuse the raw gradient statistics as ``grad_applied/*`` when nothing can have edited the
+#: gradients in between (see ``DiagnosticsMonitor._gradients_untouched``); tests switch it off
+#: to compare with the recomputed values.
+REUSE_RAW_GRADIENTS = True
 SNAPSHOT_SEED = 12345
 PROBE_SEED = 24680
 PROBE_SPLITS = ("valid", "test")
@@ -73,7 +77,18 @@ class DiagnosticsMonitor:
         """Raw gradients (before any method modulation)."""
         if not self.cfg.grad:
             return {}
-        return gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
+        self._raw = gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
+        return self._raw
+
+    def _gradients_untouched(self, ctx: "StepContext") -> bool:
+        """True when nothing between the raw read and the optimiser step can change ``.grad``:
+        the method keeps the base class's no-op ``after_backward`` and there is no clipping.
+        Then the applied gradient *is* the raw gradient and its statistics are reused (exactly
+        equal: the same tensors, read again, would give the same numbers at twice the cost)."""
+        from core.methods.base import Method
+
+        t = ctx.trainer
+        return REUSE_RAW_GRADIENTS and type(t.method).after_backward is Method.after_backward and t.cfg.optim.grad_clip <= 0
 
     def applied_gradients(self, ctx: "StepContext") -> dict[str, float]:
         """What the optimiser gets: the same statistics as :meth:`after_backward`, read after the
@@ -81,16 +96,11 @@ class DiagnosticsMonitor:
         ``grad_applied_share/<m>``, ``grad_applied_ratio``; no conflict flag)."""
         if not self.cfg.grad:
             return {}
-        stats = gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
-        out = {}
-        for k, v in stats.items():
-            if k.startswith("grad_norm/"):
-                out["grad_applied/" + k[len("grad_norm/"):]] = v
-            elif k.startswith("grad_share/"):
-                out["grad_applied_share/" + k[len("grad_share/"):]] = v
-            elif k == "grad_ratio":
-                out["grad_applied_ratio"] = v
-        return out
+        raw = getattr(self, "_raw", None)
+        self._raw = None
+        if raw is not None and self._gradients_untouched(ctx):
+            return applied_names(raw)
+        return applied_gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
 
     # ------------------------------------------------------------------ per epoch
     def on_epoch_end(self, ctx: "StepContext", evals: dict[str, "EvalResult"]) -> dict[str, float]:
@@ -146,8 +156,7 @@ class DiagnosticsMonitor:
         t = self.trainer
         ev = (evals or {}).get(split)
         if ev is not None and ev.features is not None and self._probe_subset(split) is None:
-            order = torch.as_tensor(np.argsort(ev.idx, kind="stable"))
-            return {m: f[order] for m, f in ev.features.items()}, torch.as_tensor(ev.labels)[order]
+            return ev.features, torch.as_tensor(ev.labels)  # rows aligned with the labels; order is irrelevant to a probe
         return encoder_features(t.model, t.bundle.splits[split], t.device, self._probe_subset(split))
 
     def probes(self, evals: dict | None = None) -> dict[str, float]:

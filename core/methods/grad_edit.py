@@ -9,7 +9,8 @@ penalty functions those methods use:
 * OGM-GE (Peng et al., CVPR 2022): ``s_m = Σ_i softmax(z_m,i)[y_i]``, ``ρ_m = s_m / s_k``,
   ``k_m = 1 − tanh(α·ρ_m)`` if ``ρ_m > 1`` else 1, then ``g ← k_m·g + N(0, std(g)²)`` per
   modulated tensor (``ge=False``: ``g ← k_m·g``).
-* CPSL penalty (our interpretation, ``docs/methods.md``): ``n_m = ‖g_m‖``, ``d = argmax n_m``,
+* CPSL penalty (our interpretation, ``docs/methods.md``): ``n_m`` the gradient magnitude of
+  modality m (``cpsl.gradient_magnitudes``), ``d = argmax n_m``,
   ``r = n_d / mean_{k≠d} n_k``; if ``r > τ`` the dominant encoder's gradient is scaled by
   ``c = 1/(1 + λ(r − τ))`` (``exp``: ``exp(−λ(r−τ))``).
 
@@ -22,8 +23,7 @@ from typing import Iterable
 
 import torch
 
-from core.diagnostics.gradients import group_norm
-from core.methods.cpsl import dominance_ratio, penalty_coefficient
+from core.methods.cpsl import dominance_ratio, gradient_magnitudes, penalty_coefficient
 from core.methods.ogm_ge import ogm_coefficients, ogm_ratios, ogm_scores
 
 Groups = dict[str, Iterable[torch.nn.Parameter]]
@@ -70,12 +70,30 @@ def ogm_ge_(
     return logs
 
 
-def cpsl_penalty_(groups: Groups, tau: float = 2.0, lam: float = 0.5, penalty: str = "inverse") -> dict[str, float]:
-    """Scale the dominant encoder's ``.grad`` by CPSL's conflict penalty when ``r > τ``."""
+def cpsl_penalty_(
+    groups: Groups,
+    tau: float = 2.0,
+    lam: float = 0.5,
+    penalty: str = "inverse",
+    source: str | None = None,
+    features: dict[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Scale the dominant encoder's ``.grad`` by CPSL's conflict penalty when ``r > τ``.
+
+    ``n_m`` is measured as :func:`core.methods.cpsl.gradient_magnitudes` does: ``features``
+    (‖∂L/∂h_m‖ at the fusion input; pass the encoder outputs ``h_m`` after calling
+    ``h_m.retain_grad()`` before the backward), ``encoder_rms`` (the default without
+    features: per-parameter RMS of the encoder's gradient) or ``encoder`` (raw norm).
+    """
     groups = {m: list(ps) for m, ps in groups.items()}
     if len(groups) < 2:
         raise ValueError("the CPSL penalty needs at least 2 modality encoders (it compares their gradient norms)")
-    norms = {m: float(group_norm(ps)) for m, ps in groups.items()}
+    source = source or ("features" if features else "encoder_rms")
+    if source not in ("features", "encoder_rms", "encoder"):
+        raise ValueError(f"source must be 'features', 'encoder_rms' or 'encoder', got {source!r}")
+    if source == "features" and not all(features and m in features and features[m].grad is not None for m in groups):
+        raise ValueError("source='features' needs each modality's fusion input h_m with a gradient (call h_m.retain_grad() before backward)")
+    norms = gradient_magnitudes(source, features or {}, groups)
     d, r = dominance_ratio(norms)
     c = penalty_coefficient(r, tau, lam, penalty)
     if c != 1.0:

@@ -48,6 +48,19 @@ def ogm_coefficients(ratios: dict[str, float], alpha: float) -> dict[str, float]
     return {m: max(0.0, 1.0 - math.tanh(alpha * r)) if r > 1 else 1.0 for m, r in ratios.items()}
 
 
+def ge_noise(grad: torch.Tensor) -> torch.Tensor:
+    """``N(0, (std(grad) + 1e-8)²)`` noise shaped like ``grad``, drawn before ``grad`` is scaled.
+
+    The standard deviation stays a device tensor (the draw is ``N(0, 1)`` scaled on the
+    device): no host sync per tensor, which on a GPU would stall every step. Same RNG draws
+    as ``normal_(0, std)``; equal to it up to float rounding (``tests/test_method_ogm_ge.py``).
+    """
+    z = torch.zeros_like(grad).normal_(0.0, 1.0)
+    if grad.numel() > 1:
+        return z.mul_(grad.std() + 1e-8)
+    return z.mul_(1e-8)
+
+
 def score_logits(out) -> dict[str, torch.Tensor]:
     """The logits OGM-GE scores: the fusion-layer slices when the fusion has them."""
     return out.slices if out.slices else out.logits
@@ -80,7 +93,8 @@ class OGMGE(Method):
         Panel("Modulation coefficient kₘ per encoder", ("ogm/coeff/*",), "kₘ (1 = gradient untouched)",
               "The dominant modality's gradient is multiplied by kₘ < 1; the weaker one keeps 1.", (0.0, 1.05), 1.0, "untouched"),
         Panel("Score ratio ρ (first modality over second)", ("ogm/ratio", "ogm/ratio/*"), "ρ (1 = both equally confident)",
-              "Above 1 the first modality is more confident on the true class and gets slowed down.", None, 1.0, "balanced", log_y=True),
+              "Above 1 the first modality is more confident on the true class and gets slowed down.", None, 1.0, "balanced", log_y=True,
+              labels=(("ogm/ratio", "ρ"),)),
         Panel("Confidence score sₘ per modality", ("ogm/score/*",), "Σ true-class probability over the batch",
               "The raw scores behind ρ: the modality with the larger score is the dominant one."),
     )
@@ -118,8 +132,7 @@ class OGMGE(Method):
                 if p.grad is None or (self.params.tensors == "weights" and p.dim() < 2):
                     continue
                 if self.params.ge:
-                    std = p.grad.std().item() if p.grad.numel() > 1 else 0.0
-                    noise = torch.zeros_like(p.grad).normal_(0.0, std + 1e-8)
+                    noise = ge_noise(p.grad)
                     p.grad.mul_(k).add_(noise)
                 elif k != 1.0:
                     p.grad.mul_(k)

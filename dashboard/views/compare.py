@@ -41,7 +41,7 @@ if mode == "runs":
     sel = runs[runs["key"].isin(chosen)]
 else:
     groups = sorted(runs["group"].unique())
-    teaching = [g for g in (f"{m} · imbalanced" for m in ("joint", "ogm_ge", "unimodal:visual")) if g in groups]
+    teaching = [g for g in (f"{m} · imbalanced" for m in ("joint", "ogm_ge", "ensemble", "unimodal:visual")) if g in groups]
     chosen_groups = st.multiselect("Groups", groups, default=teaching or groups[: min(3, len(groups))], key="compare.groups")
     sel = runs[runs["group"].isin(chosen_groups)]
 if sel.empty:
@@ -64,6 +64,18 @@ pair_on = list(CMP.PAIR_ON) + [f for f in swept if f not in ("seed", "method.nam
 pool = runs[runs["key"].isin(sel["key"]) | (runs["method"] == CMP.REFERENCE) | runs["method"].astype(str).str.startswith("unimodal:")].copy()
 extra = pd.DataFrame([CMP.final_metric_columns(q.final_values(k), mods) for k in pool["key"]], index=pool.index)
 pool = pd.concat([pool.drop(columns=[c for c in extra.columns if c in pool]), extra], axis=1)
+util_reasons: list[tuple[str, str, str]] = []
+selected, sel_presets = set(sel["key"]), set(sel["preset"].astype(str))
+for idx, k in zip(pool.index, pool["key"]):  # utilisation not logged (reference trained later): compute it now
+    if k not in selected and not (pool.at[idx, "method"] == CMP.REFERENCE and str(pool.at[idx, "preset"]) in sel_presets):
+        continue
+    if not any(np.isfinite(pool.at[idx, f"probe_{m}"]) and not np.isfinite(pool.at[idx, f"util_{m}"]) for m in mods):
+        continue
+    for _, u in q.utilisation(k).iterrows():
+        if u["modality"] in mods and np.isfinite(u["utilisation"]):
+            pool.at[idx, f"util_{u['modality']}"] = u["utilisation"]
+        elif u["modality"] in mods and u["reason"] and k in selected:
+            util_reasons.append((k.split("/", 1)[1], u["modality"], u["reason"]))
 pool["ref"] = CMP.pair_with_reference(pool, pair_on)
 sel = sel[["key", "group"]].merge(pool.drop(columns=["group"]), on="key", how="left")
 sel["bayes_fused"] = [((q.meta(k).get("reference") or {}).get("bayes") or {}).get("fused", np.nan) for k in sel["key"]]
@@ -94,6 +106,9 @@ if weak:
                  f"utilisation = (probe − probe at init) / (probe of the encoder trained alone − probe at init): 1 = learns as much as alone, 0 = nothing.")
     if not any(c.startswith(f"{weak} utilisation") or c.startswith(f"{weak} probe") for c in shown.columns):
         notes.append(f"These runs log no probe of the {weak} encoder (`probe/test/{weak}`, `probe_util/{weak}`): train them with the probe diagnostics on.")
+why_not = sorted({f"{run} ({m}): {reason}" for run, m, reason in util_reasons if m == weak})
+if why_not:
+    notes.append("No utilisation for " + "; ".join(why_not[:3]) + ("; …" if len(why_not) > 3 else "") + ".")
 notes.append("gap_to_bayes = Bayes-optimal fused accuracy − fused accuracy (last epoch); wall_s = training wall time in seconds; mean ± std over the runs of a group.")
 st.caption(" ".join(notes))
 d1, d2 = st.columns([1, 5])

@@ -206,6 +206,11 @@ elif i == 3:
         if not methods.empty and methods["util"].notna().any():
             best = methods.loc[methods["util"].idxmax()]
             text.append(f"The method that recovers it most, `{best['label']}`, brings it to **{best['mean']:.2f}** (utilisation **{best['util']:.2f}**).")
+            rebal = methods[(methods["label"] != "ensemble") & methods["util"].notna()]
+            if best["label"] == "ensemble" and not rebal.empty:
+                b2 = rebal.loc[rebal["util"].idxmax()]
+                text.append(f"(`ensemble` trains each encoder on its own loss, so it recovers it by construction; among the rebalancing methods "
+                            f"`{b2['label']}` goes furthest: **{b2['mean']:.2f}**, utilisation **{b2['util']:.2f}**.)")
         if text:
             st.markdown(" ".join(text))
 elif i == 4:
@@ -309,9 +314,9 @@ elif i == 6:
                        f"Keeps fused: the mean paired difference of fused test accuracy is at least −{LS.FUSED_TOLERANCE:.2f}.")
 elif i == 7:
     st.markdown(
-        f"A head below its trained-alone accuracy is not always suppression. On the `{CONTRAST}` preset each modality carries class information the other lacks: "
-        f"the fused model only needs the *{weak}* branch for what *{strong}* cannot tell, so its head alone scores low **although its encoder learnt everything it can**. "
-        "The probe tells the two cases apart."
+        f"A head below its trained-alone accuracy is not always suppression. On the `{CONTRAST}` preset each modality carries class information the other lacks, "
+        f"so the fused model needs the *{weak}* branch only for what *{strong}* cannot tell, and the *{weak}* head alone can score low although its encoder "
+        "keeps everything the fused model needs from it. Probes tell the two cases apart, best per latent bit of the class code."
     )
     rows, kinds = [], {}
     for preset in (PRESET, CONTRAST):
@@ -322,19 +327,39 @@ elif i == 7:
         vals = {"head (joint)": mean(j, f"acc_{weak}"), "head (alone)": mean(a, "acc_fused"),
                 "probe (joint)": mean(j, f"probe_{weak}"), "probe (alone)": mean(a, f"probe_{weak}")}
         rows += [{"preset": preset, "measure": k, "value": v} for k, v in vals.items() if np.isfinite(v)]
-        kinds[preset] = (LS.shortfall_kind(vals["head (joint)"], vals["head (alone)"], mean(j, f"util_{weak}")), vals, mean(j, f"util_{weak}"))
+        jf = pd.DataFrame([q.final_values(k, "probe") for k in j["key"]]).mean(numeric_only=True).to_dict()
+        af = pd.DataFrame([q.final_values(k, "probe") for k in a["key"]]).mean(numeric_only=True).to_dict()
+        bits = LS.bit_utilisation(jf, af, weak)
+        u = mean(j, f"util_{weak}")
+        kinds[preset] = (LS.shortfall_kind(vals["head (joint)"], vals["head (alone)"], u, bits), vals, u, bits,
+                         {b: jf.get(f"probe/bit/{strong}/{b}", np.nan) for b in bits})
     if CONTRAST not in kinds:
         need(f"`joint` and `unimodal` ({weak}) runs on `{CONTRAST}`")
     else:
-        st.plotly_chart(FL.shortfall_figure(pd.DataFrame(rows), weak, f"The {weak} head and the {weak} encoder, inside joint and trained alone"),
-                        key="learn.contrast")
-        words = {"suppression": "**suppression**: the encoder itself learnt little", "specialisation": "**specialisation**: the encoder learnt as much as alone, the head is low by design",
-                 "partial": "partly suppressed", "none": "no shortfall", "unknown": "not decidable (no probe logged)"}
-        for preset, (kind, vals, u) in kinds.items():
+        bit_rows = [{"preset": p, "bit": b, "utilisation": u} for p, k in kinds.items() for b, u in k[3].items()]
+        c1, c2 = st.columns(2) if bit_rows else (st.container(), None)
+        with c1:
+            st.plotly_chart(FL.shortfall_figure(pd.DataFrame(rows), weak, f"The {weak} head and encoder, inside joint and alone"), key="learn.contrast")
+        if c2 is not None:
+            with c2:
+                st.plotly_chart(FL.bit_utilisation_figure(pd.DataFrame(bit_rows), weak, f"The {weak} encoder under joint, per bit of the class code"),
+                                key="learn.bits")
+        for preset, (kind, vals, u, bits, strong_bits) in kinds.items():
             util = f", utilisation {u:.2f}" if np.isfinite(u) else ""
+            per_bit = ("; per bit " + ", ".join(f"{b}: {x:.2f}" for b, x in bits.items())) if bits else ""
+            if kind == "specialisation" and bits:
+                kept = [b for b, x in bits.items() if x >= LS.LEARNT]
+                other = ", ".join(f"{strong_bits[b]:.2f}" for b in kept if np.isfinite(strong_bits.get(b, np.nan)))
+                verdict = (f"**specialisation**: the encoder keeps bit {', '.join(map(str, kept))} as well as alone"
+                           + (f" (*{strong}*'s encoder predicts it at {other})" if other else "") + " and lets the rest go")
+            else:
+                verdict = {"suppression": "**suppression**: the encoder learnt little" + (", on every bit" if bits and max(bits.values()) <= LS.STARVED else ""),
+                           "specialisation": "**specialisation**: the encoder learnt about as much as alone, the head is low by design",
+                           "partial": "partly suppressed", "none": "no shortfall", "unknown": "not decidable (no probe logged)"}[kind]
             st.markdown(f"- `{preset}`: {weak} head {vals['head (joint)']:.2f} inside joint vs {vals['head (alone)']:.2f} alone; "
-                        f"probe {vals['probe (joint)']:.2f} vs {vals['probe (alone)']:.2f}{util} → {words[kind]}.")
-        st.caption("A rebalancing method helps against suppression; against specialisation it can only force each branch to predict what it barely sees.")
+                        f"probe {vals['probe (joint)']:.2f} vs {vals['probe (alone)']:.2f}{util}{per_bit} → {verdict}.")
+        st.caption("Per-bit utilisation = (probe of bit b − at init) / (probe of bit b trained alone − at init), on the synthetic class code. "
+                   "A rebalancing method helps against suppression; against specialisation it can only force each branch to predict what it barely sees.")
 else:
     measured = try_measured()
     cfg = try_config()
@@ -348,8 +373,9 @@ else:
         + "then try a method that passed step 7's test."
     )
     if measured:
-        st.caption(f"It took {fmt_seconds(measured['wall_s'])} on {measured.get('machine', 'a CPU')} (measured by `benchmarks/learn_try.py`) and ended with "
-                   + ", ".join(f"{k} {v:.2f}" for k, v in (measured.get("ended") or {}).items()) + ".")
+        cpu = f" ({fmt_seconds(measured['cpu_s'])} of CPU time; load {measured['load_1min']:.1f})" if "cpu_s" in measured else ""
+        st.caption(f"Measured by `benchmarks/learn_try.py`: it took {fmt_seconds(measured['wall_s'])}{cpu} on {measured.get('machine', 'a CPU')} "
+                   "and ended with " + ", ".join(f"{k} {v:.2f}" for k, v in ended.items()) + ".")
     else:
         st.caption("Its duration has not been measured on this checkout (run `python -m benchmarks.learn_try`).")
     choices = sorted(METHODS)

@@ -8,7 +8,6 @@ below is plain PyTorch; the lines marked ``# +`` are all that ModalScope adds.
 
 import argparse
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,11 +51,13 @@ def main(epochs=3, runs_dir="runs", name="own_loop", batch=64, seed=0):
     xp, xm, y = data["train"]
 
     @torch.no_grad()
-    def predict(split):
-        fused, logits = model(*data[split][:2])
+    def predict(split, drop=()):  # inputs of dropped views are zero, i.e. their training mean
+        xs = [torch.zeros_like(x) if v in drop else x for v, x in zip(("pix", "mor"), data[split][:2])]
+        fused, logits = model(*xs)
         return {"fused": fused, "logits": logits, "labels": data[split][2]}
 
-    mon = Monitor(name, ["pix", "mor"], {"pix": model.pix, "mor": model.mor}, fusion=model.head, runs_dir=runs_dir, epochs=epochs)  # +
+    mon = Monitor(name, ["pix", "mor"], {"pix": model.pix, "mor": model.mor}, fusion=model.head, runs_dir=runs_dir, epochs=epochs,  # +
+                  drop_eval=lambda drop: predict("test", drop))  # + optional: Shapley values and W^m each epoch
     with mon:  # +
         for epoch in range(epochs):
             order = torch.randperm(len(y))
