@@ -24,8 +24,8 @@ def _trial(label, seed, fused, probe=None, init=None, share=None, ds="imbalanced
     return {"label": label, "dataset": ds, "seed": seed, "key": "k", "time_per_epoch": 1.0, "metrics": m, "bayes": {"fused": 0.9}}
 
 
-def _timing(label, rep, wall):
-    return {"kind": "timing", "label": label, "dataset": "imbalanced", "rep": rep, "key": "t", "time_per_epoch": wall, "cpu_per_epoch": 1.0}
+def _timing(label, rep, cpu):
+    return {"kind": "timing", "label": label, "dataset": "imbalanced", "rep": rep, "key": "t", "time_per_epoch": 9.0, "cpu_per_epoch": cpu}
 
 
 def test_paired_interval_and_utilisation_by_hand():
@@ -57,7 +57,7 @@ def test_summary_columns_from_rows():
     assert s["ogm_ge"]["n"] == 2  # the noisy row belongs to another table
     snap = {"rows": rows, "info": {"imbalanced": {"weak": "visual", "dominant": "audio"}}}
     table = render_dataset(snap, "imbalanced")
-    assert "| ogm_ge | 2 | 86.0 ± 0.0 | – | 45.0 ± 7.1 | 0.55 | 0.55 | +4.0 [-21.4, +29.4] | 50% | 1.50× |" in table
+    assert "| ogm_ge | 2 | 86.0 ± 0.0 | – | 45.0 ± 7.1 | 0.55 | – | 0.55 | +4.0 [-21.4, +29.4] | 50% | 1.50× |" in table
     assert "1 of 1 balancing methods beat `joint` by ≥ 3 points" in render_headline(snap)
     assert "No results" in render_dataset(snap, "noisy")
 
@@ -75,3 +75,13 @@ def test_variants_and_unimodal_expansion():
     t = trials(["joint", "unimodal"], ["three_modal"], [0, 1])
     assert len(t) == 2 + 3 * 2
     assert ("unimodal", "three_modal", 1, "text") in t
+
+
+def test_code_key_survives_renaming_the_package():
+    from benchmarks.methods import _IMPORT, _normalised
+
+    before = "from core.methods.window import joint_loss\n# run `python -m core train`; see core/engine.py\nfrom dashboard.app import x\n"
+    after = "from modalscope.methods.window import joint_loss\n# run `python -m modalscope train`; see modalscope/engine.py\nfrom modalscope.dashboard.app import x\n"
+    assert _normalised(before) == _normalised(after)
+    assert _normalised("from core.methods import a") != _normalised("from core.methods import b")
+    assert _IMPORT.findall(before) == _IMPORT.findall(after) == [("window", "joint_loss")]
