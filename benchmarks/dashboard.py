@@ -279,7 +279,7 @@ def main() -> None:
         tmp = Path(d)
         res = {"load_average_1min_before": os.getloadavg()[0], "cpus": os.cpu_count()}
         if args.skip and args.out and Path(args.out).is_file():  # a partial re-run keeps the other parts' figures
-            res = {**json.loads(Path(args.out).read_text()), **res}
+            res = {**res, **json.loads(Path(args.out).read_text())}
         for part, fn in (("many", lambda: bench_many(tmp, args.runs, args.compare)), ("render", lambda: bench_render(tmp, args.steps)),
                          ("latency", lambda: bench_latency(tmp, args.markers, args.refresh))):
             if part not in args.skip:
@@ -305,7 +305,7 @@ def render() -> str:
         lo = part.get("load_1min")
         return f" (load {lo[0]:.0f}–{lo[1]:.0f})" if lo else ""
 
-    load = f"1-minute load average of the first full run {r['load_average_1min_before']:.1f} on {r['cpus']} cores; per-part loads in brackets"
+    load = f"1-minute load average on {r['cpus']} cores in brackets (start–end of each part)"
     rows = []
     if "render" in r:
         rd = r["render"]
