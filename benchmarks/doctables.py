@@ -84,6 +84,19 @@ def write_block(doc: str | Path, key: str) -> None:
     path.write_text(replace_block(path.read_text(encoding="utf-8"), key, _RENDERERS[key]()), encoding="utf-8")
 
 
+def carry_blocks(old: str, new: str) -> str:
+    """``new`` plus every generated block of ``old`` that ``new`` lacks, appended at the end.
+
+    For scripts that rewrite a whole document (``benchmarks/methods.py`` writes
+    ``docs/results.md``): blocks other scripts own survive the rewrite.
+    """
+    have = blocks(new)
+    kept = [m.group(0) for m in _BLOCK.finditer(old) if m.group("key") not in have]
+    if not kept:
+        return new
+    return new.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
+
+
 def blocks(text: str) -> dict[str, str]:
     return {m.group("key"): m.group("body") for m in _BLOCK.finditer(text)}
 

@@ -60,10 +60,10 @@ UNTRACKED = {"__main__.py", "cli.py", "gallery.py", "launcher.py", "sweep.py", "
 #: name → data block, weak and dominant modality. Synthetic: dominant = fast (largest input
 #: scale), weak = slow; mfeat pix (≈ 97 % alone) + mor (≈ 70 %).
 DATASETS: dict[str, dict] = {
-    "imbalanced": {"data": {"name": "synthetic", "preset": "imbalanced", "n_valid": 500}},
-    "complementary": {"data": {"name": "synthetic", "preset": "complementary", "n_valid": 500}},
-    "three_modal": {"data": {"name": "synthetic", "preset": "three_modal", "n_valid": 500}},
-    "noisy": {"data": {"name": "synthetic", "preset": "noisy", "n_valid": 500}},
+    "imbalanced": {"data": {"name": "synthetic", "preset": "imbalanced"}},
+    "complementary": {"data": {"name": "synthetic", "preset": "complementary"}},
+    "three_modal": {"data": {"name": "synthetic", "preset": "three_modal"}},
+    "noisy": {"data": {"name": "synthetic", "preset": "noisy"}},
     "mfeat": {"data": {"name": "mfeat", "views": ["pix", "mor"], "valid_fraction": 0.15}, "modalities": ["pix", "mor"],
               "weak": "mor", "dominant": "pix"},
 }
@@ -402,11 +402,15 @@ def render_headline(snapshot: dict, dataset: str = "imbalanced") -> str:
     return text
 
 
+def _seeds(seeds) -> str:
+    return ", ".join(f"{d} {n}" for d, n in seeds.items()) if isinstance(seeds, dict) else str(seeds)
+
+
 def render_setup(snapshot: dict) -> str:
     if not snapshot.get("rows"):
         return "*The benchmark has not been run on this code yet.*\n"
     lines = [f"Command: `{snapshot.get('command', '')}`", "",
-             f"Epochs: {snapshot.get('epochs')}; seeds: {snapshot.get('seeds')}; timing: {snapshot.get('timing', '')}.", "",
+             f"Epochs: {snapshot.get('epochs')}; seeds per dataset: {_seeds(snapshot.get('seeds'))}; timing: {snapshot.get('timing', '')}.", "",
              "Code keys (hash of the source each row depends on): " + ", ".join(f"`{k}` {v}" for k, v in sorted(snapshot.get("code", {}).items())) + "."]
     return "\n".join(lines) + "\n"
 
@@ -438,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(m for m in list_methods() if m != "purify"), help="comma-separated registry names (default: all but purify)")
     ap.add_argument("--datasets", default=",".join(DEFAULT_DATASETS), help=f"comma-separated, from {', '.join(DATASETS)}")
     ap.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+    ap.add_argument("--dataset-seeds", default="", metavar="DS=N[,DS=N]", help="fewer (or more) seeds for some datasets, e.g. mfeat=3")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--results", default=str(RESULTS), help="JSON-lines cache of finished trials")
     ap.add_argument("--snapshot", default=str(SNAPSHOT), help="JSON the doc tables are rendered from")
@@ -465,11 +470,19 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"skipping dataset(s) this checkout lacks: {', '.join(missing)}", file=sys.stderr)
         datasets = [d for d in datasets if d not in missing]
+    n_seeds = {d: args.seeds for d in datasets}
+    for item in filter(None, args.dataset_seeds.split(",")):
+        d, _, n = item.partition("=")
+        if d not in n_seeds or not n.isdigit():
+            print(f"--dataset-seeds: {item!r} is not DATASET=N for a selected dataset", file=sys.stderr)
+            return 2
+        n_seeds[d] = int(n)
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="modalscope-bench-")
     wanted, timing_wanted = {}, {}
-    for method, ds, seed, mod in trials(methods, datasets, list(range(args.seeds))):
+    plan = [t for d in datasets for t in trials(methods, [d], list(range(n_seeds[d])))]
+    for method, ds, seed, mod in plan:
         cfg = trial_config(method, ds, seed, args.epochs, tmp, mod)
         wanted[(label(method, mod), ds, seed, trial_key(cfg, method))] = cfg
         if seed == 0 and method != "unimodal":
@@ -479,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.variant:
         lab, method, extra = parse_variant(text)
         for ds in datasets:
-            for seed in range(args.seeds):
+            for seed in range(n_seeds[ds]):
                 cfg = trial_config(method, ds, seed, args.epochs, tmp, extra=extra)
                 wanted[(lab, ds, seed, trial_key(cfg, method))] = cfg
     cached = load_results(results)
@@ -524,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "OMP_NUM_THREADS=1 python benchmarks/methods.py " + " ".join(
         a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--report-only", "--stale"))
     snapshot = {
-        "command": command.strip(), "epochs": args.epochs, "seeds": args.seeds,
+        "command": command.strip(), "epochs": args.epochs, "seeds": n_seeds,
         "timing": f"{args.timing_reps} interleaved rounds of {args.timing_epochs} epochs (seed 0, diagnostics off)",
         "datasets": datasets, "info": {d: dataset_info(d) for d in datasets},
         "code": {m: code_hash(m) for m in sorted({k[0].split("(")[0].split(":")[0] for k in wanted})},

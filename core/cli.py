@@ -146,7 +146,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if df.empty:
             print(f"no runs under {', '.join(args.roots or [args.runs_dir])}")
             return 0
-        cols = [c for c in ["name", "method", "preset", "seed", "status", "epochs_done", "epochs", "acc_fused", "best_fused"] if c in df]
+        cols = [c for c in ["name", "method", "preset", "seed", "status", "epochs_done", "epochs", "acc_fused", "best_acc_fused"] if c in df]
         cols += sorted(c for c in df.columns if c.startswith("acc_") and c != "acc_fused")
         out = df[cols].astype(object)
         for c in cols:  # a value a run lacks (a modality it does not have, no epoch yet) reads "—", as on the dashboard

@@ -621,7 +621,7 @@ class RunReader:
             with closing(self._con()) as con:
                 meta = _parse_meta(con.execute("SELECT key, value FROM run").fetchall())
                 finals = dict(con.execute(FINAL_SQL, ("acc/test/", "acc/test/\uffff")).fetchall())
-                best = dict(con.execute(FINAL_SQL, ("acc/best/test/fused", "acc/best/test/fused\uffff")).fetchall())
+                best = dict(con.execute(FINAL_SQL, ("acc/best/test/", "acc/best/test/\uffff")).fetchall())
                 best.update(con.execute(FINAL_SQL, ("best/epoch", "best/epoch\uffff")).fetchall())
                 e = con.execute(
                     "SELECT MAX(s.epoch) FROM scalars s JOIN names n ON n.id = s.name_id WHERE n.name = 'acc/test/fused'"
@@ -660,6 +660,9 @@ class RunReader:
             row["best_epoch"] = int(best_finals["best/epoch"])
         if "acc/best/test/fused" in best_finals:
             row["best_fused"] = best_finals["acc/best/test/fused"]
+        for k, v in best_finals.items():
+            if k.startswith("acc/best/test/"):
+                row[k.replace("acc/best/test/", "best_acc_")] = v
         return row
 
 

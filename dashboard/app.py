@@ -38,7 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args(sys.argv[1:])
-    st.set_page_config(page_title="ModalScope", page_icon=":material/insights:", layout="wide")
+    # A local icon: a Material icon name would make the browser fetch it from fonts.gstatic.com.
+    st.set_page_config(page_title="ModalScope", page_icon=str(Path(__file__).resolve().parent / "icon.png"), layout="wide")
     st.session_state["_roots"] = {"runs_dir": args.runs_dir, "sample_runs": args.sample_runs}
     st.markdown(CSS, unsafe_allow_html=True)
     here = Path(__file__).resolve().parent

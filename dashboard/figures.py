@@ -260,8 +260,9 @@ def accuracy_figure(df: pd.DataFrame, bayes: dict[str, float] | None = None, tit
         traces.append({"type": "scatter", "x": (g["epoch"] + 1).to_numpy(), "y": g["value"].to_numpy(),
                        "mode": "lines+markers" if len(g) < 60 else "lines", "name": f"{series} ({split})",
                        "line": {"color": modality_color(series), "dash": dash.get(split, "solid"), "width": 2}, "marker": {"size": 5}})
-    lay = _base_layout(title, "epoch", "accuracy")
+    lay = _base_layout(title, "epoch", "accuracy", height=360)
     lay["yaxis"]["range"] = [0, 1.02]
+    lay["legend"].update({"entrywidth": 0.33, "entrywidthmode": "fraction", "font": {"size": 10}})
     _integer_ticks(lay, int(d["epoch"].max()) + 1)
     present = set(d["series"])
     x_end = int(d["epoch"].max()) + 1
@@ -269,7 +270,13 @@ def accuracy_figure(df: pd.DataFrame, bayes: dict[str, float] | None = None, tit
         if series in present:
             _hline(lay, float(v), modality_color(series))
             traces.append({"type": "scatter", "x": [1, x_end], "y": [float(v), float(v)], "mode": "lines", "hoverinfo": "name",
-                           "name": f"Bayes ceiling {series} {float(v):.2f}", "line": {"color": modality_color(series), "dash": "dot", "width": 1}})
+                           "name": f"{series} {float(v):.2f}", "legend": "legend2",
+                           "line": {"color": modality_color(series), "dash": "dot", "width": 1.5}})
+    if any(t.get("legend") == "legend2" for t in traces):  # the ceilings get their own titled legend in the right margin
+        lay["legend2"] = {"title": {"text": "Bayes ceiling", "font": {"size": 10}}, "orientation": "v", "x": 1.02, "xanchor": "left",
+                          "y": 1.0, "yanchor": "top", "font": {"size": 10}}
+        lay["margin"]["r"] = 100
+    lay["xaxis"]["range"] = [0.5, x_end + 0.5]
     return _figure(traces, lay)
 
 
@@ -396,7 +403,7 @@ def contributions_figure(df: pd.DataFrame, title: str = "Modality contribution W
     lay = _base_layout(title, "epoch", "", height=360)
     lay["hovermode"] = "closest"
     lay["annotations"] = []
-    lay["legend"] = {"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0, "font": {"size": 11}}
+    lay["legend"] = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0.0, "font": {"size": 11}}
     traces = []
     for j, ((col, sub, unit), dom) in enumerate(zip(cols, _panels(len(cols), gap=0.08))):
         ax = "" if j == 0 else str(j + 1)
@@ -409,7 +416,7 @@ def contributions_figure(df: pd.DataFrame, title: str = "Modality contribution W
             traces.append({"type": "scatter", "x": (g["epoch"] + 1).to_numpy(), "y": g[col].to_numpy(), "mode": "lines+markers",
                            "name": str(m), "legendgroup": str(m), "showlegend": j == 0, "xaxis": f"x{ax}", "yaxis": f"y{ax}",
                            "line": {"color": modality_color(str(m)), "width": 2}, "marker": {"size": 4}})
-    lay["margin"].update({"t": 70, "b": 90, "l": 50})
+    lay["margin"].update({"t": 70, "b": 105, "l": 50})
     return _figure(traces, lay)
 
 

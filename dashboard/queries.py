@@ -353,6 +353,24 @@ def log_tail(key: str, n: int = 30) -> str:
     return "\n".join(out)
 
 
+@st.cache_data(ttl=5.0, max_entries=128, show_spinner=False)
+def _utilisation(path: str, upto: int, roots_: tuple[str, ...]) -> pd.DataFrame:
+    from core.reference import probe_utilisation
+
+    return probe_utilisation(path, [Path(r) for r in roots_])
+
+
+def utilisation(key: str, upto: int | None = None) -> pd.DataFrame:
+    """Per modality: utilisation against the trained-alone reference run (looked up now, in the
+    runs root then the gallery), its probe levels, and why it is missing when it is
+    (:func:`core.reference.probe_utilisation`)."""
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return pd.DataFrame()
+    r = roots()
+    return _utilisation(str(p), last_id(key) if upto is None else upto, (str(r.runs_dir), str(r.sample_runs)))
+
+
 def method_panels(cfg: dict[str, Any]) -> tuple:
     """The panels the run's method declares (``Method.panels``); () for unknown methods."""
     from core.methods.base import _REGISTRY

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.store import list_runs
-from tests.planted import plant_gallery, plant_run
+from tests.planted import append_epoch, plant_gallery, plant_run
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
@@ -93,7 +93,7 @@ def test_runs_page_lists_the_gallery(app):
     assert row["method"] == "joint" and row["acc_fused"] == "0.800" and "finished" in row["status"]
     assert row["progress"] == "4/4"
     from tests.planted import plant_run  # noqa: F401 - the best-valid value planted: 0.8 · rise(epoch 3 of 4)
-    assert row["best_fused"] == f"{round(0.8 * (1 - __import__('math').exp(-3 * 3 / 4)) / (1 - __import__('math').exp(-3)), 4):.3f}"
+    assert row["best_acc_fused"] == f"{round(0.8 * (1 - __import__('math').exp(-3 * 3 / 4)) / (1 - __import__('math').exp(-3)), 4):.3f}"
     alone = table.set_index("name").loc["unimodal-visual_imbalanced_s0"]
     assert alone["acc_audio"] == "—" and alone["acc_visual"] == "0.550"  # a modality the run lacks reads "—", never None
 
@@ -146,18 +146,23 @@ def test_live_overview_shows_accuracy_probe_and_labelled_bayes_lines(app):
     acc = _chart(at, "Accuracy per epoch")
     names = [t["name"] for t in acc["data"]]
     assert "fused (test)" in names and len(next(t for t in acc["data"] if t["name"] == "fused (test)")["x"]) == 4
-    assert {"Bayes ceiling fused 0.93", "Bayes ceiling audio 0.60", "Bayes ceiling visual 0.59"} <= set(names)
+    ceilings = [t["name"] for t in acc["data"] if t.get("legend") == "legend2"]
+    assert ceilings == ["fused 0.93", "audio 0.60", "visual 0.59"] and acc["layout"]["legend2"]["title"]["text"] == "Bayes ceiling"
     probe = _chart(at, "Linear probe")
-    assert [t["name"] for t in probe["data"]] == ["audio probe", "audio at init 0.50", "visual probe", "visual at init 0.50"]
-    assert "no trained-alone reference found" in " ".join(c.value for c in at.caption)
+    assert [t["name"] for t in probe["data"]] == ["audio probe", "audio at init 0.50", "audio trained alone 0.70",
+                                                  "visual probe", "visual at init 0.50", "visual trained alone 0.70"]
     assert "GMM fit" in _trace_names(at)
+    # the gallery's unimodal seed-0 runs are the references: (0.6 − 0.5) / (0.7 − 0.5) and (0.56 − 0.5) / (0.7 − 0.5)
+    util = _frame(at, "modality", "utilisation").set_index("modality")
+    assert util["utilisation"].to_dict() == {"audio": "50%", "visual": "30%"} and set(util["trained alone"]) == {"0.700"}
 
 
-def test_live_overview_shows_utilisation_when_a_reference_exists(app):
-    plant_run(app.runs, "with_util", epochs=2, steps_per_epoch=2, probe_util={"audio": 0.9, "visual": 0.25})
-    at = app("live", **{"live.run": "runs/with_util"})
-    util = _frame(at, "modality", "utilisation")
-    assert util.set_index("modality")["utilisation"].to_dict() == {"audio": "90%", "visual": "25%"}
+def test_live_overview_says_when_no_trained_alone_reference_exists(app):
+    plant_run(app.runs, "lonely", seed=7, epochs=2, steps_per_epoch=2)
+    at = app("live", **{"live.run": "runs/lonely"})
+    text = " ".join(c.value for c in at.caption)
+    assert "audio: no trained-alone reference found" in text and "visual: no trained-alone reference found" in text
+    assert not [d for d in at.dataframe if "utilisation" in d.value.columns]
 
 
 def test_live_gradients_show_before_and_after_the_method(app):
@@ -321,7 +326,7 @@ def test_learn_walkthrough_runs_end_to_end(app):
         at.run()
         _no_exceptions(at)
         charts_per_step.append(len(at.get("plotly_chart")))
-    # this gallery has no complementary runs (step 8): that step says what it needs instead of a chart
+    # the planted gallery logs encoder probes (step 4 draws them) but has no complementary runs (step 8 says what it needs)
     assert charts_per_step[:8] == [1, 1, 1, 1, 1, 1, 1, 0]
     assert at.button(key="learn.try")
 
@@ -428,35 +433,20 @@ def test_live_shows_a_trainer_that_died_before_its_store(app):
     assert "no CUDA device" in at.code[0].value
 
 
-def _add_epoch(run_dir: Path, epoch: int) -> None:
-    """Append one more finished epoch (accuracy, gap histogram) to a running planted run."""
-    import numpy as np
-
-    from core.store import RunWriter
-    from tests.planted import GMM, gmm_counts
-
-    w = RunWriter(run_dir, resume=True, heartbeat_seconds=3600)
-    edges = np.linspace(-1, 1, 41)
-    w.log_scalars(100 + epoch, epoch, {"acc/test/fused": 0.5, "loss/total": 1.0})
-    w.log_histogram(epoch, "test", "audio-visual", edges, gmm_counts(edges, 1000, GMM))
-    w.flush()
-    w._hb_stop.set()
-
-
 def test_gap_histogram_follows_the_newest_epoch_until_the_slider_moves(app):
     d = plant_run(app.runs, "growing", epochs=2, steps_per_epoch=2, status="running", set_=["epochs=10"])
     at = app("live", **{"live.run": "runs/growing", "live.view": "Modality gap"})
     assert "epoch 2 ·" in _chart(at, "Modality gap audio-visual")["layout"]["title"]["text"]
-    _add_epoch(d, 2)
+    append_epoch(d, 2)
     at.run()
     assert "epoch 3 ·" in _chart(at, "Modality gap audio-visual")["layout"]["title"]["text"]
     assert at.select_slider(key="live.gap.epoch").value == 2
     at.select_slider(key="live.gap.epoch").set_value(0).run()  # the user pins epoch 1
-    _add_epoch(d, 3)
+    append_epoch(d, 3)
     at.run()
     assert "epoch 1 ·" in _chart(at, "Modality gap audio-visual")["layout"]["title"]["text"]
     at.select_slider(key="live.gap.epoch").set_value(3).run()  # back at the end: follows again
-    _add_epoch(d, 4)
+    append_epoch(d, 4)
     at.run()
     assert "epoch 5 ·" in _chart(at, "Modality gap audio-visual")["layout"]["title"]["text"]
 

@@ -69,12 +69,13 @@ def test_accuracy_figure_splits_and_bayes_lines():
     df = _long([(9, e, f"acc/{sp}/{m}", 0.1 * e) for e in range(3) for sp in ("train", "test") for m in ("fused", "audio")])
     fig = _valid(F.accuracy_figure(df, {"fused": 0.93, "text": 0.5}))
     names = {t.name for t in fig.data}
-    assert names == {"fused (test)", "fused (train)", "audio (test)", "audio (train)", "Bayes ceiling fused 0.93"}  # labelled, no "text"
+    assert names == {"fused (test)", "fused (train)", "audio (test)", "audio (train)", "fused 0.93"}  # labelled, no "text"
     test_fused = next(t for t in fig.data if t.name == "fused (test)")
     assert list(test_fused.x) == [1, 2, 3] and test_fused.line.dash == "solid"
     assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].y0 == pytest.approx(0.93)
-    bayes = next(t for t in fig.data if t.name.startswith("Bayes"))
+    bayes = next(t for t in fig.data if t.name == "fused 0.93")
     assert list(bayes.y) == [0.93, 0.93] and bayes.line.color == F.MODALITY_COLORS["fused"] and bayes.line.dash == "dot"
+    assert bayes.legend == "legend2" and fig.layout.legend2.title.text == "Bayes ceiling"
     assert fig.layout.xaxis.title.text == "epoch" and fig.layout.yaxis.title.text == "accuracy"
 
 

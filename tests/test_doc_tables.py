@@ -29,3 +29,11 @@ def test_drift_is_reported(tmp_path):
     assert doctables.check_docs([doc]) == ["d.md: block '_probe_table' differs from what its script renders"]
     doc.write_text(doctables.replace_block(doc.read_text(), "_probe_table", _render()))
     assert doctables.check_docs([doc]) == []
+
+
+def test_a_whole_document_rewrite_keeps_other_scripts_blocks():
+    old = "# old\n<!-- generated:x -->\nmine\n<!-- /generated:x -->\n<!-- generated:y -->\ntheirs\n<!-- /generated:y -->\n"
+    new = "# new\n<!-- generated:x -->\nfresh\n<!-- /generated:x -->\n"
+    out = doctables.carry_blocks(old, new)
+    assert doctables.blocks(out) == {"x": "fresh\n", "y": "theirs\n"}
+    assert out.startswith("# new\n") and doctables.carry_blocks("# no blocks\n", new) == new

@@ -314,8 +314,10 @@ def test_trained_heads_exist_and_train_the_encoder(tiny):
 
 
 def test_purify_stage_removes_the_planted_corrupted_samples(tiny):
-    """noisy preset: the audio of ~30 % of the samples is missing; those are the imbalanced ones."""
-    cfg = tiny(epochs=6, name="planted", data={"preset": "noisy", "dims": {"audio": 16, "visual": 16}, "n_train": 400},
+    """noisy preset at strength 3: the audio of ~30 % of the samples is missing; those are the imbalanced ones
+    (strong clean signal, so no clean sample looks imbalanced)."""
+    strong = {"audio": [3.0] * 3, "visual": [3.0] * 3}
+    cfg = tiny(epochs=6, name="planted", data={"preset": "noisy", "dims": {"audio": 16, "visual": 16}, "n_train": 400, "strength": strong},
                set=["method.name=gmm_adaptive", "method.warmup_epochs=5", "method.purify_epochs=1", "diagnostics.robust=false"])
     t = Trainer(cfg)
     t.fit()

@@ -134,17 +134,17 @@ def test_resume_restores_running_statistics(tiny):
 
 
 def test_three_modalities(tiny):
-    run_dir, final = run(tiny, ["method.name=cpsl", "method.warmup_epochs=1"], data=THREE_MODAL)
+    run_dir, final = run(tiny, ["method.name=cpsl", "method.warmup_epochs=1", "method.tau=1.02"], data=THREE_MODAL)
     r = open_run(run_dir)
     lam = r.scalars("cpsl/lambda")
     assert lam[lam["epoch"] == 0]["value"].eq(0).all() and lam[lam["epoch"] == 1]["value"].eq(0.5).all()
-    # every stored step: c = 1/(1 + λ(r − τ)) when r > τ = 2, else 1, from the stored r and λ
+    # every stored step: c = 1/(1 + λ(r − τ)) when r > τ = 1.02, else 1, from the stored r and λ
     w = r.scalars(prefix="cpsl/").pivot(index="step", columns="name", values="value")
     for _, row in w.iterrows():
         lam, ratio = row["cpsl/lambda"], row["cpsl/ratio"]
-        want = 1.0 / (1.0 + lam * (ratio - 2.0)) if ratio > 2.0 and lam > 0 else 1.0
+        want = 1.0 / (1.0 + lam * (ratio - 1.02)) if ratio > 1.02 and lam > 0 else 1.0
         assert row["cpsl/penalty"] == pytest.approx(want, rel=1e-9)
-        assert row["cpsl/conflict"] == float(ratio > 2.0)
+        assert row["cpsl/conflict"] == float(ratio > 1.02)
         shares = [row[f"cpsl/share/{m}"] for m in ("audio", "visual", "text")]
         assert sum(shares) == pytest.approx(1.0)
         assert ratio == pytest.approx(max(shares) / ((sum(shares) - max(shares)) / 2), rel=1e-9)

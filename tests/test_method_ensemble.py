@@ -51,3 +51,23 @@ def test_logged_fused_accuracy_is_the_ensemble_prediction(tiny):
     torch.testing.assert_close(torch.from_numpy(ev.fused), ensemble_prediction(logits))
     assert final["acc/test/fused"] == pytest.approx(want)
     assert open_run(t.run_dir).scalars("acc/test/fused")["value"].iloc[-1] == pytest.approx(want)
+
+
+@pytest.mark.filterwarnings("ignore:unpickling")
+def test_regression_prediction_is_the_mean_of_the_experts(tmp_path):
+    from tests.datafixtures import mmsa_dict, train_config, write_pickle
+
+    write_pickle(tmp_path / "aligned_50.pkl", mmsa_dict(aligned=True))
+    data = {"name": "mosi", "path": str(tmp_path / "aligned_50.pkl"), "allow_pickle": True}
+    t = Trainer(train_config(tmp_path, data, method={"name": "ensemble"}))
+    t.fit()
+    ev = t.predict_split("test")
+    assert len(ev.logits) == 3
+    torch.testing.assert_close(torch.from_numpy(ev.fused), torch.from_numpy(sum(ev.logits.values()) / 3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_runs_on_cuda(tiny):
+    t = Trainer(tiny(set=["method.name=ensemble", "device=cuda"]))
+    final = t.fit()
+    assert all(p.is_cuda for p in t.model.heads.parameters()) and 0.0 <= final["acc/test/fused"] <= 1.0

@@ -126,7 +126,7 @@ def test_sam_step_restores_parameters_and_mixes_gradients(tiny):
 
 
 def test_projection_uses_previous_modality_layer_input_covariance(tiny):
-    t = Trainer(tiny(set=["method.name=mie", "method.stage_epochs=[1, 1]", "method.rho=0", "method.temperature=0.4"]))
+    t = Trainer(tiny(set=["method.name=mie", "method.stage_epochs=[1, 1]", "method.rho=0", "method.temperature=0.4", "method.head_hidden=64"]))
     ctx0 = StepContext(t, epoch=1, step=0)
     t.method.on_epoch_start(ctx0)
     # 256 training samples = one no-grad batch: C = x̄ᵀx̄ is rank one, P = I − (1 − e^{−T}) u uᵀ

@@ -34,9 +34,9 @@ def wide(t: Trainer, prefix: str):
 
 
 def w_hand(info: dict[str, float], conf: dict[str, float], temperature: float) -> dict[str, float]:
-    """``W = softmax(Î·D/T)``; with two modalities Î is 1 for the larger I and 0 for the other."""
-    top = max(info, key=info.get)
-    s = {m: (conf[m] / temperature if m == top else 0.0) for m in info}
+    """``W = softmax(Î·D/T)`` with ``Î = I / Σ|I|`` (each modality's share of the information)."""
+    total = sum(abs(v) for v in info.values())
+    s = {m: (info[m] / total if total > 1e-12 else 0.0) * conf[m] / temperature for m in info}
     z = sum(math.exp(v) for v in s.values())
     return {m: math.exp(v) / z for m, v in s.items()}
 

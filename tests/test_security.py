@@ -27,7 +27,7 @@ pytestmark = pytest.mark.reliability
 @pytest.fixture
 def launched(monkeypatch):
     calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
+    monkeypatch.setattr(cli, "serve_child", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
     return calls
 
 

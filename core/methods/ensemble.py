@@ -36,14 +36,18 @@ def ensemble_prediction(logits: dict[str, torch.Tensor], task: str = "classifica
 class Ensemble(Method):
     """``L = Σ_m CE(z_m, y)`` with ``z_m = head_m(enc_m(x_m))``; prediction ``Σ_m log softmax(z_m)``.
 
-    Uses the model's trained per-modality heads (``model.heads=trained``): when the config
-    asks for another head kind (slices of the fusion layer, detached monitor heads), the
-    model gets trained heads at setup, before the optimiser is built. The fusion layer is
+    Uses the model's trained per-modality heads (``model.heads=trained``, what ``auto`` builds
+    for it): when the config asks for another head kind (slices of the fusion layer, detached
+    monitor heads), the model gets trained heads at setup, before the optimiser is built. The fusion layer is
     never used, so it receives no gradient.
     """
 
     Params = EnsembleParams
     family = "baseline"
+
+    @classmethod
+    def unimodal_heads(cls, params) -> str:
+        return "trained"
 
     def setup(self, trainer) -> None:
         model = trainer.model

@@ -5,8 +5,11 @@ long stages (25/50 epochs on CREMA-D), reloads the best checkpoint and starts a 
 at every stage, and applies mixup to the trained modality's input. All of that is here:
 stages are scaled to the epoch budget (``stage_epochs`` unset), the best state is chosen on
 the **validation** split (kept in memory, never on test), and ``mixup_alpha`` turns mixup on.
-One deliberate difference: the perturbation is standard SAM (perturb, recompute, *restore*,
-step) with a usable radius instead of an unrestored 1e-10 nudge.
+Deliberate differences: the perturbation is standard SAM (perturb, recompute, *restore*,
+step) with a usable radius instead of an unrestored 1e-10 nudge, and the heads are linear by
+default (the reference's 512→256→64 MLP heads are sized for ResNet features; on small
+encoder outputs an extra hidden layer keeps the slow modality's loss at chance for whole
+stages, so the comparison would measure the head rather than the method).
 """
 
 from __future__ import annotations
@@ -52,7 +55,10 @@ class MIEParams(WindowParams):
         "mean_prob",
         description="staged prediction: mean of the heads' softmaxes (reference) or sum of their log-softmaxes (product of experts).",
     )
-    head_hidden: int = Field(64, ge=0, le=8192, description="Hidden width of each per-modality MLP head (0 = linear head).")
+    head_hidden: int = Field(
+        0, ge=0, le=8192,
+        description="Hidden width of each per-modality head: 0 = linear head (default), > 0 = an MLP h → hidden → C (the reference's heads are MLPs sized for ResNet features).",
+    )
 
 
 def projection_matrix(cov: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +130,7 @@ class _Heads(nn.Module):
 class MIE(Method):
     """MIE: SAM-flattened updates plus gradient projection away from the other modality's subspace.
 
-    Each modality gets its own MLP head (``head_hidden``), owned by the method.
+    Each modality gets its own head (linear, or an MLP with ``head_hidden > 0``), owned by the method.
 
     **staged** (reference): stage k trains modality ``m = modalities[k mod M]`` only:
     ``L0 = CE(head_m(φ_m(x_m)), y)``. Stage lengths are ``stage_epochs`` (cycled) or, unset,

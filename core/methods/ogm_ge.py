@@ -93,7 +93,8 @@ class OGMGE(Method):
         Panel("Modulation coefficient kₘ per encoder", ("ogm/coeff/*",), "kₘ (1 = gradient untouched)",
               "The dominant modality's gradient is multiplied by kₘ < 1; the weaker one keeps 1.", (0.0, 1.05), 1.0, "untouched"),
         Panel("Score ratio ρ (first modality over second)", ("ogm/ratio", "ogm/ratio/*"), "ρ (1 = both equally confident)",
-              "Above 1 the first modality is more confident on the true class and gets slowed down.", None, 1.0, "balanced", log_y=True),
+              "Above 1 the first modality is more confident on the true class and gets slowed down.", None, 1.0, "balanced", log_y=True,
+              labels=(("ogm/ratio", "ρ"),)),
         Panel("Confidence score sₘ per modality", ("ogm/score/*",), "Σ true-class probability over the batch",
               "The raw scores behind ρ: the modality with the larger score is the dominant one."),
     )

@@ -153,28 +153,36 @@ def _overview(upto: int, smoothing: float, bayes: dict, every: int) -> None:
 
 
 def _probes(upto: int) -> None:
-    """Probe accuracy per encoder with its init level, and utilisation when a trained-alone
-    reference exists (``probe_util/<m>``); says so when none was found."""
+    """Probe accuracy per encoder with its init level and, when a trained-alone reference run
+    exists, that level and the utilisation; otherwise the reason, per modality."""
     probes = q.scalars(key, prefix="probe", upto=upto)
-    if probes.empty:
-        return
-    cur = probes[probes["name"].str.startswith("probe/test/") & (probes["name"].str.count("/") == 2)]
+    cur = probes[probes["name"].str.startswith("probe/test/") & (probes["name"].str.count("/") == 2)] if not probes.empty else probes
     if cur.empty:
         return
     last = probes.sort_values("id").groupby("name")["value"].last()
     init = {n.rsplit("/", 1)[-1]: v for n, v in last.items() if n.startswith("probe_init/test/")}
-    util = {n.rsplit("/", 1)[-1]: v for n, v in last.items() if n.startswith("probe_util/")}
+    logged = {n.rsplit("/", 1)[-1]: v for n, v in last.items() if n.startswith("probe_util/")}
+    ref = q.utilisation(key, upto)
+    alone, util, reasons = {}, {}, {}
+    for r in ref.itertuples() if not ref.empty else []:
+        if r.probe_alone == r.probe_alone:
+            alone[r.modality] = r.probe_alone
+        u = r.utilisation if r.utilisation == r.utilisation else logged.get(r.modality)
+        if u is not None:
+            util[r.modality] = u
+        elif r.reason:
+            reasons[r.modality] = r.reason
     c1, c2 = st.columns([2, 1])
     with c1:
-        chart(F.probe_figure(cur, init), "live.probe", cur, "probe")
+        chart(F.probe_figure(cur, init, alone), "live.probe", cur, "probe")
     with c2:
-        st.markdown("**Utilisation** (how far each encoder got from its init level toward its trained-alone level)")
+        st.markdown("**Utilisation**: how far each encoder got from its level at initialisation toward the level it reaches "
+                    "trained alone (100 % = as good as alone).")
         if util:
-            st.dataframe(pd.DataFrame({"modality": list(util), "utilisation": [f"{v:.0%}" for v in util.values()]}), hide_index=True,
-                         key="live.util")
-        else:
-            st.caption("no trained-alone reference found: train a `unimodal` run per modality with the same data, model and seed "
-                       "to get utilisation.")
+            st.dataframe(pd.DataFrame({"modality": list(util), "utilisation": [f"{v:.0%}" for v in util.values()],
+                                       "trained alone": [S.fmt_values([alone.get(m)])[0] for m in util]}), hide_index=True, key="live.util")
+        for m, why in reasons.items():
+            st.caption(f"{m}: no trained-alone reference found — {why}")
 
 
 def _gradients(upto: int, smoothing: float, every: int) -> None:

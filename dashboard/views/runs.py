@@ -27,7 +27,7 @@ if runs.empty:
 cfgs = q.configs(runs)
 swept = S.swept_fields(cfgs.values())
 runs = S.add_config_columns(runs, cfgs, swept)
-acc_cols = ["acc_fused", "best_fused"] + sorted(c for c in runs.columns if c.startswith("acc_") and c != "acc_fused")
+acc_cols = ["acc_fused", "best_acc_fused"] + sorted(c for c in runs.columns if c.startswith("acc_") and c != "acc_fused")
 acc_cols = [c for c in acc_cols if c in runs]
 
 # ---------------------------------------------------------------- filters
@@ -50,7 +50,7 @@ def _filter(df: pd.DataFrame) -> pd.DataFrame:
 
 view = _filter(runs)
 ACC_LABELS = {"acc_fused": ("fused (last)", "test accuracy of the fused prediction at the last epoch"),
-              "best_fused": ("fused (best valid)", "test accuracy at the epoch with the best validation accuracy (chosen on valid, never on test)")}
+              "best_acc_fused": ("fused (best valid)", "test accuracy at the epoch with the best validation accuracy (chosen on valid, never on test)")}
 colcfg = {c: st.column_config.TextColumn(ACC_LABELS.get(c, (c.replace("acc_", "") + " alone (last)", ""))[0],
                                          help=ACC_LABELS.get(c, ("", f"test accuracy of the {c[4:]} head alone at the last epoch"))[1])
           for c in acc_cols}
