@@ -278,14 +278,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="modalscope-bench-") as d:
         tmp = Path(d)
         res = {"load_average_1min_before": os.getloadavg()[0], "cpus": os.cpu_count()}
-        if "many" not in args.skip:
-            res["many"] = bench_many(tmp, args.runs, args.compare)
-        if "render" not in args.skip:
-            res["render"] = bench_render(tmp, args.steps)
-        if "latency" not in args.skip:
-            res["latency"] = bench_latency(tmp, args.markers, args.refresh)
+        if args.skip and args.out and Path(args.out).is_file():  # a partial re-run keeps the other parts' figures
+            res = {**res, **json.loads(Path(args.out).read_text())}
+        for part, fn in (("many", lambda: bench_many(tmp, args.runs, args.compare)), ("render", lambda: bench_render(tmp, args.steps)),
+                         ("latency", lambda: bench_latency(tmp, args.markers, args.refresh))):
+            if part not in args.skip:
+                load = os.getloadavg()[0]
+                res[part] = {**fn(), "load_1min": [load, os.getloadavg()[0]]}
         res["load_average_1min_after"] = os.getloadavg()[0]
-        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if "render" not in args.skip:
+            res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(res, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2))
@@ -299,23 +301,27 @@ DOC_JSON = ROOT / "docs" / "dashboard_bench.json"
 @doctables.renderer("dashboard")
 def render() -> str:
     r = json.loads(DOC_JSON.read_text())
-    load = f"1-minute load average {r['load_average_1min_before']:.1f} → {r.get('load_average_1min_after', float('nan')):.1f} on {r['cpus']} cores"
+    def la(part: dict) -> str:
+        lo = part.get("load_1min")
+        return f" (load {lo[0]:.0f}–{lo[1]:.0f})" if lo else ""
+
+    load = f"1-minute load average on {r['cpus']} cores in brackets (start–end of each part)"
     rows = []
     if "render" in r:
         rd = r["render"]
         for view in ("Overview", "Gradients", "Modality gap"):
             if view in rd:
-                rows.append([f"Live · {view}, {rd['steps']:,}-step run ({rd['scalar_rows']:,} scalar rows), cold", f"{rd[view]['cold_s']:.2f} s", "≤ 0.5 s"])
+                rows.append([f"Live · {view}, {rd['steps']:,}-step run ({rd['scalar_rows']:,} scalar rows), cold{la(rd)}", f"{rd[view]['cold_s']:.2f} s", "≤ 0.5 s"])
                 rows.append([f"Live · {view}, next refresh", f"{rd[view]['warm_s']:.2f} s", ""])
         if "Overview full resolution" in rd:
             rows.append(["Live · Overview with *Full resolution* (every row), cold", f"{rd['Overview full resolution']['cold_s']:.2f} s", "—"])
     if "latency" in r:
         lt = r["latency"]
-        rows.append([f"row written → visible on Live, median of {lt['markers']} marks", f"{lt['median_s']:.2f} s", "≤ 1 s"])
+        rows.append([f"row written → visible on Live, median of {lt['markers']} marks{la(lt)}", f"{lt['median_s']:.2f} s", "≤ 1 s"])
         rows.append(["row written → visible on Live, max", f"{lt['max_s']:.2f} s", "≤ 1.5 s"])
     if "many" in r:
         m = r["many"]
-        rows.append([f"Runs page, {m['runs']} runs in the root, first listing", f"{m['runs_page_cold_s']:.2f} s", "≤ 1 s"])
+        rows.append([f"Runs page, {m['runs']} runs in the root, first listing{la(m)}", f"{m['runs_page_cold_s']:.2f} s", "≤ 1 s"])
         rows.append([f"Runs page, {m['runs']} runs, refresh", f"{m['runs_page_refresh_s']:.2f} s", "≤ 1 s"])
         rows.append([f"Compare, {m['compare_runs']} runs selected, first render", f"{m['compare_cold_s']:.2f} s", "≤ 1 s"])
         rows.append([f"Compare, {m['compare_runs']} runs, refresh", f"{m['compare_refresh_s']:.2f} s", ""])

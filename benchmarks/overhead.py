@@ -1,7 +1,7 @@
 """Engine overhead versus a bare PyTorch loop, and run-store write rate.
 
 Same model (MultimodalModel), same data (the default synthetic preset), same optimiser
-(SGD, the RunConfig defaults) and the same per-epoch test evaluation; the bare loop and the
+(SGD, the RunConfig defaults) and the same per-epoch evaluation (valid and test); the bare loop and the
 engine configurations are alternated in one process (``--reps`` rounds) and the median
 wall time of each is compared, so machine load drifts hit every variant alike. Each run's
 process CPU time (``time.process_time``, every thread of this process, including the
@@ -46,6 +46,22 @@ from core.store import RunWriter  # noqa: E402
 LIGHT = {"conflict": False, "gap": False, "samples": False, "gmm": False, "contrib": False, "captum": False, "robust": False, "probe": False}
 
 
+def evaluate_splits(model, bundle) -> dict[str, float]:
+    """Fused accuracy on every held-out split the engine evaluates each epoch (valid when the
+    dataset has one, and test): the engine needs valid for its best-epoch selection, and a
+    hand-written loop that selects an epoch does the same pass."""
+    out = {}
+    with torch.no_grad():
+        for split in ("valid", "test"):
+            if split not in bundle.splits:
+                continue
+            correct = 0
+            for batch in BatchLoader(bundle.splits[split], 512, shuffle=False):
+                correct += int((model(batch).fused.argmax(1) == batch["label"]).sum())
+            out[split] = correct / len(bundle.splits[split])
+    return out
+
+
 def bare_loop(cfg, bundle) -> float:
     seed_everything(cfg.seed)
     model = build_model(cfg, bundle)
@@ -61,10 +77,7 @@ def bare_loop(cfg, bundle) -> float:
             torch.nn.functional.cross_entropy(out.fused, batch["label"]).backward()
             opt.step()
         model.eval()
-        with torch.no_grad():
-            correct = 0
-            for batch in BatchLoader(bundle.splits["test"], 512, shuffle=False):
-                correct += int((model(batch).fused.argmax(1) == batch["label"]).sum())
+        acc = evaluate_splits(model, bundle)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -119,11 +132,9 @@ def tensorboard_loop(cfg, bundle, logdir: Path) -> float:
             opt.step()
             step += 1
         model.eval()
-        with torch.no_grad():
-            correct = 0
-            for batch in BatchLoader(bundle.splits["test"], 512, shuffle=False):
-                correct += int((model(batch).fused.argmax(1) == batch["label"]).sum())
-        writer.add_scalar("acc/test/fused", correct / len(bundle.splits["test"]), step)
+        acc = evaluate_splits(model, bundle)
+        for split, a in acc.items():
+            writer.add_scalar(f"acc/{split}/fused", a, step)
     writer.close()
     return time.perf_counter() - t0, time.process_time() - c0
 

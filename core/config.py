@@ -95,7 +95,7 @@ class DiagnosticsConfig(Strict):
     contrib_absent: Literal["zero", "mean"] = Field("zero", description="How an absent modality is filled.")
     contrib_temperature: float = Field(1.0, gt=0.0, le=1000.0, description="Softmax temperature of W^m.")
     captum: bool = Field(
-        False, description="Cross-check contributions with captum attribution (opt-in: importing captum costs ~1 s of start-up)."
+        False, description="Cross-check contributions with captum attribution (opt-in: importing captum adds a second-scale cost to every run's start-up)."
     )
     captum_method: Literal["shapley_sampling", "feature_ablation"] = Field("feature_ablation", description="captum algorithm.")
     probe: bool = Field(True, description="Linear probes on frozen encoder features (fit on train, scored on valid/test) at init, every probe_every epochs and at the last epoch.")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from core.diagnostics.probe import utilisation
 from core.errors import StoreError
-from core.store import RunReader, is_run_dir
+from core.store import RunReader, is_run_dir, run_summary
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -50,6 +50,42 @@ def _read_config(d: Path) -> dict | None:
         return json.loads((d / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+_SCANS: dict[str, tuple[int, list[tuple[Path, dict]], list[Path]]] = {}
+
+
+def run_configs(root: Path) -> list[tuple[Path, dict]]:
+    """(folder, config) of every run folder directly under ``root``, in name order.
+
+    The listing is remembered while ``root``'s own mtime is unchanged (a run folder added or
+    removed changes it), so the Compare page, which looks up references for every selected
+    run, reads each config.json once instead of once per run and modality. Folders that were
+    still incomplete (no run database or no readable config yet) are looked at again on
+    every call, so a run that is being created is picked up once it is complete."""
+    try:
+        stamp = root.stat().st_mtime_ns
+    except OSError:
+        return []
+    key = str(root.resolve())
+    have = _SCANS.get(key)
+    if have is None or have[0] != stamp:
+        done: list[tuple[Path, dict]] = []
+        pending: list[Path] = []
+        for d in sorted(root.iterdir()):
+            if not d.is_dir():
+                continue
+            cfg = _read_config(d) if is_run_dir(d) else None
+            if cfg is None:
+                pending.append(d)
+            else:
+                done.append((d, cfg))
+        if len(_SCANS) > 64:
+            _SCANS.clear()
+        have = _SCANS[key] = (stamp, done, pending)
+    _, done, pending = have
+    late = [(d, cfg) for d in pending if is_run_dir(d) and (cfg := _read_config(d)) is not None]
+    return sorted(done + late, key=lambda t: t[0].name) if late else list(done)
 
 
 def is_reference_for(cfg: dict, ref: dict, modality: str) -> bool:
@@ -77,17 +113,14 @@ def find_reference(run_dir: str | Path, modality: str, roots: list[str | Path]) 
     for rank, root in enumerate(Path(r) for r in roots):
         if not root.is_dir():
             continue
-        for d in sorted(root.iterdir()):
-            if not d.is_dir() or d.resolve() == me or not is_run_dir(d):
-                continue
-            ref = _read_config(d)
-            if ref is None or not is_reference_for(cfg, ref, modality):
+        for d, ref in run_configs(root):
+            if not is_reference_for(cfg, ref, modality) or d.resolve() == me or not is_run_dir(d):
                 continue
             try:
-                reader = RunReader(d)
-                if reader.status() != "finished":
+                row = run_summary(d)  # remembered while the run's files are unchanged
+                if row.get("status") != "finished":
                     continue
-                end = float(reader.meta().get("end_time") or 0.0)
+                end = float(row.get("end_time") or 0.0)
             except StoreError:
                 continue
             same_training = all(ref.get(k) == cfg.get(k) for k in TRAINING_KNOBS)

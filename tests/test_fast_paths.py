@@ -145,3 +145,26 @@ def test_pairing_by_lookup_equals_row_by_row_filtering(with_source):
     fast, exact = pair_with_reference(runs, on), _pair_exact(runs, on)
     assert fast.notna().sum() > 50 and fast.isna().sum() > 0
     pd.testing.assert_series_equal(fast, exact)
+
+
+def test_remembered_root_scan_equals_a_fresh_scan_and_sees_new_runs(tmp_path):
+    import json as _json
+
+    from core import reference
+
+    root = tmp_path / "root"
+    plant_run(root, "a", epochs=1, steps_per_epoch=2)
+    (root / "b").mkdir()  # a run folder being created: no database, no config yet
+
+    def fresh():
+        return [(d.name, _json.loads((d / "config.json").read_text())) for d in sorted(root.iterdir())
+                if (d / "metrics.sqlite").is_file() and (d / "config.json").is_file()]
+
+    assert [(d.name, c) for d, c in reference.run_configs(root)] == fresh()
+    plant_run(tmp_path / "elsewhere", "b", epochs=1, steps_per_epoch=2, seed=7)
+    for f in (tmp_path / "elsewhere" / "b").iterdir():  # completed inside the existing folder: root mtime unchanged
+        (root / "b" / f.name).write_bytes(f.read_bytes())
+    assert [d.name for d, _ in reference.run_configs(root)] == ["a", "b"]
+    assert [(d.name, c) for d, c in reference.run_configs(root)] == fresh()
+    plant_run(root, "c", epochs=1, steps_per_epoch=2)
+    assert [d.name for d, _ in reference.run_configs(root)] == ["a", "b", "c"]
