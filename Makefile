@@ -32,7 +32,7 @@ endif
 	@touch $(STAMP)
 
 dashboard: $(STAMP)
-	$(PY) -m core dashboard --host $(HOST) --port $(PORT) --runs-dir runs --sample-runs sample_runs
+	$(PY) -m modalscope dashboard --host $(HOST) --port $(PORT) --runs-dir runs --sample-runs sample_runs
 
 # Headless Chromium for the browser end-to-end test (Debian package; needs root).
 browser-deps:
@@ -46,7 +46,7 @@ test: $(STAMP) browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 sample-runs: $(STAMP)
-	$(PY) -m core sample-runs --out sample_runs
+	$(PY) -m modalscope sample-runs --out sample_runs
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/overhead.py

@@ -67,7 +67,7 @@ def bench_render(tmp: Path, steps: int) -> dict:
     plant_run(gallery, "big", epochs=steps // spe, steps_per_epoch=spe)
     plant_run(gallery, "tiny", epochs=2, steps_per_epoch=5)
     plant_s = time.perf_counter() - t
-    from core.store import open_run
+    from modalscope.store import open_run
 
     rows = open_run(gallery / "big").counts()["scalars"]
     at = _app(tmp / "runs", gallery)
@@ -123,7 +123,7 @@ def bench_many(tmp: Path, n_runs: int, n_compare: int) -> dict:
     import streamlit as st
 
     st.cache_data.clear()
-    from core import store
+    from modalscope import store
 
     store._SUMMARIES.clear()
     at.switch_page("views/runs.py")
@@ -165,7 +165,7 @@ def bench_many(tmp: Path, n_runs: int, n_compare: int) -> dict:
 def _writer(run_dir: str, markers: int, gap_s: float, log_path: str) -> None:
     import numpy as np
 
-    from core.store import RunWriter
+    from modalscope.store import RunWriter
     from tests.planted import plant_run
 
     plant_run(Path(run_dir).parent, Path(run_dir).name, epochs=1, steps_per_epoch=10, status="running")

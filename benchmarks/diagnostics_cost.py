@@ -20,7 +20,7 @@ Rows (cumulative, each adds one family to the previous):
   ``probe_every`` epochs and at the last epoch (``benchmarks/probe_cost.py`` times one probe);
 * ``full diagnostics``     — plus the captum cross-check (every default on).
 
-Then the median CPU time of :func:`core.diagnostics.gmm.fit_gap_mixture` (numpy EM, the
+Then the median CPU time of :func:`modalscope.diagnostics.gmm.fit_gap_mixture` (numpy EM, the
 default, and the scikit-learn backend) on 100 000 gaps.
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/diagnostics_cost.py [--epochs 10] [--reps 3] [--set data.n_train=15000] [--json out.json]``
@@ -48,8 +48,8 @@ import torch  # noqa: E402
 
 from benchmarks import doctables  # noqa: E402
 from benchmarks.overhead import bare_loop, engine_run  # noqa: E402
-from core.config import resolve_config  # noqa: E402
-from core.engine import build_bundle  # noqa: E402
+from modalscope.config import resolve_config  # noqa: E402
+from modalscope.engine import build_bundle  # noqa: E402
 
 OFF = {"conflict": False, "gap": False, "samples": False, "gmm": False, "contrib": False, "captum": False, "probe": False}
 VARIANTS = {
@@ -64,7 +64,7 @@ VARIANTS = {
 
 def gmm_time(n: int = 100_000, reps: int = 5, backend: str = "numpy") -> float:
     """Median process CPU seconds of one fit (other processes' load does not inflate it)."""
-    from core.diagnostics.gmm import fit_gap_mixture
+    from modalscope.diagnostics.gmm import fit_gap_mixture
 
     rng = np.random.default_rng(0)
     k = int(n * 0.7)

@@ -66,8 +66,8 @@ def removed_pr(subset: np.ndarray, corrupted: np.ndarray) -> dict[str, float]:
 
 
 def run_one(preset: str, variant: str, seed: int, epochs: int, runs_dir: Path) -> dict:
-    from core.config import resolve_config
-    from core.engine import Trainer
+    from modalscope.config import resolve_config
+    from modalscope.engine import Trainer
 
     spec = VARIANTS[variant]
     base = {
@@ -89,7 +89,7 @@ def run_one(preset: str, variant: str, seed: int, epochs: int, runs_dir: Path) -
     t0 = time.perf_counter()
     trainer = Trainer(resolve_config(base=base), init_from=init)
     final = trainer.fit()
-    from core.store import open_run
+    from modalscope.store import open_run
 
     rob = open_run(trainer.run_dir).final_scalars("robust/")
     row = {"preset": preset, "variant": variant, "seed": seed, "epochs": base["epochs"], "wall_s": time.perf_counter() - t0}

@@ -1,6 +1,6 @@
 """The Learn page's *Try it* run: how long it takes and whether it shows the lesson.
 
-Trains exactly what *Try it* launches (``dashboard.learn_steps.try_config("joint")``: the gallery's
+Trains exactly what *Try it* launches (``modalscope.dashboard.learn_steps.try_config("joint")``: the gallery's
 ``joint`` run on the default preset, seed 0), after the two ``unimodal`` references of the same
 config in the same root (so the run logs its encoders' utilisation, as it does next to the
 gallery). Records the joint run's wall time, its CPU time (the wall time on an idle core) and
@@ -24,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard.learn_steps import TRY_RESULT, try_config  # noqa: E402
+from modalscope.dashboard.learn_steps import TRY_RESULT, try_config  # noqa: E402
 
 
 def _train(raw: dict, root: Path, name: str) -> tuple[float, float, dict[str, float]]:
     import torch
 
-    from core.config import build_config
-    from core.engine import train
-    from core.store import open_run
+    from modalscope.config import build_config
+    from modalscope.engine import train
+    from modalscope.store import open_run
 
     torch.set_num_threads(1)
     cfg = build_config({**raw, "runs_dir": str(root), "name": name, "seed": 0})

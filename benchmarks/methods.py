@@ -77,7 +77,7 @@ def dataset_info(name: str) -> dict | None:
         return None
     if spec["data"]["name"] != "synthetic":
         return dict(spec)
-    from core.data.synthetic import PRESETS
+    from modalscope.data.synthetic import PRESETS
 
     preset = PRESETS.get(spec["data"]["preset"])
     if preset is None:
@@ -94,7 +94,7 @@ _IMPORT = re.compile(r"from (?:core|modalscope)\.methods(?:\.(\w+))? import ([\w
 
 def _package_root() -> Path:
     """The importable package's folder (``core/`` today), found from the loaded method registry."""
-    from core.methods import base
+    from modalscope.methods import base
 
     return Path(base.__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ def _normalised(text: str) -> str:
 
 def _method_modules(method: str) -> list[Path]:
     """The method's module and every ``methods`` module it imports, transitively."""
-    from core.methods import get_method
+    from modalscope.methods import get_method
 
     base = _package_root() / "methods"
     first = Path(sys.modules[get_method(method).__module__].__file__).resolve()
@@ -157,7 +157,7 @@ def trial_key(cfg, method: str) -> str:
 # ---------------------------------------------------------------------------- trials
 def diagnostics_block(epochs: int, quiet: bool = False) -> dict:
     """Diagnostics the table reads (probes at init and at the end, gradient shares); all off for timing."""
-    from core.config import DiagnosticsConfig
+    from modalscope.config import DiagnosticsConfig
 
     fields = DiagnosticsConfig.model_fields
     out = {k: v for k, v in QUIET.items() if k in fields}
@@ -175,7 +175,7 @@ def diagnostics_block(epochs: int, quiet: bool = False) -> dict:
 
 def trial_config(method: str, dataset: str, seed: int, epochs: int, runs_dir: str, modality: str | None = None,
                  extra: dict | None = None, quiet: bool = False):
-    from core.config import resolve_config
+    from modalscope.config import resolve_config
 
     method_block: dict = {"name": method, **(extra or {})}
     if modality is not None:
@@ -244,8 +244,8 @@ MEAN_PREFIXES = ("grad_share/", "grad_applied_share/")
 
 
 def run_trial(cfg) -> dict:
-    from core.engine import Trainer
-    from core.store import open_run
+    from modalscope.engine import Trainer
+    from modalscope.store import open_run
 
     t = Trainer(cfg)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -469,7 +469,7 @@ def write_docs() -> None:
 
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    from core.methods import list_methods
+    from modalscope.methods import list_methods
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--methods", default=",".join(m for m in list_methods() if m != "purify"), help="comma-separated registry names (default: all but purify)")

@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config import resolve_config  # noqa: E402
-from core.engine import Trainer  # noqa: E402
+from modalscope.config import resolve_config  # noqa: E402
+from modalscope.engine import Trainer  # noqa: E402
 
 
 def probe(trainer: Trainer, m: str) -> float:

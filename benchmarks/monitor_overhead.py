@@ -7,7 +7,7 @@ variant alike. Both wall time and the process's CPU time are recorded; on a load
 CPU time is the stable one (it excludes time spent waiting for a core):
 
 * ``bare``: the plain loop;
-* ``monitor``: plus :class:`core.monitor.Monitor` at its defaults (per-step gradient
+* ``monitor``: plus :class:`modalscope.monitor.Monitor` at its defaults (per-step gradient
   norms/shares, conflict cosines every 10 steps, per-epoch gap histograms, GMM and
   per-sample snapshot on train and test);
 * ``monitor_light``: the monitor with ``diagnostics={"conflict_every": 100, "samples": False}``
@@ -66,7 +66,7 @@ def run_loop(ex, data, variant: str, epochs: int, out: Path, batch: int = 64, hi
     xp, xm, y = data["train"]
     mon = tb = None
     if variant.startswith("monitor"):
-        from core.monitor import Monitor
+        from modalscope.monitor import Monitor
 
         diag = LIGHT if variant == "monitor_light" else None
         mon = Monitor(out / "mon", ["pix", "mor"], {"pix": model.pix, "mor": model.mor}, fusion=model.head, epochs=epochs, diagnostics=diag)

@@ -27,9 +27,9 @@ if str(ROOT) not in sys.path:
 RESULTS = ROOT / "benchmarks" / "results" / "noisy_gap_recovery.json"
 
 from benchmarks import doctables  # noqa: E402
-from core.config import resolve_config  # noqa: E402
-from core.engine import Trainer  # noqa: E402
-from core.store import RunReader  # noqa: E402
+from modalscope.config import resolve_config  # noqa: E402
+from modalscope.engine import Trainer  # noqa: E402
+from modalscope.store import RunReader  # noqa: E402
 
 
 def one(seed: int, root: Path) -> dict:

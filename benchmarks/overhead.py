@@ -37,11 +37,11 @@ import torch  # noqa: E402
 
 from benchmarks import doctables  # noqa: E402
 
-from core.config import resolve_config  # noqa: E402
-from core.data import BatchLoader  # noqa: E402
-from core.engine import Trainer, build_bundle, seed_everything  # noqa: E402
-from core.models import build_model  # noqa: E402
-from core.store import RunWriter  # noqa: E402
+from modalscope.config import resolve_config  # noqa: E402
+from modalscope.data import BatchLoader  # noqa: E402
+from modalscope.engine import Trainer, build_bundle, seed_everything  # noqa: E402
+from modalscope.models import build_model  # noqa: E402
+from modalscope.store import RunWriter  # noqa: E402
 
 LIGHT = {"conflict": False, "gap": False, "samples": False, "gmm": False, "contrib": False, "captum": False, "robust": False, "probe": False}
 
@@ -91,7 +91,7 @@ def tensorboard_loop(cfg, bundle, logdir: Path) -> float:
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from core.diagnostics.gradients import dominance
+    from modalscope.diagnostics.gradients import dominance
 
     seed_everything(cfg.seed)
     model = build_model(cfg, bundle)

@@ -59,7 +59,7 @@ QUIET = {"grad": False, "conflict": False, "gap": False, "samples": False, "gmm"
 
 def run_config(preset: str, method: str, seed: int, epochs: int, runs_dir: str, modality: str | None = None,
                data: dict | None = None, model: dict | None = None, method_extra: dict | None = None):
-    from core.config import resolve_config
+    from modalscope.config import resolve_config
 
     block: dict = {"name": method, **(method_extra or {})}
     if modality is not None:
@@ -82,7 +82,7 @@ def encoder_features(trainer, split: str, m: str):
     """Frozen features of modality ``m``'s encoder over a whole split (eval mode, no grad)."""
     import torch
 
-    from core.data import BatchLoader, move_batch
+    from modalscope.data import BatchLoader, move_batch
 
     model = trainer.model
     was = model.training
@@ -100,7 +100,7 @@ def encoder_features(trainer, split: str, m: str):
 def linear_probe(x_train, y_train, x_test, y_test) -> float:
     """Accuracy on (x_test, y_test) of multinomial logistic regression fit on standardised train features.
 
-    Local stand-in for ``core.diagnostics.probe`` (same definition: linear classifier on
+    Local stand-in for ``modalscope.diagnostics.probe`` (same definition: linear classifier on
     frozen encoder features, train split → test split).
     """
     import numpy as np
@@ -123,7 +123,7 @@ def probes(trainer) -> dict[str, float]:
 
 def run_one(cfg, bundle, probe: bool = True) -> dict:
     """Train one config in-process on a prebuilt bundle; test accuracies and probes before/after."""
-    from core.engine import Trainer
+    from modalscope.engine import Trainer
 
     t = Trainer(cfg, bundle=bundle)
     init = probes(t) if probe else {}
@@ -137,7 +137,7 @@ def run_one(cfg, bundle, probe: bool = True) -> dict:
 
 
 def build_bundle(cfg):
-    from core.engine import build_bundle as _build
+    from modalscope.engine import build_bundle as _build
 
     return _build(cfg)
 
@@ -145,7 +145,7 @@ def build_bundle(cfg):
 def run_preset(preset: str, seeds: list[int], epochs: int, extra_methods: list[str] = (), data: dict | None = None,
                model: dict | None = None, log=print) -> dict:
     """All runs of one preset; returns the raw per-seed records."""
-    from core.data.synthetic import PRESETS
+    from modalscope.data.synthetic import PRESETS
 
     mods = PRESETS[preset]["modalities"]
     tmp = tempfile.mkdtemp(prefix="modalscope-presets-")
@@ -298,7 +298,7 @@ def render() -> str:
 
 def design(preset: str) -> dict:
     """The generative knobs of a preset as resolved by ``SyntheticParams`` (what the JSON records)."""
-    from core.data.synthetic import SyntheticParams
+    from modalscope.data.synthetic import SyntheticParams
 
     p = SyntheticParams(preset=preset)
     return {"modalities": p.ordered_modalities(), "strength": p.strength, "scale": p.scale, "dims": p.dims,
@@ -348,13 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     if not args.report_only:
-        from core.data.synthetic import SyntheticParams
+        from modalscope.data.synthetic import SyntheticParams
 
         presets = [p for p in args.presets.split(",") if p]
         data = json.loads(args.data) if args.data else None
         model = json.loads(args.model) if args.model else None
         extra = [m for m in args.methods.split(",") if m]
-        from core.data.synthetic import PRESETS, bayes_ceilings
+        from modalscope.data.synthetic import PRESETS, bayes_ceilings
 
         settings = {"seeds": args.seeds, "epochs": args.epochs, "data": data, "model": model}
         prev = json.loads(out.read_text()) if out.is_file() else {}

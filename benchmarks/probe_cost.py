@@ -1,6 +1,6 @@
 """What the encoder probes cost, as a ratio of one bare training epoch on the default preset.
 
-Two kinds of probe (:meth:`core.diagnostics.monitor.DiagnosticsMonitor.probes`):
+Two kinds of probe (:meth:`modalscope.diagnostics.monitor.DiagnosticsMonitor.probes`):
 
 * **own pass** — a no-grad pass of every encoder over the train, valid and test splits, then
   one ridge solve per modality (class + bit targets together). The init probe is of this
@@ -40,8 +40,8 @@ import torch  # noqa: E402
 
 from benchmarks import doctables  # noqa: E402
 from benchmarks.overhead import bare_loop  # noqa: E402
-from core.config import resolve_config  # noqa: E402
-from core.engine import Trainer, build_bundle  # noqa: E402
+from modalscope.config import resolve_config  # noqa: E402
+from modalscope.engine import Trainer, build_bundle  # noqa: E402
 
 RESULT = doctables.ROOT / "benchmarks" / "results" / "probe_cost.json"
 RUN_EPOCHS = 20

@@ -45,8 +45,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from core.config import resolve_config
-    from core.engine import Trainer
+    from modalscope.config import resolve_config
+    from modalscope.engine import Trainer
 
     epochs = max(2, args.steps // STEPS_PER_EPOCH)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +74,7 @@ def main() -> None:
         t0 = time.perf_counter()
         t.fit()
         wall = time.perf_counter() - t0
-        from core.store import open_run
+        from modalscope.store import open_run
 
         counts = open_run(t.run_dir).counts()
     half = next(r for s, r in samples if s >= samples[-1][0] // 2)

@@ -1,6 +1,6 @@
 """Whole-process cost of ``modalscope train`` at defaults (and of the import floor under it).
 
-Each variant is a fresh ``python -m core ...`` process (what a user types), timed from spawn
+Each variant is a fresh ``python -m modalscope ...`` process (what a user types), timed from spawn
 to exit. Reported per variant: wall time and the process's own CPU time (user + sys from
 ``os.wait4``'s rusage, so other processes on a shared machine do not count) and its peak
 RSS. On a machine loaded by other jobs wall time mostly measures the queue for a core, so
@@ -58,10 +58,10 @@ def git_commit(repo: Path) -> str:
 def variants(repo: Path, runs: Path, cache: Path) -> dict[str, tuple[list[str], dict]]:
     py = sys.executable
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MODALSCOPE_CACHE_DIR": str(cache), "PYTHONPATH": str(repo)}
-    train = [py, "-m", "core", "train", "--no-progress", "--runs-dir", str(runs)]
+    train = [py, "-m", "modalscope", "train", "--no-progress", "--runs-dir", str(runs)]
     return {
         "import_torch": ([py, "-c", "import torch"], env),
-        "help": ([py, "-m", "core", "--help"], env),
+        "help": ([py, "-m", "modalscope", "--help"], env),
         "train_defaults": (train, env),
     }
 

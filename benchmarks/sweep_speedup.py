@@ -2,7 +2,7 @@
 
 The same 8-trial sweep (``joint`` and ``unimodal:visual`` × 4 seeds on the default
 synthetic preset, ``--epochs`` epochs, default diagnostics) is run three times back to back,
-each time as the user would: ``python -m core sweep SPEC --runs-dir <fresh dir>`` with
+each time as the user would: ``python -m modalscope sweep SPEC --runs-dir <fresh dir>`` with
 
 * ``--workers 1`` (trials one after another in the sweep process),
 * ``--workers 2`` (spawn process pool of 2),
@@ -64,7 +64,7 @@ def main() -> int:
             load0 = os.getloadavg()[0]
             ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
-            r = subprocess.run([sys.executable, "-m", "core", "sweep", str(spec_path), "--runs-dir", str(runs), "--no-progress", *flags],
+            r = subprocess.run([sys.executable, "-m", "modalscope", "sweep", str(spec_path), "--runs-dir", str(runs), "--no-progress", *flags],
                                capture_output=True, text=True, env=env, cwd=ROOT)
             wall = time.perf_counter() - t0
             ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -8,6 +8,7 @@ Subcommands live in their own modules and register through ``SUBCOMMANDS``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import importlib
 import ipaddress
 import json
@@ -15,14 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.errors import ModalScopeError
+from modalscope.errors import ModalScopeError
 
 MISSING = "—"  # how every table (CLI and dashboard) shows a value a run does not have
 
 SUBCOMMANDS: list[str] = [
-    "core.gallery",
-    "core.data.check",
-    "core.sweep",
+    "modalscope.gallery",
+    "modalscope.data.check",
+    "modalscope.sweep",
 ]
 
 
@@ -43,7 +44,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from core.config import resolve_config
+    from modalscope.config import resolve_config
 
     base: dict = {}
     if args.dataset:
@@ -79,10 +80,10 @@ def _resume_trainer(args: argparse.Namespace):
     a finished run without a larger ``--epochs`` is refused, as is any flag that would
     silently change the stored experiment (only ``--epochs``, ``--device``, ``--set`` apply).
     """
-    from core.config import build_config, read_config_file, resolve_config
-    from core.engine import Trainer
-    from core.errors import StoreError
-    from core.store import is_run_dir, open_run
+    from modalscope.config import build_config, read_config_file, resolve_config
+    from modalscope.engine import Trainer
+    from modalscope.errors import StoreError
+    from modalscope.store import is_run_dir, open_run
 
     run_dir = Path(args.resume)
     cfg_path = run_dir / "config.json"
@@ -119,7 +120,7 @@ def _resume_trainer(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.engine import StopRequested, Trainer
+    from modalscope.engine import StopRequested, Trainer
 
     if args.resume:
         trainer = _resume_trainer(args)
@@ -143,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from core.store import list_runs, open_run, resolve_run
+    from modalscope.store import list_runs, open_run, resolve_run
 
     if args.runs_cmd == "list":
         df = list_runs(*args.roots) if args.roots else list_runs(args.runs_dir)
@@ -169,7 +170,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         meta = run.meta()
         print(f"run:      {s['name']}  ({s['path']})")
         if s["status"] == "interrupted":  # a stop is not a failure: say how to go on
-            from core.launcher import interrupted_message
+            from modalscope.launcher import interrupted_message
 
             print(f"status:   interrupted · {interrupted_message(s.get('error', ''), s['path']).replace('`', '')}")
         else:
@@ -188,7 +189,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.runs_cmd == "export":
         what = args.what
         if args.format == "tensorboard":
-            from core.export_tb import export_tensorboard
+            from modalscope.export_tb import export_tensorboard
 
             if what != "scalars":
                 raise ModalScopeError("--format tensorboard exports scalars and gap histograms; use --what scalars")
@@ -218,7 +219,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def dashboard_command(host: str, port: int, runs_dir: str, sample_runs: str) -> list[str]:
-    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    app = Path(importlib.util.find_spec("modalscope.dashboard").submodule_search_locations[0]) / "app.py"
     return [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",

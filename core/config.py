@@ -21,11 +21,11 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from core import data as _data
-from core import methods as _methods
-from core.data.base import _REGISTRY as _DATASETS
-from core.errors import ConfigError
-from core.methods.base import _REGISTRY as _METHODS
+from modalscope import data as _data
+from modalscope import methods as _methods
+from modalscope.data.base import _REGISTRY as _DATASETS
+from modalscope.errors import ConfigError
+from modalscope.methods.base import _REGISTRY as _METHODS
 
 SCHEMA_VERSION = 1
 _NOT_ONE_LINE = frozenset({"Cc", "Zl", "Zp"})

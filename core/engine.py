@@ -4,10 +4,10 @@ Per step it logs ``loss/<part>`` (``loss/fused``, ``loss/<m>`` ...), ``loss/tota
 ``grad_norm/<m>``, ``grad_norm/fusion`` (before the method edits gradients),
 ``grad_applied/<m>`` (what the optimiser gets) and what the method and the diagnostics add;
 per epoch ``acc/{train,valid,test}/{fused,<m>}``, ``acc/best/…`` and ``best/epoch`` (model
-selection on the valid split, :mod:`core.selection`), ``lr`` and ``time/epoch``; encoder
+selection on the valid split, :mod:`modalscope.selection`), ``lr`` and ``time/epoch``; encoder
 probes ``probe/…`` before the first step and every ``diagnostics.probe_every`` epochs, and
 ``probe_util/<m>`` at the end when a matching unimodal reference run exists
-(:mod:`core.reference`).
+(:mod:`modalscope.reference`).
 
 Robustness contract:
 
@@ -35,18 +35,18 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core import __version__, lazy_dynamo
-from core.config import RunConfig, validate_run_name
-from core.data import BatchLoader, DatasetBundle, get_dataset, move_batch
-from core.diagnostics.monitor import DiagnosticsMonitor
-from core.diagnostics.sample_store import SampleStore
-from core.errors import StoreError, TrainingError
-from core.methods import LossParts, Method, get_method, task_loss
-from core.metrics import split_metrics
-from core.models import ModelOutput, build_model, resolve_heads
-from core.selection import BEST_FILE, NO_VALID, SELECT_ON, BestTracker
-from core.monitor import Monitor
-from core.store import RunWriter
+from modalscope import __version__, lazy_dynamo
+from modalscope.config import RunConfig, validate_run_name
+from modalscope.data import BatchLoader, DatasetBundle, get_dataset, move_batch
+from modalscope.diagnostics.monitor import DiagnosticsMonitor
+from modalscope.diagnostics.sample_store import SampleStore
+from modalscope.errors import StoreError, TrainingError
+from modalscope.methods import LossParts, Method, get_method, task_loss
+from modalscope.metrics import split_metrics
+from modalscope.models import ModelOutput, build_model, resolve_heads
+from modalscope.selection import BEST_FILE, NO_VALID, SELECT_ON, BestTracker
+from modalscope.monitor import Monitor
+from modalscope.store import RunWriter
 
 CHECKPOINT = "checkpoint.pt"
 lazy_dynamo.install()
@@ -119,7 +119,7 @@ class StepContext:
 def pick_device(choice: str) -> torch.device:
     if choice == "cuda":
         if not torch.cuda.is_available():
-            from core.errors import ConfigError
+            from modalscope.errors import ConfigError
 
             raise ConfigError("device: 'cuda' requested but no CUDA device is available (use device=auto or cpu)")
         return torch.device("cuda")
@@ -233,7 +233,7 @@ class Trainer:
         self.full_bundle = full
         self.bundle = full.select_modalities(used)
         if "train" not in self.bundle.splits or "test" not in self.bundle.splits:
-            from core.errors import DataError
+            from modalscope.errors import DataError
 
             raise DataError("the dataset must have non-empty 'train' and 'test' splits")
         seed_everything(cfg.seed)
@@ -309,7 +309,7 @@ class Trainer:
     # ------------------------------------------------------------------ construction
     def _head_kind(self, method_cls: type[Method]) -> str:
         """Resolve ``model.heads`` against the method's declared need; a disagreement is warned once."""
-        from core.models.fusion import FUSIONS
+        from modalscope.models.fusion import FUSIONS
 
         fusion = self.cfg.model.fusion if len(self.bundle.modalities) > 1 else "sum"
         kind, warn = resolve_heads(self.cfg.model.heads, method_cls.unimodal_heads(self.cfg.method), FUSIONS[fusion].sliced)
@@ -504,7 +504,7 @@ class Trainer:
             fn(StepContext(self, epoch=self._epoch, step=self.global_step))
         self._log_utilisation()
         if self.cfg.diagnostics.robust:
-            from core.diagnostics.robustness import evaluate_robustness
+            from modalscope.diagnostics.robustness import evaluate_robustness
 
             scalars, table = evaluate_robustness(self, self.cfg.diagnostics.robust_levels, seed=self.cfg.seed)
             self.writer.log_scalars(self.global_step, self._epoch, scalars)
@@ -514,7 +514,7 @@ class Trainer:
         """``probe_util/<m>`` when a matching unimodal reference run exists (else an event saying why not)."""
         if not self.diagnostics.probes_enabled():
             return
-        from core.reference import default_roots, probe_utilisation_rows
+        from modalscope.reference import default_roots, probe_utilisation_rows
 
         self.writer.flush()
         try:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import ModalScopeError
-from core.store import RunReader
+from modalscope.errors import ModalScopeError
+from modalscope.store import RunReader
 
 
 def export_tensorboard(run: RunReader, out: Path) -> Path:

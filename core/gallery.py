@@ -50,7 +50,7 @@ class GalleryRun:
 
 
 def _method_family(name: str) -> str:
-    from core.methods import get_method
+    from modalscope.methods import get_method
 
     return getattr(get_method(name), "family", "baseline") or "baseline"
 
@@ -65,8 +65,8 @@ CONTRAST_METHODS = ("joint", "ensemble", "ogm_ge")
 
 def plan(seeds: int = 3, epochs: int = DEFAULT_EPOCHS, presets: tuple[str, ...] = PRESETS_SHOWN) -> list[GalleryRun]:
     """The gallery's runs in dependency order (unimodal references first, a run's init source before it)."""
-    from core.data.synthetic import PRESETS
-    from core.methods import list_methods
+    from modalscope.data.synthetic import PRESETS
+    from modalscope.methods import list_methods
 
     preferred = ["ogm_ge", "gmm_adaptive", "cal"]
     registered = list_methods()
@@ -132,8 +132,8 @@ def _stage(run: GalleryRun) -> int:
 def _train_one(args: tuple[GalleryRun, str]) -> tuple[str, dict]:
     import torch
 
-    from core.config import resolve_config
-    from core.engine import Trainer
+    from modalscope.config import resolve_config
+    from modalscope.engine import Trainer
 
     torch.set_num_threads(1)
     run, root = args
@@ -188,7 +188,7 @@ def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int], step_strid
 
 def readme_table(out: Path) -> str:
     """The generated sample_runs/README.md (the test checks it against the stored metrics)."""
-    from core.store import open_run
+    from modalscope.store import open_run
 
     lines = [
         "# sample_runs",

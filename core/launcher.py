@@ -2,7 +2,7 @@
 
 Why a separate process per seed: a run must outlive the page that started it (reloads,
 closed browser tabs, a restarted dashboard), and one failing run must not take the
-dashboard down. Each run is ``python -m core train --config <run>/launch.json --name <run>
+dashboard down. Each run is ``python -m modalscope train --config <run>/launch.json --name <run>
 --runs-dir <root> --seed <s> --no-progress``, started in its own session
 (``start_new_session=True``, so a Ctrl-C in the dashboard's terminal does not reach it),
 with stdout/stderr going to ``<run>/launch.log``.
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import RunConfig, resolve_config, validate_run_name
-from core.errors import ConfigError, StoreError
+from modalscope.config import RunConfig, resolve_config, validate_run_name
+from modalscope.errors import ConfigError, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_CONFIG = "launch.json"
@@ -118,7 +118,7 @@ def train_argv(cfg: RunConfig, config_path: Path, python: str | None = None) -> 
     """The child's argument list (no shell): every value comes from the validated config."""
     validate_run_name(cfg.name or "")
     return [
-        python or sys.executable, "-m", "core", "train",
+        python or sys.executable, "-m", "modalscope", "train",
         "--config", str(config_path),
         "--name", str(cfg.name),
         "--runs-dir", str(cfg.runs_dir),
@@ -171,7 +171,7 @@ def reap() -> None:
 def stop_run(run_dir: str | Path, runs_root: str | Path) -> int:
     """SIGTERM the trainer of a running run under ``runs_root`` (it finishes the step, flushes
     and records ``interrupted``). Returns the pid signalled."""
-    from core.store import open_run
+    from modalscope.store import open_run
 
     root = Path(runs_root).resolve()
     target = Path(run_dir).resolve()

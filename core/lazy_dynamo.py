@@ -21,7 +21,7 @@ just to place two ``graph_break()`` markers (no-ops outside tracing) around the 
 class's ``step`` is replaced, before any optimiser of that class exists, by a wrapper that
 sets the grad mode exactly as torch's does and calls the same update function; once
 ``torch._dynamo`` is imported it calls torch's original wrapper instead. If you
-``torch.compile`` a training step, import ``torch._dynamo`` before ``core.engine`` and
+``torch.compile`` a training step, import ``torch._dynamo`` before ``modalscope.engine`` and
 nothing is patched at all.
 
 Numerics are untouched: the same Python function runs on the same tensors

@@ -3,7 +3,7 @@
 The user keeps their model, data and loop. The monitor is told which parameters belong to
 which modality's encoder and is handed, each step, what the loop already computed (the
 loss, and when available the fused logits, the per-modality logits and the labels). It
-writes the same run store as :class:`~core.engine.Trainer` (``core/store.py``), under the
+writes the same run store as :class:`~modalscope.engine.Trainer` (``core/store.py``), under the
 same scalar names with the same meanings, so the dashboard's Runs, Live and Compare pages
 read it live and unchanged. Added to a plain loop::
 
@@ -20,20 +20,20 @@ What is logged, and from where (the maths is the Trainer's, imported, not copied
 
 * every ``log_every`` steps: ``loss/total``, ``grad_norm/<m>``, ``grad_share/<m>``,
   ``grad_ratio``, ``conflict/flag`` read from ``.grad`` after the backward
-  (:func:`core.diagnostics.gradients.gradient_stats`); the gradient as it is then is the
+  (:func:`modalscope.diagnostics.gradients.gradient_stats`); the gradient as it is then is the
   gradient *before* any method edits it, as in the Trainer;
 * every ``diagnostics.conflict_every`` steps (50 by default; the Trainer's is 10), when :meth:`backward` is given per-modality
   logits still attached to the graph: ``conflict/cos/<m>`` and ``conflict/cos_fusion``
-  (:func:`core.diagnostics.conflict.conflict_cosines`, cross-entropy as the unimodal loss);
+  (:func:`modalscope.diagnostics.conflict.conflict_cosines`, cross-entropy as the unimodal loss);
 * every epoch: ``acc/train/*`` from the epoch's training forward passes, ``acc/<split>/*``
   for each split passed to :meth:`epoch_end`, and on gap epochs the modality-gap
-  histograms, GMM and per-sample snapshot (:class:`core.diagnostics.monitor.DiagnosticsMonitor`).
+  histograms, GMM and per-sample snapshot (:class:`modalscope.diagnostics.monitor.DiagnosticsMonitor`).
   The ``train`` gap comes from the per-sample predictions accumulated during the epoch, in
   train mode and while the weights move (the Trainer uses a no-grad pass after the epoch:
   close, not identical);
 * ``contrib/info|conf|w/<m>`` (Shapley value, confidence, W^m) when ``drop_eval`` is given;
 * ``probe/<split>/<m>`` (and ``probe_init/…`` at step 0) encoder probes when ``features``
-  is given (:mod:`core.diagnostics.probe`, the Trainer's cadence).
+  is given (:mod:`modalscope.diagnostics.probe`, the Trainer's cadence).
 
 ModalScope's own Trainer logs its per-step scalars and ``acc/train/*`` through this class too
 (:meth:`Monitor.attach` on the Trainer's store), so both kinds of run share one logging path.
@@ -63,8 +63,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import ConfigError, StoreError
-from core.store import DB_NAME, RunWriter
+from modalscope.errors import ConfigError, StoreError
+from modalscope.store import DB_NAME, RunWriter
 
 #: The monitor's departures from the Trainer's diagnostics defaults. Each conflict evaluation
 #: costs two or three extra backward passes through the user's encoders; at the Trainer's
@@ -140,7 +140,7 @@ class Monitor:
         epochs: planned epochs (the dashboard's progress bar); optional.
         steps_per_epoch: optional; otherwise learnt at the end of the first epoch.
         task: ``classification`` (default) or ``regression``.
-        diagnostics: overrides of :class:`core.config.DiagnosticsConfig` (e.g.
+        diagnostics: overrides of :class:`modalscope.config.DiagnosticsConfig` (e.g.
             ``{"conflict_every": 5, "gap_splits": ["train", "test"]}``), validated the same way.
         log_every: log step scalars every N steps.
         drop_eval: ``f(drop: frozenset[str]) -> {"fused", "labels"[, "logits"]}`` evaluated
@@ -176,7 +176,7 @@ class Monitor:
         heartbeat_seconds: float = 2.0,
         n_classes: int | None = None,
     ):
-        from core.config import DiagnosticsConfig, validate_run_name
+        from modalscope.config import DiagnosticsConfig, validate_run_name
         from pydantic import ValidationError
 
         self.modalities = [str(m) for m in modalities]
@@ -242,14 +242,14 @@ class Monitor:
         except OSError as e:
             raise StoreError(f"cannot write run folder {self.run_dir}: {e.strerror or e}") from None
         self.writer = RunWriter(self.run_dir, heartbeat_seconds=heartbeat_seconds)
-        from core import __version__
+        from modalscope import __version__
 
         self.writer.set_many(
             {"version": __version__, "modalities": self.modalities, "task": task, "source": "monitor", "thinned": "",
              "steps_per_epoch": int(steps_per_epoch or 0), "reference": {}, "device": ""}
         )
         self.log_file = open(self.run_dir / "log.txt", "a", encoding="utf-8")
-        from core.diagnostics.monitor import DiagnosticsMonitor
+        from modalscope.diagnostics.monitor import DiagnosticsMonitor
 
         view = SimpleNamespace(
             cfg=SimpleNamespace(diagnostics=self.dcfg, seed=0 if seed is None else int(seed)),
@@ -270,7 +270,7 @@ class Monitor:
         """A monitor that logs into a store someone else owns (the Trainer: one per-step logging path).
 
         ``groups`` are role-tagged parameter groups (``encoder/<m>``, ``fusion``, ...) as
-        :meth:`core.models.multimodal.MultimodalModel.param_groups` returns them. The owner
+        :meth:`modalscope.models.multimodal.MultimodalModel.param_groups` returns them. The owner
         keeps the run's lifecycle (status, heartbeat, close) and its own per-epoch evaluation.
         """
         self = cls.__new__(cls)
@@ -343,8 +343,8 @@ class Monitor:
         self.step(loss, fused=fused, logits=logits, labels=labels, ids=ids, **conflict, **extra)
 
     def _conflict(self, loss, fused, logits, labels) -> dict[str, float]:
-        from core.diagnostics.conflict import conflict_cosines
-        from core.methods.base import task_loss
+        from modalscope.diagnostics.conflict import conflict_cosines
+        from modalscope.methods.base import task_loss
 
         live = {m: z for m, z in logits.items() if m in self.modalities and isinstance(z, torch.Tensor) and z.requires_grad}
         if not live or not loss.requires_grad:
@@ -396,7 +396,7 @@ class Monitor:
     def gradients(self, applied: bool = False) -> dict[str, float]:
         """Gradient statistics from ``.grad`` now: ``grad_norm/…`` (or, after a method edited the
         gradient, the ``grad_applied…`` names); empty when ``diagnostics.grad`` is off."""
-        from core.diagnostics.gradients import applied_gradient_stats, gradient_stats
+        from modalscope.diagnostics.gradients import applied_gradient_stats, gradient_stats
 
         if not self.dcfg.grad:
             return {}
@@ -411,7 +411,7 @@ class Monitor:
     def ogm_ge(self, logits: Mapping[str, torch.Tensor], labels: torch.Tensor, alpha: float = 0.3, ge: bool = True,
                multi_ratio: str = "min", tensors: str = "weights") -> dict[str, float]:
         """OGM-GE on the encoders' ``.grad`` (call after :meth:`backward`/:meth:`step`, before ``optimizer.step()``)."""
-        from core.methods.grad_edit import ogm_ge_
+        from modalscope.methods.grad_edit import ogm_ge_
 
         logs = ogm_ge_({m: self.groups[f"encoder/{m}"] for m in self.modalities}, dict(logits), labels, alpha, ge, multi_ratio, tensors)
         self._log_method(logs)
@@ -420,8 +420,8 @@ class Monitor:
     def cpsl_penalty(self, tau: float = 2.0, lam: float = 0.5, penalty: str = "inverse", source: str | None = None,
                      features: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
         """CPSL's conflict-aware penalty on the dominant encoder's ``.grad`` (same placement as :meth:`ogm_ge`;
-        ``source``/``features`` as in :func:`core.methods.grad_edit.cpsl_penalty_`)."""
-        from core.methods.grad_edit import cpsl_penalty_
+        ``source``/``features`` as in :func:`modalscope.methods.grad_edit.cpsl_penalty_`)."""
+        from modalscope.methods.grad_edit import cpsl_penalty_
 
         logs = cpsl_penalty_({m: self.groups[f"encoder/{m}"] for m in self.modalities}, tau, lam, penalty, source,
                              dict(features) if features else None)
@@ -434,7 +434,7 @@ class Monitor:
 
     # ------------------------------------------------------------------ per epoch
     def _reset_epoch(self) -> None:
-        from core.metrics import RunningAccuracy
+        from modalscope.metrics import RunningAccuracy
 
         self._running = RunningAccuracy(self.task)
         self._acc: dict[str, list] = {"fused": [], "labels": [], "ids": [], **{m: [] for m in self.modalities}}
@@ -473,8 +473,8 @@ class Monitor:
             self._acc["ids"].append(torch.as_tensor(ids) if ids is not None else torch.arange(start, start + len(y)))
 
     def _result(self, split: str, data: Any):
-        from core.engine import EvalResult
-        from core.metrics import split_metrics
+        from modalscope.engine import EvalResult
+        from modalscope.metrics import split_metrics
 
         if callable(data):
             data = data()
@@ -535,8 +535,8 @@ class Monitor:
         return metrics
 
     def _train_result(self):
-        from core.engine import EvalResult
-        from core.metrics import split_metrics
+        from modalscope.engine import EvalResult
+        from modalscope.metrics import split_metrics
 
         cat = {k: torch.cat([t.float() if k != "labels" and k != "ids" else t for t in v]).cpu().numpy()
                for k, v in self._acc.items() if v}
@@ -551,8 +551,8 @@ class Monitor:
 
     def _contributions(self, test) -> dict[str, float]:
         """Shapley I(m), confidence D(m) and W^m from the user's drop-a-modality evaluation."""
-        from core.diagnostics.contribution import confidence, contribution_weights, shapley_values
-        from core.methods.base import task_loss
+        from modalscope.diagnostics.contribution import confidence, contribution_weights, shapley_values
+        from modalscope.methods.base import task_loss
 
         cache: dict[frozenset, Mapping] = {}
 
@@ -595,9 +595,9 @@ class Monitor:
         return self.dcfg.probe and self.task == "classification" and ((self.epoch + 1) % self.dcfg.probe_every == 0 or last)
 
     def _probes(self) -> dict[str, float]:
-        """``probe/<split>/<m>``: linear probes (:func:`core.diagnostics.probe.probe_features`) on the
+        """``probe/<split>/<m>``: linear probes (:func:`modalscope.diagnostics.probe.probe_features`) on the
         features ``features(split)`` returns, fitted on train, scored on valid/test."""
-        from core.diagnostics.probe import probe_features
+        from modalscope.diagnostics.probe import probe_features
 
         sets = {}
         with torch.no_grad():

@@ -1,7 +1,7 @@
 """Encoder utilisation against the "trained alone" reference run (store-level queries).
 
 ``probe_util/<m> = (probe − probe_init) / (probe_alone − probe_init)`` on the test split
-(:func:`core.diagnostics.probe.utilisation`):
+(:func:`modalscope.diagnostics.probe.utilisation`):
 
 * ``probe`` — this run's latest ``probe/test/<m>``;
 * ``probe_init`` — this run's ``probe_init/test/<m>`` (its encoder before the first step);
@@ -24,9 +24,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.diagnostics.probe import utilisation
-from core.errors import StoreError
-from core.store import RunReader, is_run_dir, run_summary
+from modalscope.diagnostics.probe import utilisation
+from modalscope.errors import StoreError
+from modalscope.store import RunReader, is_run_dir, run_summary
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -10,7 +10,7 @@ picks the epoch from the validation split only and reports every split at that e
 
 Both are logged every epoch as a running best, so the last row is the final answer and a
 live run shows its best so far. The weights at e* are kept in ``best.pt``. For regression
-data ``acc/valid/fused`` is Acc-2 (see :mod:`core.metrics`).
+data ``acc/valid/fused`` is Acc-2 (see :mod:`modalscope.metrics`).
 
 :meth:`BestTracker.update` receives only the validation score; the other splits' metrics
 reach :meth:`BestTracker.snapshot` only after the decision, so test can never steer it.

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from core.errors import StoreError
+from modalscope.errors import StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -590,7 +590,7 @@ class RunReader:
         Columns ``split, key, best, last, best_epoch, last_epoch`` (``key`` = ``fused`` or a
         modality); one row per ``acc/<split>/<key>`` the run logged. ``best`` is NaN and
         ``attrs["reason"]`` says why when the run has no model selection (no valid split, or a
-        run older than it). Selection is on ``acc/valid/fused`` only (:mod:`core.selection`).
+        run older than it). Selection is on ``acc/valid/fused`` only (:mod:`modalscope.selection`).
         """
         cols = ["split", "key", "best", "last", "best_epoch", "last_epoch"]
         df = self._query(
@@ -750,7 +750,7 @@ def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
     p = Path(run)
     if is_run_dir(p):
         return p
-    from core.config import validate_run_name
+    from modalscope.config import validate_run_name
 
     if os.sep not in str(run):
         validate_run_name(str(run))

@@ -20,7 +20,7 @@ not have that knob (when another method does), so ``method: [joint, ogm_ge]`` cr
 ``method.alpha: [0.1, 0.5]`` gives one joint trial and two ogm_ge trials.
 
 Run folders are addressed by absolute path (a Ray worker's working directory is not the
-driver's). Every trial config is validated with :func:`core.config.resolve_config` before anything
+driver's). Every trial config is validated with :func:`modalscope.config.resolve_config` before anything
 runs. Trial ``i`` is named ``<sweep>_<field>-<value>_...`` over the fields that vary and
 carries ``tags.sweep``, ``tags.swept`` (the varying dotted paths, comma-separated) and
 ``tags.trial``. Re-running a sweep skips finished trials, resumes interrupted ones from
@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 import yaml
 
-from core.errors import ConfigError, ModalScopeError
+from modalscope.errors import ConfigError, ModalScopeError
 
 SPEC_KEYS = {"name", "base", "grid", "random", "resources", "description"}
 RANDOM_KEYS = {"n", "seed", "fields"}
@@ -266,7 +266,7 @@ def parse_resources(res: Any) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------- expansion
 def _method_fields() -> dict[str, set[str]]:
-    from core.methods.base import _REGISTRY
+    from modalscope.methods.base import _REGISTRY
 
     return {name: set(cls.Params.model_fields) for name, cls in _REGISTRY.items()}
 
@@ -319,7 +319,7 @@ def trial_name(sweep: str, values: dict[str, Any], swept: list[str], short: dict
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    from core.config import set_dotted
+    from modalscope.config import set_dotted
 
     out: dict[str, Any] = {}
     for path, v in flat.items():
@@ -329,7 +329,7 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 def expand(spec: dict[str, Any], runs_dir: str | Path, overrides: list[str] | None = None) -> Sweep:
     """Spec → validated trials (every config checked before anything runs)."""
-    from core.config import parse_override, resolve_config, validate_run_name
+    from modalscope.config import parse_override, resolve_config, validate_run_name
 
     if not isinstance(spec, dict):
         raise SweepSpecError("a sweep spec must be a mapping with base/grid/random keys")
@@ -410,7 +410,7 @@ def expand(spec: dict[str, Any], runs_dir: str | Path, overrides: list[str] | No
 
 
 def _set_paths(overrides: list[str] | None) -> set[str]:
-    from core.config import parse_override
+    from modalscope.config import parse_override
 
     out = set()
     for item in overrides or []:
@@ -441,7 +441,7 @@ def plan(sweep: Sweep) -> None:
     from the spec (tags and runs_dir aside: they do not change training) is an error: the spec
     changed under an existing runs folder. Trials are matched by name, so extending a grid
     keeps the finished runs (with the trial ids they were run under)."""
-    from core.store import RunReader, is_run_dir
+    from modalscope.store import RunReader, is_run_dir
 
     for t in sweep.trials:
         if not is_run_dir(t.run_dir):
@@ -493,7 +493,7 @@ class SweepResult:
 
 
 def _stored_result(t: Trial, status: str) -> dict[str, Any]:
-    from core.store import RunReader
+    from modalscope.store import RunReader
 
     metrics: dict[str, float] = {}
     try:
@@ -518,7 +518,7 @@ def run_sweep(
     on_plan: Callable[[Sweep], None] | None = None,
 ) -> SweepResult:
     """Expand, validate and plan the sweep, then hand the trials to an executor."""
-    from core import sweep_executors as ex
+    from modalscope import sweep_executors as ex
 
     if executor not in ("local", "ray"):
         raise ModalScopeError(f"unknown executor {executor!r}; choose local or ray")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from core.errors import ModalScopeError
+from modalscope.errors import ModalScopeError
 
 ROOT = Path(__file__).resolve().parent.parent
 _STOP = {"requested": False}
@@ -40,7 +40,7 @@ def _record_failure(run_dir: Path, cfg_dump: dict, error: str) -> None:
     """A trial that died before its trainer opened the store still leaves a ``failed`` run."""
     import json
 
-    from core.store import RunWriter, is_run_dir
+    from modalscope.store import RunWriter, is_run_dir
 
     if is_run_dir(run_dir):
         return
@@ -58,9 +58,9 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     """
     import torch
 
-    from core import engine
-    from core.config import build_config
-    from core.store import RunReader, delete_run
+    from modalscope import engine
+    from modalscope.config import build_config
+    from modalscope.store import RunReader, delete_run
 
     t0 = time.perf_counter()
     if _STOP["requested"]:

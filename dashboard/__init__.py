@@ -1,1 +1,1 @@
-"""ModalScope Streamlit dashboard: pages read runs through core.store; figures are pure functions."""
+"""ModalScope Streamlit dashboard: pages read runs through modalscope.store; figures are pure functions."""

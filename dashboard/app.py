@@ -2,7 +2,7 @@
 
 ``modalscope dashboard`` / ``make dashboard`` start it bound to 127.0.0.1. The pages live in
 ``dashboard/views/`` (Streamlit's ``st.navigation``); they read runs only through
-``dashboard/queries.py`` (which wraps ``core.store``) and draw with ``dashboard/figures.py``.
+``dashboard/queries.py`` (which wraps ``modalscope.store``) and draw with ``dashboard/figures.py``.
 Runs roots come from the command line, else ``MODALSCOPE_RUNS_DIR`` /
 ``MODALSCOPE_SAMPLE_RUNS``, else ``runs`` and ``sample_runs``.
 """
@@ -13,10 +13,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
 

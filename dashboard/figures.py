@@ -549,7 +549,7 @@ def flat_range(values: Sequence[float]) -> list[float] | None:
 
 
 def method_panel_figure(df: pd.DataFrame, panel, x: str = "step", smoothing: float = 0.0, max_points: int = MAX_POINTS) -> go.Figure:
-    """Draw one :class:`core.methods.base.Panel` a method declares: its series (labelled by the
+    """Draw one :class:`modalscope.methods.base.Panel` a method declares: its series (labelled by the
     panel, coloured by modality when the label is one, else by position), its unit on the y
     axis, its y range and its reference line. The panel's one-sentence reading is the page's
     caption, not part of the figure."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard import figures as F
+from modalscope.dashboard import figures as F
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard import figures as F
-from dashboard.figures_compare import Level, add_levels
+from modalscope.dashboard import figures as F
+from modalscope.dashboard.figures_compare import Level, add_levels
 
 NEUTRAL = "#9AA5B1"
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from core.errors import ConfigError
+from modalscope.errors import ConfigError
 
 
 def _bounds(info: FieldInfo) -> str:

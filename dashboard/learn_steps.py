@@ -32,7 +32,7 @@ TRY_RESULT = Path(__file__).resolve().parent.parent / "benchmarks" / "results" /
 
 def try_config(method: str = "joint") -> dict[str, Any]:
     """The raw config *Try it* launches: the gallery's run of ``method`` on ``PRESET``, seed 0."""
-    from core.gallery import DEFAULT_EPOCHS
+    from modalscope.gallery import DEFAULT_EPOCHS
 
     return {"data": {"name": "synthetic", "preset": PRESET}, "method": {"name": method}, "epochs": DEFAULT_EPOCHS,
             "device": "cpu", "log": {"progress": False}}

@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from dashboard.comparison import delta_summary
+from modalscope.dashboard.comparison import delta_summary
 
 FUSED_TOLERANCE = 0.01
 #: utilisation at or above this: the encoder learnt about what it learns alone

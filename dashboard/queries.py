@@ -1,4 +1,4 @@
-"""The dashboard's query layer: core.store query functions behind caches keyed by (run, last row id).
+"""The dashboard's query layer: modalscope.store query functions behind caches keyed by (run, last row id).
 
 Pages never open SQLite themselves. A run is addressed by a *key* ``runs/<name>`` (the
 writable runs root) or ``gallery/<name>`` (the read-only ``sample_runs/``); keys map to
@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.config import validate_run_name
-from core.errors import ConfigError, StoreError
-from core.store import RunReader, is_run_dir, list_runs, open_run
+from modalscope.config import validate_run_name
+from modalscope.errors import ConfigError, StoreError
+from modalscope.store import RunReader, is_run_dir, list_runs, open_run
 
 KINDS = ("runs", "gallery")
 
@@ -284,13 +284,13 @@ def final_values(key: str, prefix: str = "") -> dict[str, float]:
 
 @st.cache_data(ttl=5.0, max_entries=512, show_spinner=False)
 def _utilisation(path: str, upto: int, search: tuple[str, ...]) -> pd.DataFrame:
-    from core.reference import probe_utilisation
+    from modalscope.reference import probe_utilisation
 
     return probe_utilisation(path, list(search))
 
 
 def utilisation(key: str) -> pd.DataFrame:
-    """Encoder utilisation of a run computed now (``core.reference.probe_utilisation``): one row per
+    """Encoder utilisation of a run computed now (``modalscope.reference.probe_utilisation``): one row per
     modality with ``utilisation`` (NaN when unavailable) and the ``reason``. For runs whose
     trained-alone reference appeared after they finished (so they logged no ``probe_util``).
     References are looked up in the runs root, then the gallery; at most 5 s old."""
@@ -355,7 +355,7 @@ def log_tail(key: str, n: int = 30) -> str:
 
 @st.cache_data(ttl=5.0, max_entries=128, show_spinner=False)
 def _utilisation(path: str, upto: int, roots_: tuple[str, ...]) -> pd.DataFrame:
-    from core.reference import probe_utilisation
+    from modalscope.reference import probe_utilisation
 
     return probe_utilisation(path, [Path(r) for r in roots_])
 
@@ -363,7 +363,7 @@ def _utilisation(path: str, upto: int, roots_: tuple[str, ...]) -> pd.DataFrame:
 def utilisation(key: str, version: int | None = None) -> pd.DataFrame:
     """Per modality: utilisation against the trained-alone reference run (looked up now, in the
     runs root then the gallery), its probe levels, and why it is missing when it is
-    (:func:`core.reference.probe_utilisation`). ``version`` keys the cache (the page passes
+    (:func:`modalscope.reference.probe_utilisation`). ``version`` keys the cache (the page passes
     the number of probe rows, so a running run rescans the roots once per probe epoch, not
     once per refresh; references that appear later are found within the 5 s TTL)."""
     p = run_path(key)
@@ -375,7 +375,7 @@ def utilisation(key: str, version: int | None = None) -> pd.DataFrame:
 
 def method_panels(cfg: dict[str, Any]) -> tuple:
     """The panels the run's method declares (``Method.panels``); () for unknown methods."""
-    from core.methods.base import _REGISTRY
+    from modalscope.methods.base import _REGISTRY
 
     cls = _REGISTRY.get(str((cfg.get("method") or {}).get("name", "")))
     return tuple(getattr(cls, "panels", ()) or ())

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import figures as F
+from modalscope.dashboard import figures as F
 
 STATUS_ICONS = {"running": "● running", "finished": "✓ finished", "failed": "✗ failed", "interrupted": "‖ interrupted",
                 "unreadable": "! unreadable", "starting": "… starting"}

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from core.store import list_runs  # noqa: E402
+from modalscope.store import list_runs  # noqa: E402
 from tests.browser import browser_page, dashboard_server, wait_idle  # noqa: E402
 from tests.planted import plant_gallery, plant_run  # noqa: E402
 
@@ -94,8 +94,8 @@ def main() -> None:
         page.wait_for_timeout(1500)
         save(page, "learn")
         # a real run, training now: progress, ETA and the Stop button
-        from core.launcher import launch
-        from core.store import open_run
+        from modalscope.launcher import launch
+        from modalscope.store import open_run
 
         started = launch({"method": {"name": "joint"}, "epochs": 400, "log": {"progress": False}}, [0], runs)
         run_dir = started[0].run_dir

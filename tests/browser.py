@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from core.cli import dashboard_command
+from modalscope.cli import dashboard_command
 from tests.conftest import cli_env
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

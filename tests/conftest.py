@@ -29,7 +29,7 @@ TINY_DATA = {
 
 def tiny_config(tmp_path: Path, **over):
     """A small, fast RunConfig under ``tmp_path/runs`` (keyword overrides are dotted-free dict merges)."""
-    from core.config import resolve_config
+    from modalscope.config import resolve_config
 
     base = {
         "runs_dir": str(tmp_path / "runs"),
@@ -56,9 +56,9 @@ def cli_env() -> dict:
 
 
 def run_cli(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m core ARGS`` in a subprocess with this checkout first on the path."""
+    """Run ``python -m modalscope ARGS`` in a subprocess with this checkout first on the path."""
     return subprocess.run(
-        [sys.executable, "-m", "core", *args], capture_output=True, text=True, timeout=timeout, env=cli_env(), cwd=cwd or ROOT
+        [sys.executable, "-m", "modalscope", *args], capture_output=True, text=True, timeout=timeout, env=cli_env(), cwd=cwd or ROOT
     )
 
 

@@ -113,7 +113,7 @@ def write_pickle(path: Path, obj) -> Path:
 
 def train_config(tmp_path: Path, data: dict, **over):
     """A tiny 1-epoch RunConfig on ``data`` (small encoders, no progress bar)."""
-    from core.config import resolve_config
+    from modalscope.config import resolve_config
 
     base = {
         "runs_dir": str(tmp_path / "runs"),

@@ -21,7 +21,7 @@ def full_split_batch(trainer, split: str = "test") -> dict:
 @torch.no_grad()
 def hand_test_metrics(trainer) -> dict[str, float]:
     batch = full_split_batch(trainer)
-    from core.engine import StepContext
+    from modalscope.engine import StepContext
 
     was = trainer.model.training
     trainer.model.eval()
@@ -64,8 +64,8 @@ def cuda_run_matches_cpu(tiny, sets: list[str], init_from=None, device: str = "c
     """
     import pytest
 
-    from core.engine import Trainer
-    from core.store import open_run
+    from modalscope.engine import Trainer
+    from modalscope.store import open_run
 
     loss0, runs = [], []
     for i, dev in enumerate(("cpu", device)):

@@ -6,9 +6,9 @@ import json
 
 import torch
 
-from core.config import build_config
-from core.data import move_batch
-from core.engine import StepContext, Trainer, train
+from modalscope.config import build_config
+from modalscope.data import move_batch
+from modalscope.engine import StepContext, Trainer, train
 
 THREE_MODAL = {"preset": "three_modal", "dims": {"audio": 16, "visual": 24, "text": 12}}
 

@@ -1,6 +1,6 @@
 """Planted run stores for dashboard tests, benchmarks and screenshots (known values, no training).
 
-``plant_run`` writes a run folder through ``core.store.RunWriter`` exactly as a trainer
+``plant_run`` writes a run folder through ``modalscope.store.RunWriter`` exactly as a trainer
 would: config.json, step scalars, per-epoch accuracies, a bimodal gap histogram with its
 fitted 2-component GMM, contributions, events and a robustness table.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.config import resolve_config
-from core.store import RunWriter
+from modalscope.config import resolve_config
+from modalscope.store import RunWriter
 
 GMM = {"weights": [0.7, 0.3], "means": [-0.35, 0.55], "variances": [0.02, 0.01]}
 
@@ -150,7 +150,7 @@ def plant_gallery(root: Path, seeds=(0, 1)) -> list[Path]:
 
 
 def _has(method: str) -> bool:
-    from core.methods.base import _REGISTRY
+    from modalscope.methods.base import _REGISTRY
 
     return method in _REGISTRY
 

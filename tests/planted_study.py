@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.store import RunWriter
+from modalscope.store import RunWriter
 from tests.planted import plant_run
 
 # method → (visual head, visual probe, visual utilisation at seed 0; +0.05 per seed for the non-joint methods)
@@ -31,7 +31,7 @@ def fused(method: str, seed: int) -> float:
 
 def _append(run_dir: Path, values: dict[str, float]) -> None:
     """Log ``values`` at the run's last step (they become its final values) and close it finished again."""
-    from core.store import open_run
+    from modalscope.store import open_run
 
     last = open_run(run_dir).scalars(names=["acc/test/fused"]).iloc[-1]
     w = RunWriter(run_dir, flush_rows=100_000, flush_seconds=1e9, heartbeat_seconds=3600, resume=True)

@@ -27,7 +27,7 @@ def expected_value(writer: int, step: int, k: int) -> float:
 
 def synthetic_writer(run_dir: str, writer: int, seconds: float, flush_rows: int, flush_seconds: float, result: str) -> None:
     """Log like a trainer (3 scalars per step, a histogram and an event per 50 steps) for ``seconds``."""
-    from core.store import RunWriter
+    from modalscope.store import RunWriter
 
     out: dict = {"writer": writer, "error": ""}
     try:
@@ -56,8 +56,8 @@ def trainer_writer(cfg_json: str, seconds: float, result: str) -> None:
     import signal
     import threading
 
-    from core.config import build_config
-    from core.engine import StopRequested, Trainer
+    from modalscope.config import build_config
+    from modalscope.engine import StopRequested, Trainer
 
     out: dict = {"error": ""}
     timer = None
@@ -88,7 +88,7 @@ def reader(root: str, stop_file: str, result: str, synthetic_runs: list[str]) ->
     with no gap (ids and steps) and carry the exact values written. After the stop, one
     last pass counts every table of every run.
     """
-    from core.store import RunReader, list_runs
+    from modalscope.store import RunReader, list_runs
 
     polls, errors, prefix_checks = 0, [], 0
     last_id: dict[str, int] = {}
@@ -151,8 +151,8 @@ def reader(root: str, stop_file: str, result: str, synthetic_runs: list[str]) ->
 
 def slow_train(delay: float, argv: list[str]) -> int:
     """``modalscope train ARGV`` with ``delay`` seconds added before every training step."""
-    from core import engine
-    from core.cli import main
+    from modalscope import engine
+    from modalscope.cli import main
 
     orig = engine.Trainer._train_step
 

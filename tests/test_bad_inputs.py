@@ -1,6 +1,6 @@
 """Bad input through the command line: one line naming the problem, exit 2, no traceback.
 
-Every case calls ``core.cli.main`` (the function behind ``modalscope``) in-process, so a
+Every case calls ``modalscope.cli.main`` (the function behind ``modalscope``) in-process, so a
 stray exception would escape as a test error instead of being printed; a few cases are
 also run as real subprocesses to check the process boundary. ``docs/reliability.md``
 lists each case id with the input and the message.
@@ -21,10 +21,10 @@ from typing import Callable
 import pytest
 import torch
 
-from core import store
-from core.cli import main
-from core.engine import CHECKPOINT, Trainer
-from core.store import open_run
+from modalscope import store
+from modalscope.cli import main
+from modalscope.engine import CHECKPOINT, Trainer
+from modalscope.store import open_run
 from tests.conftest import run_cli, tiny_cli_args, tiny_config
 
 pytestmark = pytest.mark.reliability
@@ -165,7 +165,7 @@ def _full_config_write(env: Env) -> list[str]:
 
 
 def _nan_inject(env: Env) -> list[str]:
-    from core.methods import joint
+    from modalscope.methods import joint
 
     orig = joint.Joint.loss
 
@@ -344,7 +344,7 @@ def _assert_absent(p: Path) -> None:
 def donors(tmp_path_factory):
     """A finished tiny run (matching ``tiny_cli_args``), one of another width and one of another depth."""
     root = tmp_path_factory.mktemp("donors")
-    from core.cli import build_parser, config_from_args
+    from modalscope.cli import build_parser, config_from_args
 
     cfg = config_from_args(build_parser().parse_args(["train", *tiny_cli_args(root), "--name", "donor", "--epochs", "1"]))
     Trainer(cfg).fit()

@@ -80,8 +80,8 @@ def test_variants_and_unimodal_expansion():
 def test_code_key_survives_renaming_the_package():
     from benchmarks.methods import _IMPORT, _normalised
 
-    before = "from core.methods.window import joint_loss\n# run `python -m core train`; see core/engine.py\nfrom dashboard.app import x\n"
+    before = "from modalscope.methods.window import joint_loss\n# run `python -m modalscope train`; see core/engine.py\nfrom modalscope.dashboard.app import x\n"
     after = "from modalscope.methods.window import joint_loss\n# run `python -m modalscope train`; see modalscope/engine.py\nfrom modalscope.dashboard.app import x\n"
     assert _normalised(before) == _normalised(after)
-    assert _normalised("from core.methods import a") != _normalised("from core.methods import b")
+    assert _normalised("from modalscope.methods import a") != _normalised("from modalscope.methods import b")
     assert _IMPORT.findall(before) == _IMPORT.findall(after) == [("window", "joint_loss")]

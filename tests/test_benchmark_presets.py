@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import presets as P
-from core.data.synthetic import PRESETS
+from modalscope.data.synthetic import PRESETS
 
 
 def test_utilisation_is_the_fraction_of_the_alone_gain():

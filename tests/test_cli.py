@@ -72,7 +72,7 @@ def test_dashboard_takes_its_streamlit_child_down(tmp_path, sig):
     from tests.conftest import cli_env
 
     port = free_port()
-    parent = subprocess.Popen([sys.executable, "-m", "core", "dashboard", "--port", str(port), "--runs-dir", str(tmp_path / "r"),
+    parent = subprocess.Popen([sys.executable, "-m", "modalscope", "dashboard", "--port", str(port), "--runs-dir", str(tmp_path / "r"),
                                "--sample-runs", str(tmp_path / "g")], env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 90
@@ -108,7 +108,7 @@ def _proc_state(pid: int) -> str:
 
 @pytest.mark.slow
 def test_resume_extends_a_finished_run_or_refuses_in_one_line(tmp_path):
-    from core.store import open_run
+    from modalscope.store import open_run
 
     r = run_cli("train", "--method", "joint", "--name", "ext", *tiny_cli_args(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -145,7 +145,7 @@ def test_runs_list_dashes_and_export_default_into_the_run_folder(tmp_path):
     assert vis["acc_audio"] == "—" and vis["acc_visual"] == "0.5500" and "NaN" not in ls.stdout and "None" not in ls.stdout
     assert dict(zip(header, lines["both"]))["epochs_done"] == "2"
     stopped = plant_run(root, "stopped", epochs=2, steps_per_epoch=2, status="running")
-    from core.store import RunWriter
+    from modalscope.store import RunWriter
 
     RunWriter(stopped, resume=True, heartbeat_seconds=3600).close("interrupted", "stopped by signal 15 at step 3")
     show = run_cli("runs", "show", "stopped", "--runs-dir", str(root))

@@ -3,8 +3,8 @@ import json
 import pytest
 import yaml
 
-from core.config import RunConfig, build_config, resolve_config, validate_run_name
-from core.errors import ConfigError
+from modalscope.config import RunConfig, build_config, resolve_config, validate_run_name
+from modalscope.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,10 @@ import time
 import pytest
 import torch
 
-from core import store
-from core.cli import main
-from core.engine import CHECKPOINT, Trainer
-from core.store import open_run
+from modalscope import store
+from modalscope.cli import main
+from modalscope.engine import CHECKPOINT, Trainer
+from modalscope.store import open_run
 from tests.conftest import cli_env, tiny_cli_args
 
 pytestmark = pytest.mark.reliability
@@ -169,7 +169,7 @@ def test_torn_checkpoint_write_leaves_last_complete_checkpoint_usable(tiny):
     (t.run_dir / (CHECKPOINT + ".tmp")).write_bytes(good[: len(good) // 3])
     raw = json.loads((t.run_dir / "config.json").read_text())
     raw["epochs"] = 2
-    from core.config import build_config
+    from modalscope.config import build_config
 
     t2 = Trainer(build_config(raw), resume=True, run_dir=t.run_dir)
     assert t2.start_epoch == 1 and t2.global_step == 8

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.store import list_runs
+from modalscope.store import list_runs
 from tests.planted import append_epoch, plant_gallery, plant_run
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -214,7 +214,7 @@ def test_live_robustness_chart_has_points_for_every_kind(app):
 
 
 def _registry():
-    from core.methods.base import _REGISTRY
+    from modalscope.methods.base import _REGISTRY
 
     return _REGISTRY
 
@@ -318,7 +318,7 @@ def test_launch_on_user_data_runs_data_check_first(app, tmp_path):
 
 def test_learn_walkthrough_runs_end_to_end(app):
     at = app("learn")
-    from dashboard.learn_steps import STEPS
+    from modalscope.dashboard.learn_steps import STEPS
 
     charts_per_step = []
     for step in STEPS:
@@ -389,7 +389,7 @@ def test_live_stop_button_sends_sigterm_to_the_trainer_pid(app):
     import subprocess
     import sys
 
-    from core.store import RunWriter
+    from modalscope.store import RunWriter
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
@@ -415,7 +415,7 @@ def test_live_shows_a_starting_run_with_its_log(app):
 
 
 def test_dashboard_command_binds_loopback_by_default():
-    from core.cli import build_parser, dashboard_command
+    from modalscope.cli import build_parser, dashboard_command
 
     args = build_parser().parse_args(["dashboard"])
     argv = dashboard_command(args.host, args.port, args.runs_dir, args.sample_runs)
@@ -452,7 +452,7 @@ def test_gap_histogram_follows_the_newest_epoch_until_the_slider_moves(app):
 
 
 def test_stopped_run_is_not_an_error_and_counts_epochs_like_runs_list(app):
-    from core.store import RunWriter
+    from modalscope.store import RunWriter
 
     d = plant_run(app.runs, "stopped", epochs=3, steps_per_epoch=4, status="running", set_=["epochs=10"])
     w = RunWriter(d, resume=True, heartbeat_seconds=3600)
@@ -470,7 +470,7 @@ def test_stopped_run_is_not_an_error_and_counts_epochs_like_runs_list(app):
 
 
 def test_launch_names_the_two_seeds_apart_defaults_to_gallery_epochs_and_hides_ignored_knobs(app):
-    from core.gallery import DEFAULT_EPOCHS
+    from modalscope.gallery import DEFAULT_EPOCHS
 
     at = app("launch")
     assert at.number_input(key="launch.epochs").value == DEFAULT_EPOCHS == 20

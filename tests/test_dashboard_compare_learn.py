@@ -152,7 +152,7 @@ def _single_counts():
 
 # ---------------------------------------------------------------------------------------------- Learn
 def _learn(app, step: str):
-    from dashboard.learn_steps import STEPS
+    from modalscope.dashboard.learn_steps import STEPS
 
     at = app("learn")
     at.session_state["learn.step"] = next(s for s in STEPS if s.startswith(step))
@@ -170,7 +170,7 @@ def test_learn_finds_the_weak_modality_from_the_data(app):
     caption = " ".join(c.value for c in at.caption)
     assert "Weak modality on the `imbalanced` preset: **visual**" in caption and "audio 0.80, visual 0.57" in caption
     chart = _chart(at, "Unimodal training")
-    from dashboard.figures import MODALITY_COLORS
+    from modalscope.dashboard.figures import MODALITY_COLORS
 
     colors = {t["name"].split(" (")[0]: t["line"]["color"] for t in chart["data"] if t.get("mode") == "lines"}
     assert colors == {"audio alone": MODALITY_COLORS["audio"], "visual alone": MODALITY_COLORS["visual"]}
@@ -246,7 +246,7 @@ def test_learn_contrast_step_says_which_runs_are_missing(tmp_path, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("views/learn.py").run()
     for step, missing in (("8 ·", "`joint` and `unimodal` (visual) runs on `complementary`"), ("4 ·", "log the encoder probe")):
-        from dashboard.learn_steps import STEPS
+        from modalscope.dashboard.learn_steps import STEPS
 
         at.session_state["learn.step"] = next(s for s in STEPS if s.startswith(step))
         at.run()
@@ -257,9 +257,9 @@ def test_learn_contrast_step_says_which_runs_are_missing(tmp_path, monkeypatch):
 
 
 def test_learn_try_it_launches_the_gallery_joint_config_and_opens_it(app, monkeypatch):
-    import core.launcher
-    from core.gallery import DEFAULT_EPOCHS
-    from core.launcher import Launched
+    import modalscope.launcher
+    from modalscope.gallery import DEFAULT_EPOCHS
+    from modalscope.launcher import Launched
 
     calls = []
 
@@ -268,10 +268,10 @@ def test_learn_try_it_launches_the_gallery_joint_config_and_opens_it(app, monkey
         d = plant_run(app.runs, "joint_imbalanced_s0_mine", raw["method"]["name"], seed=seeds[0])
         return [Launched(d.name, d, 0, [])]
 
-    monkeypatch.setattr(core.launcher, "launch", fake_launch)
+    monkeypatch.setattr(modalscope.launcher, "launch", fake_launch)
     at = _learn(app, "9 ·")
-    from dashboard.learn_steps import try_measured
-    from dashboard.widgets import fmt_seconds
+    from modalscope.dashboard.learn_steps import try_measured
+    from modalscope.dashboard.widgets import fmt_seconds
 
     m = try_measured()  # the committed measurement: its duration and outcome are what the page states
     caption = " ".join(c.value for c in at.caption)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard import comparison as C
-from dashboard import lessons as L
+from modalscope.dashboard import comparison as C
+from modalscope.dashboard import lessons as L
 
 
 def test_t_interval_known_numbers():
@@ -173,8 +173,8 @@ def _valid(fig):
 
 
 def test_levels_bars_draw_labelled_reference_lines_in_modality_colours():
-    from dashboard import figures as F
-    from dashboard.figures_compare import Level, levels_bars_figure
+    from modalscope.dashboard import figures as F
+    from modalscope.dashboard.figures_compare import Level, levels_bars_figure
 
     df = pd.DataFrame({"group": ["a", "a", "b"], "acc_fused": [0.7, 0.8, 0.6], "acc_visual": [0.3, 0.3, 0.5]})
     fig = _valid(levels_bars_figure(df, ["acc_fused", "acc_visual"], [Level("visual alone", 0.57, "visual"), Level("audio alone", 0.59, "audio"),
@@ -189,8 +189,8 @@ def test_levels_bars_draw_labelled_reference_lines_in_modality_colours():
 
 
 def test_modality_bands_colour_groups_by_modality_not_by_position():
-    from dashboard import figures as F
-    from dashboard.figures_learn import modality_bands
+    from modalscope.dashboard import figures as F
+    from modalscope.dashboard.figures_learn import modality_bands
 
     df = pd.DataFrame({"group": ["visual alone"] * 4 + ["audio alone"] * 4, "run": ["v1", "v1", "v2", "v2", "a1", "a1", "a2", "a2"],
                        "epoch": [0, 1] * 4, "value": [0.1, 0.2, 0.15, 0.25, 0.5, 0.6, 0.55, 0.65]})
@@ -200,8 +200,8 @@ def test_modality_bands_colour_groups_by_modality_not_by_position():
 
 
 def test_probe_bars_and_shortfall_figures():
-    from dashboard.figures_compare import Level
-    from dashboard.figures_learn import probe_bars_figure, shortfall_figure
+    from modalscope.dashboard.figures_compare import Level
+    from modalscope.dashboard.figures_learn import probe_bars_figure, shortfall_figure
 
     bars = pd.DataFrame({"label": ["joint", "visual alone"], "mean": [0.27, 0.57], "std": [0.01, np.nan], "n": [3, 3]})
     fig = _valid(probe_bars_figure(bars, "visual", [Level("at initialisation", 0.19, "total")], "probe"))
@@ -215,7 +215,7 @@ def test_probe_bars_and_shortfall_figures():
 
 
 def test_bit_utilisation_figure_groups_bits_by_preset():
-    from dashboard.figures_learn import bit_utilisation_figure
+    from modalscope.dashboard.figures_learn import bit_utilisation_figure
 
     df = pd.DataFrame({"preset": ["imbalanced"] * 3 + ["complementary"] * 3, "bit": [0, 1, 2] * 2,
                        "utilisation": [0.26, 0.25, 0.37, 0.06, -0.06, 1.0]})
@@ -227,7 +227,7 @@ def test_bit_utilisation_figure_groups_bits_by_preset():
 
 def test_gap_histogram_threshold_is_drawn_whichever_component_is_balanced():
     """``balanced`` is the index of the balanced component, not a flag: the crossing is drawn for either."""
-    from dashboard import figures as F
+    from modalscope.dashboard import figures as F
 
     edges = np.linspace(-1, 1, 21)
     hist = {"edges": edges, "counts": np.ones(20), "name": "audio-visual", "epoch": 0, "split": "test"}

@@ -7,8 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from dashboard import figures as F
-from dashboard import summaries as S
+from modalscope.dashboard import figures as F
+from modalscope.dashboard import summaries as S
 from tests.planted import GMM, gmm_counts
 
 
@@ -209,7 +209,7 @@ def test_form_treats_required_fields_as_empty_and_parses_yaml(monkeypatch):
     """Launch-form widgets from pydantic fields: required → empty box; YAML text → value."""
     from pydantic import BaseModel, Field
 
-    from dashboard import form
+    from modalscope.dashboard import form
 
     class P(BaseModel):
         path: str = Field(..., description="Data file.")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.data.audiovisual import Ave, AveParams, Cremad, CremadParams, KineticsSounds, KineticsSoundsParams
-from core.data.media import load_frames, log_spectrogram, pick_frames, read_wav, spectrogram_shape
+from modalscope.data.audiovisual import Ave, AveParams, Cremad, CremadParams, KineticsSounds, KineticsSoundsParams
+from modalscope.data.media import load_frames, log_spectrogram, pick_frames, read_wav, spectrogram_shape
 from tests.datafixtures import AV_FAST, ave_tree, cremad_tree, ks_tree, train_config, write_frames, write_wav
 
 
@@ -76,7 +76,7 @@ def test_only_one_modality_can_be_loaded(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["cremad", "kinetics_sounds", "ave"])
 def test_one_epoch_training_on_each_layout(tmp_path, layout):
-    from core.engine import Trainer
+    from modalscope.engine import Trainer
     from tests.known_answers import assert_final_is_hand_computed
 
     root = tmp_path / layout

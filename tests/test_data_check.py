@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from core.config import resolve_config
-from core.data.check import check_dataset, format_report
+from modalscope.config import resolve_config
+from modalscope.data.check import check_dataset, format_report
 from tests.conftest import run_cli
 from tests.datafixtures import AV_FAST, cremad_tree
 

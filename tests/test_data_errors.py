@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from core.data import get_dataset
-from core.errors import ConfigError, DataError
+from modalscope.data import get_dataset
+from modalscope.errors import ConfigError, DataError
 from tests.conftest import run_cli
 from tests.datafixtures import AV_FAST, cremad_tree, ks_tree, mmsa_dict, write_pickle
 
@@ -157,7 +157,7 @@ def test_bad_spectrogram_fails_when_read_with_its_file(tmp_path):
 
 
 def test_unknown_view_is_a_config_error():
-    from core.config import resolve_config
+    from modalscope.config import resolve_config
 
     with pytest.raises(ConfigError) as e:
         resolve_config(overrides=["data.name=mfeat", "data.views=[pix,foo]"])

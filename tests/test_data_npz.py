@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.data.npz import Npz, NpzParams
+from modalscope.data.npz import Npz, NpzParams
 from tests.datafixtures import train_config
 
 
@@ -52,7 +52,7 @@ def test_npz_modality_subset_kinds_and_standardize(tmp_path):
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_npz_one_epoch_training(tmp_path, task):
     np.savez(tmp_path / "f.npz", **planted(regression=task == "regression"))
-    from core.engine import Trainer
+    from modalscope.engine import Trainer
 
     cfg = train_config(tmp_path, {"name": "npz", "path": str(tmp_path / "f.npz"), "task": task})
     t = Trainer(cfg)

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from core.data.npz import Npz, NpzParams
-from core.data.parquet import Parquet, ParquetParams
+from modalscope.data.npz import Npz, NpzParams
+from modalscope.data.parquet import Parquet, ParquetParams
 from tests.datafixtures import train_config
 
 
@@ -46,15 +46,15 @@ def test_parquet_matches_npz(tmp_path):
 def test_parquet_ragged_lists_are_rejected(tmp_path):
     t = pa.table({"label": [0, 1], "split": ["train", "test"], "x": pa.array([[1.0, 2.0], [1.0]])})
     pq.write_table(t, tmp_path / "r.parquet")
-    from core.errors import DataError
+    from modalscope.errors import DataError
 
     with pytest.raises(DataError, match=r"column 'x' has lists of different lengths \(1\.\.2\)"):
         Parquet.build(ParquetParams(path=str(tmp_path / "r.parquet")))
 
 
 def test_allow_pickle_is_refused_for_parquet(tmp_path):
-    from core.config import build_config
-    from core.errors import ConfigError
+    from modalscope.config import build_config
+    from modalscope.errors import ConfigError
 
     write_parquet(tmp_path / "f.parquet", arrays())
     with pytest.raises(ConfigError, match=r"^config error: data\.allow_pickle: does not apply to Parquet .*\(got true\)$"):
@@ -65,7 +65,7 @@ def test_allow_pickle_is_refused_for_parquet(tmp_path):
 @pytest.mark.slow
 def test_parquet_one_epoch_training(tmp_path):
     write_parquet(tmp_path / "f.parquet", arrays())
-    from core.engine import Trainer
+    from modalscope.engine import Trainer
 
     from tests.known_answers import assert_final_is_hand_computed
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.engine import Trainer
+from modalscope.engine import Trainer
 
 ALL_ON = {"conflict": True, "conflict_every": 1, "probe": True, "probe_every": 1, "gap": True, "gmm": True, "samples": True, "contrib": True,
           "captum": True, "captum_method": "shapley_sampling"}
@@ -69,7 +69,7 @@ def test_joint_run_stores_histograms_gmm_samples_contributions(tiny):
         assert sum(r[4] for r in contrib if r[0] == e) == pytest.approx(1.0)
         assert all(r[5] is not None for r in contrib if r[0] == e)
 
-    from core.store import RunReader
+    from modalscope.store import RunReader
 
     reader = RunReader(t.run_dir)
     names = set(reader.scalar_names())
@@ -83,7 +83,7 @@ def test_joint_run_stores_histograms_gmm_samples_contributions(tiny):
 
 def test_contribution_scalars_match_direct_recomputation(tiny):
     """The stored I(m) equals the Shapley value recomputed from the final weights on the fixed batches."""
-    from core.diagnostics.contribution import shapley_values, subset_value_fn
+    from modalscope.diagnostics.contribution import shapley_values, subset_value_fn
 
     _, t = _params_after(tiny, {"conflict": False, "gap": False, "captum": False, "contrib_batches": 2, "contrib_absent": "mean"}, epochs=1)
     con = sqlite3.connect(t.run_dir / "metrics.sqlite")
@@ -105,7 +105,7 @@ def test_three_modalities_store_every_pair_and_strong_weak(tiny):
     assert {r[0] for r in con.execute("SELECT DISTINCT name FROM gmm")} == names
     (n,) = con.execute("SELECT COUNT(*) FROM contributions").fetchone()
     assert n == 3
-    from core.store import RunReader
+    from modalscope.store import RunReader
 
     scal = set(RunReader(t.run_dir).scalar_names())
     assert {"conflict/cos_fusion", "conflict/cos_fusion/audio-visual", "conflict/cos/text", "gmm/train/evidence"} <= scal

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.diagnostics.conflict import conflict_cosines, cosine
-from core.diagnostics.contribution import confidence, contribution_weights, shapley_values, subset_value_fn
-from core.diagnostics.gap import GAP_EDGES, gap_histogram, gap_series, modality_gap, true_class_prob
-from core.diagnostics.gmm import fit_gap_mixture
+from modalscope.diagnostics.conflict import conflict_cosines, cosine
+from modalscope.diagnostics.contribution import confidence, contribution_weights, shapley_values, subset_value_fn
+from modalscope.diagnostics.gap import GAP_EDGES, gap_histogram, gap_series, modality_gap, true_class_prob
+from modalscope.diagnostics.gmm import fit_gap_mixture
 
 
 # ---------------------------------------------------------------- gap
@@ -121,7 +121,7 @@ class _TwoModal(torch.nn.Module):
         self.ba, self.bv = ba, bv
 
     def forward(self, batch, drop=frozenset(), fill=None):
-        from core.models.multimodal import ModelOutput
+        from modalscope.models.multimodal import ModelOutput
 
         xs = {}
         for m in self.modalities:
@@ -212,7 +212,7 @@ def test_mean_fill_changes_absent_value():
 
 @pytest.mark.parametrize("method", ["feature_ablation", "shapley_sampling"])
 def test_captum_agrees_with_exact_shapley_in_ranking(method):
-    from core.diagnostics.attribution import captum_contributions
+    from modalscope.diagnostics.attribution import captum_contributions
 
     batch, y = _batch(n=128)
     model = _TwoModal(3.0, 0.7)
@@ -263,7 +263,7 @@ def test_each_backend_bic_matches_hand_formula(backend):
 
 def test_separable_shortcut_equals_per_modality_backward():
     """On a sliced concat model, one backward of Σ L_m gives the same cosines as M separate ones."""
-    from core.models.multimodal import MultimodalModel
+    from modalscope.models.multimodal import MultimodalModel
 
     torch.manual_seed(0)
     model = MultimodalModel(["audio", "visual"], {"audio": "vector", "visual": "vector"}, {"audio": (6,), "visual": (5,)}, 3,

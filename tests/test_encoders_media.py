@@ -2,7 +2,7 @@
 
 import torch
 
-from core.models.encoders import build_encoder
+from modalscope.models.encoders import build_encoder
 
 
 def test_spectrogram_and_frame_encoders_shapes():
@@ -30,7 +30,7 @@ def test_sequence_encoder_ignores_padding_beyond_length():
 
 
 def test_model_passes_lengths_from_the_batch():
-    from core.models.multimodal import MultimodalModel
+    from modalscope.models.multimodal import MultimodalModel
 
     torch.manual_seed(0)
     m = MultimodalModel(["t"], {"t": "sequence"}, {"t": (5, 2)}, n_out=1, hidden=8, embed_dim=4, depth=1)

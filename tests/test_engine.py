@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 
-from core.engine import Trainer, train
-from core.errors import TrainingError
-from core.store import open_run
+from modalscope.engine import Trainer, train
+from modalscope.errors import TrainingError
+from modalscope.store import open_run
 from tests.conftest import cli_env, tiny_cli_args
 
 
@@ -40,7 +40,7 @@ def test_unimodal_builds_one_modality(tiny):
 def test_resume_continues_step_count_and_matches_uninterrupted(tiny, tmp_path):
     a_dir, a = train(tiny(epochs=3, name="full"))
     b_dir, _ = train(tiny(epochs=2, name="part"))
-    from core.config import build_config
+    from modalscope.config import build_config
 
     raw = json.loads((b_dir / "config.json").read_text())
     raw["epochs"] = 3
@@ -55,7 +55,7 @@ def test_resume_continues_step_count_and_matches_uninterrupted(tiny, tmp_path):
 
 
 def test_nan_loss_fails_with_step_and_keeps_data(tiny, monkeypatch):
-    from core.methods import joint
+    from modalscope.methods import joint
 
     orig = joint.Joint.loss
 
@@ -81,7 +81,7 @@ def test_nan_loss_fails_with_step_and_keeps_data(tiny, monkeypatch):
 def test_sigterm_marks_interrupted_and_keeps_rows(tmp_path):
     args = tiny_cli_args(tmp_path)
     args[args.index("--epochs") + 1] = "500"
-    p = subprocess.Popen([sys.executable, "-m", "core", "train", "--name", "sig", *args],
+    p = subprocess.Popen([sys.executable, "-m", "modalscope", "train", "--name", "sig", *args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     db = tmp_path / "runs" / "sig" / "metrics.sqlite"
     deadline = time.time() + 60

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.data.mfeat import bundled_folder
-from core.errors import DataError
-from core.store import open_run
+from modalscope.data.mfeat import bundled_folder
+from modalscope.errors import DataError
+from modalscope.store import open_run
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"

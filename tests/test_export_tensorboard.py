@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.cli import main
-from core.store import open_run
+from modalscope.cli import main
+from modalscope.store import open_run
 from tests.test_store_contract import _monitored_run
 
 pytest.importorskip("tensorboard")

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from core.store import RunReader, RunWriter, list_runs, run_summary
+from modalscope.store import RunReader, RunWriter, list_runs, run_summary
 from tests.planted import plant_run
 
 # The definitions the fast queries replace: last value = the row with the largest id per name
@@ -64,7 +64,7 @@ def test_running_rows_are_never_served_from_memory(tmp_path):
 
 
 def test_minmax_lttb_keeps_the_shape_the_extremes_and_only_real_points():
-    from dashboard import figures as F
+    from modalscope.dashboard import figures as F
 
     x = np.arange(100_000)
     y = np.sin(x / 5_000.0) + 0.01 * np.random.default_rng(0).standard_normal(len(x))
@@ -79,7 +79,7 @@ def test_minmax_lttb_keeps_the_shape_the_extremes_and_only_real_points():
 
 
 def test_non_finite_series_fall_back_to_exact_bucket_min_max():
-    from dashboard import figures as F
+    from modalscope.dashboard import figures as F
 
     y = np.linspace(0, 1, 10_000)
     y[5_000] = np.nan
@@ -89,8 +89,8 @@ def test_non_finite_series_fall_back_to_exact_bucket_min_max():
 
 
 def test_reused_raw_gradient_stats_equal_the_recomputed_applied_ones(tiny, monkeypatch):
-    from core.diagnostics import monitor
-    from core.engine import Trainer
+    from modalscope.diagnostics import monitor
+    from modalscope.engine import Trainer
 
     def applied(name, reuse):
         monkeypatch.setattr(monitor, "REUSE_RAW_GRADIENTS", reuse)
@@ -128,7 +128,7 @@ def _pair_exact(runs, on, reference="joint", method_col="method"):
 def test_pairing_by_lookup_equals_row_by_row_filtering(with_source):
     import pandas as pd
 
-    from dashboard.comparison import pair_with_reference
+    from modalscope.dashboard.comparison import pair_with_reference
 
     rng = np.random.default_rng(1)
     n = 300
@@ -150,7 +150,7 @@ def test_pairing_by_lookup_equals_row_by_row_filtering(with_source):
 def test_remembered_root_scan_equals_a_fresh_scan_and_sees_new_runs(tmp_path):
     import json as _json
 
-    from core import reference
+    from modalscope import reference
 
     root = tmp_path / "root"
     plant_run(root, "a", epochs=1, steps_per_epoch=2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from core import gallery
+from modalscope import gallery
 
 
 def test_unimodal_references_are_trained_before_every_run_of_their_preset():
@@ -20,7 +20,7 @@ def test_unimodal_references_are_trained_before_every_run_of_their_preset():
 
 
 def test_complementary_contrast_and_ensemble_are_in_the_gallery():
-    from core.methods import list_methods
+    from modalscope.methods import list_methods
 
     names = {r.name for r in gallery.plan()}
     assert {"joint_complementary_s0", "ogm_ge_complementary_s0", "unimodal-visual_complementary_s0"} <= names
@@ -49,7 +49,7 @@ def test_thin_removes_both_checkpoints(tmp_path):
 def test_seed0_gallery_runs_carry_what_every_live_view_shows():
     """Robustness and captum are opt-in; the gallery's seed-0 runs switch them on (the Live
     Robustness view and the Contributions cross-check read them), the other seeds stay lean."""
-    from core.config import resolve_config
+    from modalscope.config import resolve_config
 
     runs = gallery.plan()
     for r in runs:

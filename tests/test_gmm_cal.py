@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.diagnostics.gmm import GapMixture
-from core.diagnostics.robustness import corruption, evaluate_robustness
-from core.diagnostics.sample_store import SampleStore
-from core.engine import StopRequested, Trainer, train
-from core.methods.cal import Cal, InfoBottleneck, acceleration_factors, gaussian_kl, scale_gradients
-from core.methods.gap_groups import balanced_subset, mixture_from_state, mixture_state, posteriors
-from core.methods.gmm_adaptive import adaptive_loss
-from core.store import open_run
+from modalscope.diagnostics.gmm import GapMixture
+from modalscope.diagnostics.robustness import corruption, evaluate_robustness
+from modalscope.diagnostics.sample_store import SampleStore
+from modalscope.engine import StopRequested, Trainer, train
+from modalscope.methods.cal import Cal, InfoBottleneck, acceleration_factors, gaussian_kl, scale_gradients
+from modalscope.methods.gap_groups import balanced_subset, mixture_from_state, mixture_state, posteriors
+from modalscope.methods.gmm_adaptive import adaptive_loss
+from modalscope.store import open_run
 from tests.conftest import run_cli, tiny_cli_args
 from tests.known_answers import cuda_run_matches_cpu
 
@@ -93,7 +93,7 @@ def test_detach_strong_sends_gap_gradient_only_to_the_weak_modality():
 
 def test_default_alignment_never_pushes_the_strong_true_class_probability_down(tiny):
     """Default params: the gap terms' gradient on the strong modality is zero, on the weak one it raises p[y]."""
-    from core.methods.gmm_adaptive import GmmAdaptiveParams
+    from modalscope.methods.gmm_adaptive import GmmAdaptiveParams
 
     p = GmmAdaptiveParams()
     assert p.gap_source == "ema"
@@ -251,7 +251,7 @@ def test_resume_restores_method_state_and_matches_uninterrupted(tiny, method, ex
 # ---------------------------------------------------------------- end to end (CLI)
 def _cli(tmp_path, *extra):
     """The CLI in this process (same argument parsing and exit codes, no interpreter start-up)."""
-    from core.cli import main
+    from modalscope.cli import main
 
     name = extra[extra.index("--name") + 1]
     assert main(["train", *tiny_cli_args(tmp_path), *extra]) == 0
@@ -298,10 +298,10 @@ def test_cli_purify_from_a_finished_run(tmp_path):
 
 
 def test_trained_heads_exist_and_train_the_encoder(tiny):
-    from core.models import build_model
+    from modalscope.models import build_model
 
     cfg = tiny(model={"hidden": 8, "embed_dim": 4, "depth": 1, "heads": "trained"})
-    from core.engine import build_bundle
+    from modalscope.engine import build_bundle
 
     model = build_model(cfg, build_bundle(cfg))
     assert model.heads is not None and set(model.heads) == {"audio", "visual"}

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from core.diagnostics.gradients import dominance, gradient_stats, group_norm
+from modalscope.diagnostics.gradients import dominance, gradient_stats, group_norm
 
 
 def test_group_norm_equals_hand_computation():
@@ -41,8 +41,8 @@ def test_dominance_three_modalities():
 
 def test_engine_logs_hand_computable_grad_norm(tiny):
     """The logged encoder norm equals the norm recomputed from the same batch and weights."""
-    from core.engine import StepContext, Trainer
-    from core.data import BatchLoader
+    from modalscope.engine import StepContext, Trainer
+    from modalscope.data import BatchLoader
 
     cfg = tiny(epochs=1)
     t = Trainer(cfg)
@@ -65,8 +65,8 @@ def test_stored_grad_norm_rows_equal_a_hand_computed_first_step(tiny):
     """
     import copy
 
-    from core.engine import Trainer
-    from core.store import open_run
+    from modalscope.engine import Trainer
+    from modalscope.store import open_run
 
     t = Trainer(tiny(epochs=1, batch_size=32, data={"n_train": 32}, set=["method.name=joint", "diagnostics.conflict=false"]))
     ref = copy.deepcopy(t.model)

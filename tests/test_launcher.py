@@ -1,4 +1,4 @@
-"""core.launcher: validated argument lists, detached processes, refusal of bad fields, stop."""
+"""modalscope.launcher: validated argument lists, detached processes, refusal of bad fields, stop."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from core import launcher
-from core.errors import ConfigError, StoreError
-from core.store import open_run
+from modalscope import launcher
+from modalscope.errors import ConfigError, StoreError
+from modalscope.store import open_run
 from tests.conftest import TINY_DATA
 
 TINY = {"data": dict(TINY_DATA), "model": {"hidden": 16, "embed_dim": 8, "depth": 1}, "batch_size": 64, "epochs": 2}
@@ -40,7 +40,7 @@ def test_launch_uses_argument_list_detached_session_and_log_file(tmp_path, fake_
     assert [s.name for s in started] == ["mine_s0", "mine_s1"]
     argv, kw = fake_popen.calls[0]
     assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
-    assert argv[:4] == [sys.executable, "-m", "core", "train"]
+    assert argv[:4] == [sys.executable, "-m", "modalscope", "train"]
     assert argv[argv.index("--name") + 1] == "mine_s0" and argv[argv.index("--seed") + 1] == "0" and "--no-progress" in argv
     assert kw.get("shell", False) is False and kw["start_new_session"] is True
     assert kw["stdout"].name.endswith("mine_s0/launch.log") and kw["stderr"] == subprocess.STDOUT

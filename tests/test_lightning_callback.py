@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from core.errors import ConfigError
-from core.store import open_run
+from modalscope.errors import ConfigError
+from modalscope.store import open_run
 
 pytest.importorskip("pytorch_lightning")
-from core.integrations.lightning import ModalScopeCallback  # noqa: E402
+from modalscope.integrations.lightning import ModalScopeCallback  # noqa: E402
 
 
 class Net(nn.Module):

@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.engine import StepContext, Trainer
-from core.data import move_batch
-from core.methods.cpsl import dominance_ratio, gradient_magnitudes, label_stats, penalty_coefficient, ramp, stat_loss
-from core.store import open_run
+from modalscope.engine import StepContext, Trainer
+from modalscope.data import move_batch
+from modalscope.methods.cpsl import dominance_ratio, gradient_magnitudes, label_stats, penalty_coefficient, ramp, stat_loss
+from modalscope.store import open_run
 from tests.conftest import run_cli, tiny_cli_args
 from tests.known_answers import assert_final_is_hand_computed, cuda_run_matches_cpu
 from tests.method_helpers import THREE_MODAL, assert_same_state, first_step, grads, resume_matches, run, window_off_equals_joint

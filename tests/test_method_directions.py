@@ -20,10 +20,10 @@ import statistics
 
 import pytest
 
-from core.config import resolve_config
-from core.engine import Trainer
-from core.methods import get_method
-from core.store import open_run
+from modalscope.config import resolve_config
+from modalscope.engine import Trainer
+from modalscope.methods import get_method
+from modalscope.store import open_run
 
 pytestmark = pytest.mark.slow
 

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from core.engine import Trainer
-from core.methods.ensemble import ensemble_prediction
-from core.store import open_run
+from modalscope.engine import Trainer
+from modalscope.methods.ensemble import ensemble_prediction
+from modalscope.store import open_run
 from tests.method_helpers import first_step, grads, resume_matches
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.engine import StepContext, Trainer
-from core.errors import ConfigError
-from core.methods.mie import mixup, projection_matrix, sam_epsilon, scaled_stages
-from core.store import open_run
+from modalscope.engine import StepContext, Trainer
+from modalscope.errors import ConfigError
+from modalscope.methods.mie import mixup, projection_matrix, sam_epsilon, scaled_stages
+from modalscope.store import open_run
 from tests.conftest import run_cli, tiny_cli_args
 from tests.known_answers import cuda_run_matches_cpu
 from tests.method_helpers import THREE_MODAL, assert_same_state, first_step, resume_matches, run, window_off_equals_joint
@@ -222,7 +222,7 @@ def test_runs_on_cuda(tiny):
 
 @pytest.mark.filterwarnings("ignore:unpickling")
 def test_regression_task_is_refused_with_one_line(tmp_path):
-    from core.errors import ConfigError
+    from modalscope.errors import ConfigError
     from tests.datafixtures import mmsa_dict, train_config, write_pickle
 
     write_pickle(tmp_path / "aligned_50.pkl", mmsa_dict(aligned=True))

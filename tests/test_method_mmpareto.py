@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.engine import Trainer
-from core.errors import ConfigError
-from core.methods.mmpareto import min_norm_weights, pareto_combine
-from core.store import open_run
+from modalscope.engine import Trainer
+from modalscope.errors import ConfigError
+from modalscope.methods.mmpareto import min_norm_weights, pareto_combine
+from modalscope.store import open_run
 from tests.conftest import run_cli, tiny_cli_args
 from tests.known_answers import assert_final_is_hand_computed, cuda_run_matches_cpu
 from tests.method_helpers import THREE_MODAL, first_step, grads, resume_matches, run, window_off_equals_joint
@@ -178,7 +178,7 @@ def test_antiparallel_gradients_never_give_a_complex_norm():
     """g_uni = −g_mm: the MinNorm point is 0 and rounding can make ‖ĝ‖² slightly negative."""
     import torch
 
-    from core.methods.mmpareto import pareto_combine
+    from modalscope.methods.mmpareto import pareto_combine
 
     g = [torch.tensor([0.1, 0.2, 0.3], dtype=torch.float32)]
     out, stats = pareto_combine(g, [-x for x in g], alpha=1.0)

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from core.engine import Trainer
-from core.methods.ogm_ge import ogm_coefficients, ogm_ratios, ogm_scores
-from core.store import open_run
+from modalscope.engine import Trainer
+from modalscope.methods.ogm_ge import ogm_coefficients, ogm_ratios, ogm_scores
+from modalscope.store import open_run
 from tests.conftest import run_cli, tiny_cli_args
 from tests.known_answers import cuda_run_matches_cpu
 from tests.method_helpers import THREE_MODAL, first_step, grads, resume_matches, run, window_off_equals_joint
@@ -143,7 +143,7 @@ def test_runs_on_cuda(tiny):
 
 @pytest.mark.filterwarnings("ignore:unpickling")
 def test_regression_task_is_refused_with_one_line(tmp_path):
-    from core.errors import ConfigError
+    from modalscope.errors import ConfigError
     from tests.datafixtures import mmsa_dict, train_config, write_pickle
 
     write_pickle(tmp_path / "aligned_50.pkl", mmsa_dict(aligned=True))
@@ -153,7 +153,7 @@ def test_regression_task_is_refused_with_one_line(tmp_path):
 
 
 def test_ge_noise_without_host_sync_matches_the_item_version():
-    from core.methods.ogm_ge import ge_noise
+    from modalscope.methods.ogm_ge import ge_noise
 
     for shape in [(64, 32), (7,), (1,)]:
         g = torch.randn(shape) * 0.01

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.engine import Trainer
-from core.store import open_run
+from modalscope.engine import Trainer
+from modalscope.store import open_run
 
 QUIET = ["diagnostics.captum=false", "diagnostics.robust=false", "diagnostics.gap=false", "diagnostics.contrib=false",
          "diagnostics.conflict=false"]
@@ -125,7 +125,7 @@ def test_gmm_adaptive_refit_every_sets_the_refit_epochs(tiny, every, refits):
 def test_gmm_adaptive_ema_momentum_averages_the_batch_gaps(tiny):
     """gap_source=ema during warm-up (the store does not steer training): after two epochs the
     store holds μ·g₁ + (1 − μ)·g₂, where g_e is epoch e's gap, read off μ = 0 runs."""
-    from core.methods.purify import GAP_STORE
+    from modalscope.methods.purify import GAP_STORE
 
     def store(name, epochs, mu):
         t = fit(tiny, name, ["method.name=gmm_adaptive", "method.warmup_epochs=5", "method.gap_source=ema",
@@ -145,7 +145,7 @@ def test_mie_fuse_combines_the_heads_as_described(tiny, fuse):
     t = Trainer(tiny(name=fuse, set=["method.name=mie", f"method.fuse={fuse}"]))
     split = t.bundle.splits["test"]
     batch = split.batch(torch.arange(16))
-    from core.engine import StepContext
+    from modalscope.engine import StepContext
 
     t.model.eval()
     with torch.no_grad():

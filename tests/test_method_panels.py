@@ -12,10 +12,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-import core.methods  # noqa: F401 - registers the methods
-from core.methods.base import _REGISTRY, Panel
-from core.store import open_run
-from dashboard import figures as F
+import modalscope.methods  # noqa: F401 - registers the methods
+from modalscope.methods.base import _REGISTRY, Panel
+from modalscope.store import open_run
+from modalscope.dashboard import figures as F
 
 GALLERY = Path(__file__).resolve().parent.parent / "sample_runs"
 # Methods whose step equals joint's (or one encoder's): nothing of their own to read.

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.models.multimodal import MultimodalModel
+from modalscope.models.multimodal import MultimodalModel
 
 
 def _model(fusion, heads="auto"):
@@ -44,7 +44,7 @@ def test_param_groups_partition_parameters():
 
 
 def test_resolve_heads_follows_the_method_and_warns_on_overrides():
-    from core.models import resolve_heads
+    from modalscope.models import resolve_heads
 
     assert resolve_heads("auto", "trained", True) == ("trained", None)
     assert resolve_heads("auto", "slice", True) == ("slice", None)
@@ -73,7 +73,7 @@ def test_trained_heads_keep_the_fusion_slices_in_the_output():
 def test_methods_that_train_unimodal_losses_get_trained_heads(tiny, method, kind):
     import warnings
 
-    from core.engine import Trainer
+    from modalscope.engine import Trainer
 
     name, _, knob = method.partition(":")
     with warnings.catch_warnings():
@@ -85,8 +85,8 @@ def test_methods_that_train_unimodal_losses_get_trained_heads(tiny, method, kind
 
 
 def test_untrained_heads_override_is_warned_and_recorded(tiny):
-    from core.engine import Trainer
-    from core.store import open_run
+    from modalscope.engine import Trainer
+    from modalscope.store import open_run
 
     with pytest.warns(UserWarning, match="untrained heads"):
         t = Trainer(tiny(set=["method.name=joint", "model.heads=trained"]))

@@ -1,4 +1,4 @@
-"""core.monitor.Monitor on hand-computed cases: gradients, methods, gap, contributions, liveness."""
+"""modalscope.monitor.Monitor on hand-computed cases: gradients, methods, gap, contributions, liveness."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.errors import ConfigError, StoreError
-from core.monitor import Monitor
-from core.store import open_run
+from modalscope.errors import ConfigError, StoreError
+from modalscope.monitor import Monitor
+from modalscope.store import open_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,7 +151,7 @@ def test_uncaught_exception_and_plain_exit_are_recorded(tmp_path, ending, status
     code = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(ROOT)!r})
         from torch import nn
-        from core.monitor import Monitor
+        from modalscope.monitor import Monitor
         a, b = nn.Linear(1, 1), nn.Linear(1, 1)
         mon = Monitor({str(tmp_path / 'run')!r}, ["a", "b"], {{"a": a, "b": b}})
         {ending}

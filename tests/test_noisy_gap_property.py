@@ -2,9 +2,9 @@
 
 import pytest
 
-from core.config import resolve_config
-from core.engine import Trainer
-from core.store import RunReader
+from modalscope.config import resolve_config
+from modalscope.engine import Trainer
+from modalscope.store import RunReader
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from core.diagnostics.probe import linear_probe, probe_features, utilisation
+from modalscope.diagnostics.probe import linear_probe, probe_features, utilisation
 
 
 def _planted(n, k=4, d=16, sep=6.0, seed=0):

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from core.data import BatchLoader
-from core.data.base import DatasetBundle, TensorMultimodalDataset
-from core.engine import Trainer, build_bundle
-from core.reference import probe_utilisation
-from core.selection import BestTracker
-from core.store import RunReader
+from modalscope.data import BatchLoader
+from modalscope.data.base import DatasetBundle, TensorMultimodalDataset
+from modalscope.engine import Trainer, build_bundle
+from modalscope.reference import probe_utilisation
+from modalscope.selection import BestTracker
+from modalscope.store import RunReader
 
 QUIET = {"progress": False}
 LEAN = {"conflict": False, "gap": False, "contrib": False, "captum": False, "robust": False}
@@ -23,7 +23,7 @@ def _series(reader: RunReader, prefix: str) -> pd.DataFrame:
 
 
 def test_probe_cadence_and_names(tiny, monkeypatch):
-    import core.diagnostics.probe as probe_mod
+    import modalscope.diagnostics.probe as probe_mod
 
     passes = []
     own_pass = probe_mod.encoder_features
@@ -190,7 +190,7 @@ def test_stored_grad_norm_equals_independent_recomputation(tiny):
     stored = RunReader(t.run_dir).scalars("grad_norm/visual")
     assert stored["step"].iloc[0] == 0
 
-    from core.models import build_model
+    from modalscope.models import build_model
 
     model = build_model(cfg, t.bundle)
     model.load_state_dict(init)
@@ -204,7 +204,7 @@ def test_stored_grad_norm_equals_independent_recomputation(tiny):
 
 
 def test_resume_replays_probes_and_selection_exactly(tiny):
-    from core.config import build_config
+    from modalscope.config import build_config
     import json
 
     over = dict(data={"n_valid": 64}, diagnostics={**LEAN, "probe_every": 2}, optim={"lr": 0.2})

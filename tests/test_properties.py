@@ -16,11 +16,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.config import RUN_NAME_RE, build_config, resolve_config
-from core.diagnostics.gap import gap_histogram
-from core.errors import ConfigError
-from core.methods import list_methods
-from core.store import RunReader, RunWriter
+from modalscope.config import RUN_NAME_RE, build_config, resolve_config
+from modalscope.diagnostics.gap import gap_histogram
+from modalscope.errors import ConfigError
+from modalscope.methods import list_methods
+from modalscope.store import RunReader, RunWriter
 
 pytestmark = pytest.mark.reliability
 

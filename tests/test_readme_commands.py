@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import build_parser, config_from_args
+from modalscope.cli import build_parser, config_from_args
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from core.gallery import folder_size, plan, readme_table
-from core.store import list_runs, open_run
+from modalscope.gallery import folder_size, plan, readme_table
+from modalscope.store import list_runs, open_run
 
 ROOT = Path(__file__).resolve().parent.parent
 GALLERY = ROOT / "sample_runs"
@@ -65,8 +65,8 @@ def test_readme_table_matches_stored_metrics():
 @pytest.mark.slow
 def test_regenerating_a_sample_run_reproduces_its_metrics(tmp_path):
     """Same stored config, CPU: final accuracies within 0.01 (bitwise on the machine that made them)."""
-    from core.config import build_config
-    from core.engine import train
+    from modalscope.config import build_config
+    from modalscope.engine import train
 
     src = GALLERY / "joint_imbalanced_s0"
     raw = open_run(src).config()
@@ -80,7 +80,7 @@ def test_regenerating_a_sample_run_reproduces_its_metrics(tmp_path):
 
 def test_thinning_note_counts_epochs_from_one_like_the_dashboard(tmp_path):
     """The UI numbers epochs 1..E; the note about kept snapshots must too (index 3 = epoch 4)."""
-    from core.gallery import thin
+    from modalscope.gallery import thin
     from tests.planted import plant_run
 
     d = plant_run(tmp_path, "r", epochs=4, steps_per_epoch=2)

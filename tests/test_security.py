@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import cli
-from core.config import resolve_config
-from core.engine import CHECKPOINT, load_checkpoint
-from core.errors import ConfigError, StoreError
-from core.store import RunWriter, delete_run
+from modalscope import cli
+from modalscope.config import resolve_config
+from modalscope.engine import CHECKPOINT, load_checkpoint
+from modalscope.errors import ConfigError, StoreError
+from modalscope.store import RunWriter, delete_run
 from tests.conftest import ROOT
 from tests.test_bad_inputs import MaliciousPickle, write_malicious_checkpoint
 
@@ -241,7 +241,7 @@ def test_allow_pickle_does_not_open_checkpoints_to_pickles(tmp_path, capsys):
 def test_unpickling_in_the_codebase_sits_behind_allow_pickle():
     """Every unpickling call in core/ must be inside a function that checks ``allow_pickle``;
     the config flag defaults to off wherever a dataset declares it."""
-    from core.data.base import _REGISTRY
+    from modalscope.data.base import _REGISTRY
 
     for name, src in _REGISTRY.items():
         fields = src.Params.model_fields

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from core import store
-from core.store import ROW_TABLES, RunReader, RunWriter
+from modalscope import store
+from modalscope.store import ROW_TABLES, RunReader, RunWriter
 from tests import reliability_workers as w
 from tests.conftest import tiny_config
 

@@ -12,13 +12,13 @@ from tests.conftest import ROOT, cli_env
 
 # Trains a tiny run with each optimiser and prints (was torch._dynamo imported?, sha256 of
 # the final weights); argv[1] == "dynamo" imports torch._dynamo first, which makes
-# core.lazy_dynamo step aside and torch take its own path.
+# modalscope.lazy_dynamo step aside and torch take its own path.
 SCRIPT = r"""
 import hashlib, io, json, sys
 if sys.argv[1] == "dynamo":
     import torch._dynamo
 import torch
-from core.engine import Trainer
+from modalscope.engine import Trainer
 from tests.conftest import tiny_config
 from pathlib import Path
 out = {}
@@ -59,13 +59,13 @@ def test_training_is_bit_identical_without_the_dynamo_import(tmp_path):
 def test_dispatcher_delegates_to_torch_once_dynamo_is_imported():
     import torch
 
-    from core import lazy_dynamo
+    from modalscope import lazy_dynamo
 
     lazy_dynamo.install()
     fn = torch.optim.Optimizer.zero_grad.__wrapped__
     seeded = getattr(fn, "__dynamo_disable", None)
     if seeded is None or getattr(seeded, "__wrapped__", None) is not fn:
-        pytest.skip("torch._dynamo was imported before core.engine in this test process: nothing was patched")
+        pytest.skip("torch._dynamo was imported before modalscope.engine in this test process: nothing was patched")
     import torch._dynamo  # noqa: F401 - the point of the test
 
     m = torch.nn.Linear(2, 2)
@@ -79,7 +79,7 @@ def test_dispatcher_delegates_to_torch_once_dynamo_is_imported():
 
 
 def test_disk_cache_serves_the_computed_value_and_recomputes_on_bad_files(tmp_path, monkeypatch):
-    from core.data import disk_cache
+    from modalscope.data import disk_cache
 
     monkeypatch.setenv("MODALSCOPE_CACHE_DIR", str(tmp_path / "c"))
     calls = []
@@ -103,7 +103,7 @@ def test_disk_cache_serves_the_computed_value_and_recomputes_on_bad_files(tmp_pa
 
 
 def test_cached_bayes_ceilings_equal_the_monte_carlo_estimate(tmp_path, monkeypatch):
-    from core.data.synthetic import SyntheticParams, _bayes_cached, bayes_ceilings
+    from modalscope.data.synthetic import SyntheticParams, _bayes_cached, bayes_ceilings
 
     monkeypatch.setenv("MODALSCOPE_CACHE_DIR", str(tmp_path / "c"))
     p = SyntheticParams(preset="imbalanced")

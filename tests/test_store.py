@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from core.errors import StoreError
-from core.store import RunReader, RunWriter, delete_run, list_runs, open_run, resolve_run
+from modalscope.errors import StoreError
+from modalscope.store import RunReader, RunWriter, delete_run, list_runs, open_run, resolve_run
 
 
 def test_write_and_query_all_tables(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.monitor import Monitor
-from core.store import SCALARS_VIEW, ensure_views, open_run
+from modalscope.monitor import Monitor
+from modalscope.store import SCALARS_VIEW, ensure_views, open_run
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "store.md"
@@ -66,7 +66,7 @@ def test_every_metadata_key_is_documented(tmp_path):
 
 def test_every_table_is_documented():
     con = sqlite3.connect(":memory:")
-    from core.store import SCHEMA
+    from modalscope.store import SCHEMA
 
     con.executescript(SCHEMA)
     objs = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.cli import main
-from core.errors import ConfigError
-from core.store import RunReader, is_run_dir
-from core.sweep import expand, plan, run_sweep
+from modalscope.cli import main
+from modalscope.errors import ConfigError
+from modalscope.store import RunReader, is_run_dir
+from modalscope.sweep import expand, plan, run_sweep
 from tests.conftest import TINY_DATA, run_cli
 
 TINY_SETS = [
@@ -166,7 +166,7 @@ def test_local_pool_runs_every_trial_into_its_own_tagged_folder(local_sweep):
 
 @pytest.mark.slow
 def test_rerun_skips_finished_and_resumes_interrupted(local_sweep, tmp_path, monkeypatch):
-    from core import engine
+    from modalscope import engine
 
     spec, runs, r = local_sweep
     assert r.returncode == 0, r.stderr
@@ -219,7 +219,7 @@ def test_changed_spec_over_finished_runs_is_refused(local_sweep, tmp_path):
 
 
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    from core import engine
+    from modalscope import engine
 
     spec = {"name": "f", "grid": {"data.scale": [{"audio": 1.0e20, "visual": 0.3}, {"audio": 1.0, "visual": 0.3}]}}
     runs = tmp_path / "runs"
@@ -243,7 +243,7 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
 def test_trial_dying_before_its_store_opens_still_leaves_a_failed_run(tmp_path):
     import torch
 
-    from core.sweep_executors import run_trial
+    from modalscope.sweep_executors import run_trial
 
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA to make device=cuda fail")

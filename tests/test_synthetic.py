@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.data.synthetic import Synthetic, SyntheticParams, analytic_ceiling, bayes_ceilings, class_codes
+from modalscope.data.synthetic import Synthetic, SyntheticParams, analytic_ceiling, bayes_ceilings, class_codes
 
 
 def test_class_codes_are_bits():

@@ -1,6 +1,6 @@
 """Dataset registry. Adding a source: one module + one import line below."""
 
-from core.data.base import (
+from modalscope.data.base import (
     BatchLoader,
     DatasetBundle,
     DatasetParams,
@@ -13,12 +13,12 @@ from core.data.base import (
     register_dataset,
 )
 
-from core.data import synthetic  # noqa: F401,E402
-from core.data import npz  # noqa: F401,E402
-from core.data import parquet  # noqa: F401,E402
-from core.data import mfeat  # noqa: F401,E402
-from core.data import audiovisual  # noqa: F401,E402
-from core.data import mmsa  # noqa: F401,E402
+from modalscope.data import synthetic  # noqa: F401,E402
+from modalscope.data import npz  # noqa: F401,E402
+from modalscope.data import parquet  # noqa: F401,E402
+from modalscope.data import mfeat  # noqa: F401,E402
+from modalscope.data import audiovisual  # noqa: F401,E402
+from modalscope.data import mmsa  # noqa: F401,E402
 
 __all__ = [
     "BatchLoader",

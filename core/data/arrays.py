@@ -2,7 +2,7 @@
 
 Users' most frequent complaint in this field is preprocessing that silently differs, so
 every check here fails loudly with one line naming the file and the problem
-(:class:`core.errors.DataError`): mismatched row counts, non-numeric or non-finite
+(:class:`modalscope.errors.DataError`): mismatched row counts, non-numeric or non-finite
 features, labels that are not class indices (or not finite for regression), unknown split
 names, empty train/test splits and unknown modality names.
 
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from core.data.base import SPLITS, DatasetBundle, DatasetParams, TensorMultimodalDataset
-from core.errors import DataError
+from modalscope.data.base import SPLITS, DatasetBundle, DatasetParams, TensorMultimodalDataset
+from modalscope.errors import DataError
 
 RESERVED = ("label", "split", "sample_id", "class_names")
 KIND_BY_NDIM = {1: "vector", 2: "sequence", 3: "spectrogram", 4: "frames"}

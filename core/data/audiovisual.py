@@ -22,7 +22,7 @@ with one folder per split (e.g. ``train_spec/``). List formats:
 Opening the dataset checks every listed clip: its audio file and its frame folder must
 exist (or be skipped with ``skip_missing``, a warning says how many), labels must be known
 classes, train and test must be non-empty. Each sample is decoded on access
-(:mod:`core.data.media`); a clip whose spectrogram shape differs from the first clip's, or
+(:mod:`modalscope.data.media`); a clip whose spectrogram shape differs from the first clip's, or
 that holds NaN/inf, fails with its file name.
 """
 
@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from core.data.base import DatasetBundle, DatasetParams, DatasetSource, MultimodalDataset, register_dataset
-from core.data.media import SPEC_SUFFIXES, frame_files, load_frames, log_spectrogram, read_spectrogram_file, read_wav, spectrogram_shape
-from core.errors import DataError
+from modalscope.data.base import DatasetBundle, DatasetParams, DatasetSource, MultimodalDataset, register_dataset
+from modalscope.data.media import SPEC_SUFFIXES, frame_files, load_frames, log_spectrogram, read_spectrogram_file, read_wav, spectrogram_shape
+from modalscope.errors import DataError
 
 AV_MODALITIES = ("audio", "visual")
 

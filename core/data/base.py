@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import ConfigError
+from modalscope.errors import ConfigError
 
 SPLITS = ("train", "valid", "test")
 

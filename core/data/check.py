@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.data.arrays import nonfinite_count
-from core.data.base import DatasetBundle, TensorMultimodalDataset, get_dataset
-from core.errors import DataError
+from modalscope.data.arrays import nonfinite_count
+from modalscope.data.base import DatasetBundle, TensorMultimodalDataset, get_dataset
+from modalscope.errors import DataError
 
 
 def _modality_stats(a: np.ndarray) -> dict[str, Any]:
@@ -155,7 +155,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from core.cli import config_from_args
+    from modalscope.cli import config_from_args
 
     cfg = config_from_args(args)
     report = check_dataset(cfg, max_items=args.max_items)
@@ -165,7 +165,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    from core.cli import _add_config_args
+    from modalscope.cli import _add_config_args
 
     d = subparsers.add_parser("data", help="inspect datasets")
     ds = d.add_subparsers(dest="data_cmd", required=True)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.arrays import warn_pickle
-from core.errors import DataError
+from modalscope.data.arrays import warn_pickle
+from modalscope.errors import DataError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

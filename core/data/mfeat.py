@@ -29,9 +29,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from core.data.arrays import bundle_from_arrays
-from core.data.base import DatasetBundle, DatasetParams, DatasetSource, register_dataset
-from core.errors import DataError
+from modalscope.data.arrays import bundle_from_arrays
+from modalscope.data.base import DatasetBundle, DatasetParams, DatasetSource, register_dataset
+from modalscope.errors import DataError
 
 VIEWS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
 N_PER_CLASS = 200

@@ -9,7 +9,7 @@ As MMSA does, ``-inf`` in the audio features (log of zero energy in COVAREP) is 
 any other NaN/inf is an error. Lengths: ``<m>_lengths`` when present, else the full
 padded length (aligned files are word-aligned to ``L``). Each modality is a ``sequence``
 (length-aware GRU); the task is regression on the sentiment score with MOSI's metrics
-(Acc-2, Acc-7, F1, MAE, Pearson r; :func:`core.metrics.regression_metrics`). The label
+(Acc-2, Acc-7, F1, MAE, Pearson r; :func:`modalscope.metrics.regression_metrics`). The label
 range is [-3, 3] for MOSI/MOSEI and [-1, 1] for CH-SIMS.
 """
 
@@ -22,9 +22,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from core.data.arrays import bundle_from_arrays, raw_split_arrays, warn_pickle
-from core.data.base import SPLITS, DatasetBundle, DatasetParams, DatasetSource, register_dataset
-from core.errors import DataError
+from modalscope.data.arrays import bundle_from_arrays, raw_split_arrays, warn_pickle
+from modalscope.data.base import SPLITS, DatasetBundle, DatasetParams, DatasetSource, register_dataset
+from modalscope.errors import DataError
 
 MMSA_MODALITIES = ("text", "audio", "vision")
 LABEL_RANGE = {"mosi": (-3.0, 3.0), "mosei": (-3.0, 3.0), "sims": (-1.0, 1.0)}

@@ -16,9 +16,9 @@ from typing import Literal
 
 import numpy as np
 
-from core.data.arrays import RESERVED, FeatureFileParams, bundle_from_arrays, raw_split_arrays, warn_pickle
-from core.data.base import DatasetBundle, DatasetSource, register_dataset
-from core.errors import DataError
+from modalscope.data.arrays import RESERVED, FeatureFileParams, bundle_from_arrays, raw_split_arrays, warn_pickle
+from modalscope.data.base import DatasetBundle, DatasetSource, register_dataset
+from modalscope.errors import DataError
 
 class NpzParams(FeatureFileParams):
     name: Literal["npz"] = "npz"

@@ -1,4 +1,4 @@
-"""Generic pre-extracted features in one Parquet file (same contract as :mod:`core.data.npz`).
+"""Generic pre-extracted features in one Parquet file (same contract as :mod:`modalscope.data.npz`).
 
 Columns: ``label``, ``split`` (``train|valid|test``), optional ``sample_id``; every other
 column is a modality. A list column (fixed length, nested lists for more axes) is one
@@ -16,10 +16,10 @@ from typing import Literal
 import numpy as np
 from pydantic import field_validator
 
-from core.data.arrays import FeatureFileParams, raw_split_arrays
-from core.data.base import DatasetBundle, DatasetSource, register_dataset
-from core.data.npz import build_from_raw, split_fields
-from core.errors import DataError
+from modalscope.data.arrays import FeatureFileParams, raw_split_arrays
+from modalscope.data.base import DatasetBundle, DatasetSource, register_dataset
+from modalscope.data.npz import build_from_raw, split_fields
+from modalscope.errors import DataError
 
 WIDE = re.compile(r"^(?P<m>.+)\.(?P<i>\d+)$")
 

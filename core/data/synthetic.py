@@ -51,8 +51,8 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from core.data.base import DatasetBundle, DatasetParams, DatasetSource, TensorMultimodalDataset, register_dataset
-from core.errors import ConfigError
+from modalscope.data.base import DatasetBundle, DatasetParams, DatasetSource, TensorMultimodalDataset, register_dataset
+from modalscope.errors import ConfigError
 
 MODALITY_ORDER = ("audio", "visual", "text")
 
@@ -234,10 +234,10 @@ def bayes_ceilings(p: SyntheticParams, n_mc: int = 200_000, seed: int = 12345) -
 
     The ceilings depend on the generative model only, not on the data seed or the split
     sizes, so those are left out of the cache key: every seed of a preset shares one estimate.
-    Cached on disk (:mod:`core.data.disk_cache`) under the parameters, ``n_mc``, ``seed`` and
+    Cached on disk (:mod:`modalscope.data.disk_cache`) under the parameters, ``n_mc``, ``seed`` and
     the source of the functions below, so a second run with the same preset skips the estimate.
     """
-    from core.data.disk_cache import cached_json
+    from modalscope.data.disk_cache import cached_json
 
     params_json = p.model_copy(update={"seed": 0, "n_train": 10, "n_valid": 0, "n_test": 10}).model_dump_json()
     keys = ["fused", *p.ordered_modalities()]

@@ -8,7 +8,7 @@ same baseline the Shapley game uses: zeros, or the mean input).
   ``A(m) = v(M) − v(M ∖ {m})`` averaged over samples. Equals the Shapley value for two
   modalities when the interaction term is zero; in general it agrees in ranking, not value.
 * ``shapley_sampling`` (captum ``ShapleyValueSampling``): Monte-Carlo Shapley over random
-  modality orderings (converges to the exact I(m) of :mod:`core.diagnostics.contribution`).
+  modality orderings (converges to the exact I(m) of :mod:`modalscope.diagnostics.contribution`).
 
 Cost: M + 1 forward passes (feature ablation) or ``n_samples · (M + 1)`` (Shapley sampling)
 over the fixed evaluation batches, no grad.
@@ -34,8 +34,8 @@ def captum_contributions(
     """Mean captum attribution per modality (see module docstring)."""
     from captum.attr import FeatureAblation, ShapleyValueSampling
 
-    from core.diagnostics.contribution import absent_fill
-    from core.methods.base import task_loss
+    from modalscope.diagnostics.contribution import absent_fill
+    from modalscope.methods.base import task_loss
 
     if method not in CAPTUM_METHODS:
         raise ValueError(f"captum method must be one of {', '.join(CAPTUM_METHODS)}, got {method!r}")

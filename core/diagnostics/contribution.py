@@ -100,7 +100,7 @@ def confidence(logits_m, y, task: str = "classification") -> float:
         z = np.asarray(logits_m.detach().cpu() if isinstance(logits_m, torch.Tensor) else logits_m, dtype=np.float64).reshape(-1)
         t = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y, dtype=np.float64).reshape(-1)
         return float(1.0 / (1.0 + np.abs(z - t).mean()))
-    from core.diagnostics.gap import true_class_prob
+    from modalscope.diagnostics.gap import true_class_prob
 
     p = true_class_prob(logits_m, y)
     return float(p.float().mean()) if isinstance(p, torch.Tensor) else float(np.mean(p))
@@ -123,7 +123,7 @@ def subset_value_fn(model, batch: dict, y, task: str, absent: str = "zero", fill
     ``absent="zero"`` feeds zeros; ``"mean"`` feeds ``fill[m]`` (default: the batch mean).
     Runs under ``torch.no_grad``; the caller chooses train/eval mode.
     """
-    from core.methods.base import task_loss
+    from modalscope.methods.base import task_loss
 
     mods = list(model.modalities)
     f = absent_fill(batch, mods, absent, fill)

@@ -7,17 +7,17 @@ leaves the training trajectory unchanged.
 Cadence (``RunConfig.diagnostics``):
 
 * every logged step — gradient norms, shares, dominance ratio, conflict flag
-  (:mod:`~core.diagnostics.gradients`);
+  (:mod:`~modalscope.diagnostics.gradients`);
 * every ``conflict_every`` steps — fused-vs-unimodal gradient cosines
-  (:mod:`~core.diagnostics.conflict`);
+  (:mod:`~modalscope.diagnostics.conflict`);
 * every ``gap_every`` epochs (epochs 0, k, 2k, …) — modality-gap histograms, GMM fits and the
-  per-sample snapshot on ``gap_splits`` (:mod:`~core.diagnostics.gap`,
-  :mod:`~core.diagnostics.gmm`);
+  per-sample snapshot on ``gap_splits`` (:mod:`~modalscope.diagnostics.gap`,
+  :mod:`~modalscope.diagnostics.gmm`);
 * every epoch — Shapley information I(m), confidence D(m), contribution W^m and the captum
-  cross-check on a fixed set of test batches (:mod:`~core.diagnostics.contribution`,
-  :mod:`~core.diagnostics.attribution`);
+  cross-check on a fixed set of test batches (:mod:`~modalscope.diagnostics.contribution`,
+  :mod:`~modalscope.diagnostics.attribution`);
 * before the first step, every ``probe_every`` epochs (after epochs k−1, 2k−1, …) and after
-  the last epoch — linear probes on frozen encoder features (:mod:`~core.diagnostics.probe`);
+  the last epoch — linear probes on frozen encoder features (:mod:`~modalscope.diagnostics.probe`);
 * every logged step, after the method's ``after_backward`` and gradient clipping — the
   applied-gradient norms (:meth:`DiagnosticsMonitor.applied_gradients`).
 """
@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from core.diagnostics.gradients import applied_gradient_stats, applied_names, gradient_stats
+from modalscope.diagnostics.gradients import applied_gradient_stats, applied_names, gradient_stats
 
 if TYPE_CHECKING:  # pragma: no cover
-    from core.engine import EvalResult, StepContext, Trainer
+    from modalscope.engine import EvalResult, StepContext, Trainer
 
 GMM_MIN_SAMPLES = 10
 #: reuse the raw gradient statistics as ``grad_applied/*`` when nothing can have edited the
@@ -61,8 +61,8 @@ class DiagnosticsMonitor:
         out, batch = ctx.out, ctx.batch
         if out is None or batch is None or not out.fused.requires_grad:
             return {}
-        from core.diagnostics.conflict import conflict_cosines, live_unimodal_logits
-        from core.methods.base import task_loss
+        from modalscope.diagnostics.conflict import conflict_cosines, live_unimodal_logits
+        from modalscope.methods.base import task_loss
 
         model = ctx.model
         y = batch["label"]
@@ -85,7 +85,7 @@ class DiagnosticsMonitor:
         the method keeps the base class's no-op ``after_backward`` and there is no clipping.
         Then the applied gradient *is* the raw gradient and its statistics are reused (exactly
         equal: the same tensors, read again, would give the same numbers at twice the cost)."""
-        from core.methods.base import Method
+        from modalscope.methods.base import Method
 
         t = ctx.trainer
         return REUSE_RAW_GRADIENTS and type(t.method).after_backward is Method.after_backward and t.cfg.optim.grad_clip <= 0
@@ -151,7 +151,7 @@ class DiagnosticsMonitor:
 
     def _features(self, split: str, evals: dict | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Encoder features of ``split``: from the evaluation pass when it kept them, else a pass of their own."""
-        from core.diagnostics.probe import encoder_features
+        from modalscope.diagnostics.probe import encoder_features
 
         t = self.trainer
         ev = (evals or {}).get(split)
@@ -166,14 +166,14 @@ class DiagnosticsMonitor:
         without them (the train split when no diagnostic needs its pass, the init probe, a
         split above ``probe_max_samples``) gets one no-grad encoder pass of its own.
         """
-        from core.diagnostics.probe import probe_features
+        from modalscope.diagnostics.probe import probe_features
 
         t = self.trainer
         splits = ["train", *(s for s in PROBE_SPLITS if s in t.bundle.splits)]
         feats = {s: self._features(s, evals) for s in splits}
         n_bits = 0
         if t.cfg.data.name == "synthetic":
-            from core.data.synthetic import n_bits as bits_of
+            from modalscope.data.synthetic import n_bits as bits_of
 
             n_bits = bits_of(t.model.n_out)
         out: dict[str, float] = {}
@@ -193,8 +193,8 @@ class DiagnosticsMonitor:
 
     def gap_diagnostics(self, epoch: int, ev: "EvalResult") -> dict[str, float]:
         """Histogram, GMM fit and per-sample snapshot for every gap series of one split."""
-        from core.diagnostics.gap import gap_histogram, gap_series, primary_series
-        from core.diagnostics.gmm import fit_gap_mixture
+        from modalscope.diagnostics.gap import gap_histogram, gap_series, primary_series
+        from modalscope.diagnostics.gmm import fit_gap_mixture
 
         writer = self.trainer.writer
         mods = self.trainer.bundle.modalities
@@ -263,7 +263,7 @@ class DiagnosticsMonitor:
     def contribution_batch(self) -> dict:
         """The fixed evaluation batches: the first ``contrib_batches`` batches of the test split."""
         if self._contrib_batch is None:
-            from core.data import BatchLoader, move_batch
+            from modalscope.data import BatchLoader, move_batch
 
             t = self.trainer
             parts = []
@@ -278,7 +278,7 @@ class DiagnosticsMonitor:
     def mean_fill(self) -> dict:
         """Training-set mean input per modality (the 'absent = mean' baseline)."""
         if self._mean_fill is None:
-            from core.data import BatchLoader
+            from modalscope.data import BatchLoader
 
             t = self.trainer
             ds = t.bundle.splits["train"]
@@ -293,8 +293,8 @@ class DiagnosticsMonitor:
         return self._mean_fill
 
     def contributions(self, ctx: "StepContext") -> dict[str, float]:
-        from core.diagnostics.contribution import confidence, contribution_weights, shapley_values, subset_value_fn
-        from core.methods.base import task_loss
+        from modalscope.diagnostics.contribution import confidence, contribution_weights, shapley_values, subset_value_fn
+        from modalscope.methods.base import task_loss
 
         t = self.trainer
         model = t.model
@@ -316,7 +316,7 @@ class DiagnosticsMonitor:
             w = contribution_weights(info, {m: (0.0 if np.isnan(c) else c) for m, c in conf.items()}, self.cfg.contrib_temperature)
             cap: dict[str, float] = {}
             if self.cfg.captum:
-                from core.diagnostics.attribution import captum_contributions
+                from modalscope.diagnostics.attribution import captum_contributions
 
                 cap = captum_contributions(model, batch, y, ctx.task, self.cfg.captum_method, self.cfg.contrib_absent, fill)
         finally:

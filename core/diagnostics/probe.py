@@ -29,7 +29,7 @@ on the sufficient statistic; on encoder features it is a standard linear probe.
 compare.
 
 Per-bit probes (``n_bits`` > 0): target ``bit_b(y) = (y >> b) & 1``, the b-th bit of the
-class index, which is the b-th entry of the class code in :mod:`core.data.synthetic`
+class index, which is the b-th entry of the class code in :mod:`modalscope.data.synthetic`
 (``class_codes``). Accuracy of ``1[ŷ_b > ½]``; ½ is chance.
 """
 
@@ -206,7 +206,7 @@ def encoder_features(model, dataset, device, indices=None, batch_size: int = 512
     ``feature_hook`` (e.g. CAL's bottleneck): the probe measures the encoder itself. The
     model's train/eval mode is restored afterwards; no RNG is drawn (eval mode, fixed order).
     """
-    from core.data import BatchLoader, move_batch
+    from modalscope.data import BatchLoader, move_batch
 
     was = model.training
     model.eval()

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from core.data.base import BatchLoader, MultimodalDataset
+from modalscope.data.base import BatchLoader, MultimodalDataset
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from core.engine import Trainer
+    from modalscope.engine import Trainer
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 Methods that reason about individual samples (GMM-guided training: the modality gap of
 every sample) need a value per sample that outlives a batch. The trainer owns these stores
-(:meth:`core.engine.Trainer.sample_store`) and checkpoints them, so a method never keeps
+(:meth:`modalscope.engine.Trainer.sample_store`) and checkpoints them, so a method never keeps
 its own copy of the dataset and a resumed run sees the same values.
 
 ``update_ema`` follows ``v_i ← μ·v_i + (1 − μ)·x_i`` for a sample seen before and

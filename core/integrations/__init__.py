@@ -1,1 +1,1 @@
-"""Adapters that wire :class:`core.monitor.Monitor` into third-party training frameworks."""
+"""Adapters that wire :class:`modalscope.monitor.Monitor` into third-party training frameworks."""

@@ -26,8 +26,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from core.errors import ConfigError
-from core.monitor import Monitor
+from modalscope.errors import ConfigError
+from modalscope.monitor import Monitor
 
 try:
     import pytorch_lightning as pl
@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     try:
         import lightning.pytorch as pl  # type: ignore[no-redef]
     except ImportError:
-        raise ImportError("core.integrations.lightning needs pytorch-lightning 2.x (pip install 'modalscope[lightning]')") from None
+        raise ImportError("modalscope.integrations.lightning needs pytorch-lightning 2.x (pip install 'modalscope[lightning]')") from None
 
 
 def _resolve(module: Any, spec: Any) -> Any:
@@ -65,7 +65,7 @@ class ModalScopeCallback(pl.Callback):
         fusion: the same for the layers after the encoders (optional).
         val_split: the split the validation loader is logged as (``test`` by default: the
             split the Runs and Compare pages summarise).
-        **monitor_kwargs: passed to :class:`~core.monitor.Monitor` (``diagnostics``,
+        **monitor_kwargs: passed to :class:`~modalscope.monitor.Monitor` (``diagnostics``,
             ``drop_eval``, ``log_every``, ``method``, ``dataset``, ``seed``, ...).
     """
 

@@ -1,7 +1,7 @@
 """The method interface: one small class per training method, hooks around loss and backward.
 
 A method never owns the training loop and never writes to the run store. The trainer
-(:mod:`core.engine`) calls the hooks below in this order for every step::
+(:mod:`modalscope.engine`) calls the hooks below in this order for every step::
 
     out   = method.forward(model, batch, ctx)          # default: model(batch)
     parts = method.loss(batch, out, ctx)               # -> LossParts
@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import ConfigError
+from modalscope.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from core.engine import StepContext
-    from core.models.multimodal import ModelOutput
+    from modalscope.engine import StepContext
+    from modalscope.models.multimodal import ModelOutput
 
 
 class MethodParams(BaseModel):
@@ -147,7 +147,7 @@ class Method:
 
     @classmethod
     def unimodal_heads(cls, params: MethodParams) -> str | None:
-        """Which per-modality logits the method needs (see :func:`core.models.resolve_heads`).
+        """Which per-modality logits the method needs (see :func:`modalscope.models.resolve_heads`).
 
         ``"trained"``: it trains unimodal losses, which must act on separate heads trained with
         the encoders (never on the fusion layer, whose weights the fused loss alone should set);

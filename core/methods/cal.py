@@ -7,7 +7,7 @@ Per training step, on the current batch:
 1. ``I(m)``: exact Shapley value of modality m in the game ``v(S) = −CE(z_S, y)``, where
    ``z_S`` is the fused output with the modalities outside S absent (zero input, or the
    training-set mean input with ``absent=mean``); 2^M no-grad forwards
-   (:func:`core.diagnostics.contribution.shapley_values`).
+   (:func:`modalscope.diagnostics.contribution.shapley_values`).
 2. ``D(m) = mean_i p_m,i[y_i]``, optionally times the potential ``1 + ReLU(ΔL_m)`` where
    ``ΔL_m`` is the step-to-step decrease of an EMA of the unimodal loss.
 3. ``W^m = softmax_m(Î(m)·D(m)/T)`` with ``Î(m) = I(m) / Σ_k |I(k)|`` (``info_norm=sum``:
@@ -40,11 +40,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from core.diagnostics.contribution import confidence, contribution_weights, shapley_values, subset_value_fn
-from core.diagnostics.robustness import feature_moments
-from core.errors import ConfigError
-from core.methods.base import LossParts, Method, MethodParams, Panel, register_method, task_loss
-from core.methods.purify import supervised_losses
+from modalscope.diagnostics.contribution import confidence, contribution_weights, shapley_values, subset_value_fn
+from modalscope.diagnostics.robustness import feature_moments
+from modalscope.errors import ConfigError
+from modalscope.methods.base import LossParts, Method, MethodParams, Panel, register_method, task_loss
+from modalscope.methods.purify import supervised_losses
 
 
 class CalParams(MethodParams):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.methods.base import LossParts, Method, MethodParams, register_method, task_loss
+from modalscope.methods.base import LossParts, Method, MethodParams, register_method, task_loss
 
 
 class EnsembleParams(MethodParams):

@@ -6,8 +6,8 @@ three or more, every modality pair ``(a, b)`` in modality order gets its own ser
 own mixture (our interpretation [I]), and a sample counts as imbalanced as much as its most
 imbalanced pair: ``γ_i = max_pairs γ_i^{ab}``. For M = 2 this is exactly the paper's γ.
 
-The maths (gap, EM fit, posterior) lives in :mod:`core.diagnostics.gap` and
-:mod:`core.diagnostics.gmm`; this module only arranges it per pair, turns a posterior into
+The maths (gap, EM fit, posterior) lives in :mod:`modalscope.diagnostics.gap` and
+:mod:`modalscope.diagnostics.gmm`; this module only arranges it per pair, turns a posterior into
 the purification subset and (de)serialises mixtures for checkpoints (plain floats only, so
 ``torch.load(weights_only=True)`` reads them).
 """
@@ -20,8 +20,8 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from core.diagnostics.gap import gap_series
-from core.diagnostics.gmm import GapMixture, fit_gap_mixture
+from modalscope.diagnostics.gap import gap_series
+from modalscope.diagnostics.gmm import GapMixture, fit_gap_mixture
 
 
 def gap_pairs(modalities: list[str]) -> list[tuple[str, str]]:

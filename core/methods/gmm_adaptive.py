@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from core.diagnostics.gap import true_class_prob
-from core.methods.base import LossParts, Method, MethodParams, Panel, register_method
-from core.methods.gap_groups import (
+from modalscope.diagnostics.gap import true_class_prob
+from modalscope.methods.base import LossParts, Method, MethodParams, Panel, register_method
+from modalscope.methods.gap_groups import (
     fit_mixtures,
     gap_pairs,
     load_purification_state,
@@ -50,7 +50,7 @@ from core.methods.gap_groups import (
     posteriors,
     purification_state,
 )
-from core.methods.purify import GAP_STORE, check_gap_config, scale_lr, select_balanced, supervised_losses
+from modalscope.methods.purify import GAP_STORE, check_gap_config, scale_lr, select_balanced, supervised_losses
 
 STAGES = {"warmup": 0.0, "adaptive": 1.0, "purify": 2.0}
 

@@ -2,8 +2,8 @@
 
 Both methods only edit ``.grad`` of encoder parameters, so they need no hook into a loop:
 given the parameters of each modality's encoder (``groups``: modality → parameters), these
-functions apply exactly the update of :class:`~core.methods.ogm_ge.OGMGE` and
-:meth:`~core.methods.cpsl.CPSL.after_backward`, using the same score, ratio, coefficient and
+functions apply exactly the update of :class:`~modalscope.methods.ogm_ge.OGMGE` and
+:meth:`~modalscope.methods.cpsl.CPSL.after_backward`, using the same score, ratio, coefficient and
 penalty functions those methods use:
 
 * OGM-GE (Peng et al., CVPR 2022): ``s_m = Σ_i softmax(z_m,i)[y_i]``, ``ρ_m = s_m / s_k``,
@@ -23,8 +23,8 @@ from typing import Iterable
 
 import torch
 
-from core.methods.cpsl import dominance_ratio, gradient_magnitudes, penalty_coefficient
-from core.methods.ogm_ge import ogm_coefficients, ogm_ratios, ogm_scores
+from modalscope.methods.cpsl import dominance_ratio, gradient_magnitudes, penalty_coefficient
+from modalscope.methods.ogm_ge import ogm_coefficients, ogm_ratios, ogm_scores
 
 Groups = dict[str, Iterable[torch.nn.Parameter]]
 
@@ -80,7 +80,7 @@ def cpsl_penalty_(
 ) -> dict[str, float]:
     """Scale the dominant encoder's ``.grad`` by CPSL's conflict penalty when ``r > τ``.
 
-    ``n_m`` is measured as :func:`core.methods.cpsl.gradient_magnitudes` does: ``features``
+    ``n_m`` is measured as :func:`modalscope.methods.cpsl.gradient_magnitudes` does: ``features``
     (‖∂L/∂h_m‖ at the fusion input; pass the encoder outputs ``h_m`` after calling
     ``h_m.retain_grad()`` before the backward), ``encoder_rms`` (the default without
     features: per-parameter RMS of the encoder's gradient) or ``encoder`` (raw norm).

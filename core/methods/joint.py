@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.methods.base import LossParts, Method, MethodParams, fused_and_unimodal, register_method
+from modalscope.methods.base import LossParts, Method, MethodParams, fused_and_unimodal, register_method
 
 
 class JointParams(MethodParams):

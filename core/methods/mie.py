@@ -20,10 +20,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from core.errors import ConfigError
-from core.methods.base import LossParts, Method, Panel, register_method, task_loss
-from core.methods.window import WindowParams, joint_loss
-from core.models.multimodal import ModelOutput
+from modalscope.errors import ConfigError
+from modalscope.methods.base import LossParts, Method, Panel, register_method, task_loss
+from modalscope.methods.window import WindowParams, joint_loss
+from modalscope.models.multimodal import ModelOutput
 
 
 class MIEParams(WindowParams):
@@ -347,7 +347,7 @@ class MIE(Method):
     @torch.no_grad()
     def _covariances(self, ctx, sources: list[str]) -> dict[tuple[str, str], torch.Tensor]:
         """``C = Σ_batches x̄ᵀx̄`` for every projectable layer of each source modality."""
-        from core.data import BatchLoader, move_batch
+        from modalscope.data import BatchLoader, move_batch
 
         trainer, model = ctx.trainer, ctx.model
         cov: dict[tuple[str, str], torch.Tensor] = {}

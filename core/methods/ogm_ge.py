@@ -8,9 +8,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from core.errors import ConfigError
-from core.methods.base import LossParts, Method, Panel, register_method
-from core.methods.window import WindowParams, joint_loss
+from modalscope.errors import ConfigError
+from modalscope.methods.base import LossParts, Method, Panel, register_method
+from modalscope.methods.window import WindowParams, joint_loss
 
 
 class OGMGEParams(WindowParams):

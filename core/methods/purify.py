@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from core.errors import ConfigError
-from core.methods.base import fused_and_unimodal, LossParts, Method, MethodParams, Panel, register_method
-from core.methods.gap_groups import (
+from modalscope.errors import ConfigError
+from modalscope.methods.base import fused_and_unimodal, LossParts, Method, MethodParams, Panel, register_method
+from modalscope.methods.gap_groups import (
     balanced_subset,
     fit_mixtures,
     gap_pairs,

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.errors import ConfigError
-from core.methods.base import LossParts, Method, MethodParams, register_method, task_loss
+from modalscope.errors import ConfigError
+from modalscope.methods.base import LossParts, Method, MethodParams, register_method, task_loss
 
 
 class UnimodalParams(MethodParams):

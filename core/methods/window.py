@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from core.methods.base import LossParts, MethodParams, fused_and_unimodal
+from modalscope.methods.base import LossParts, MethodParams, fused_and_unimodal
 
 
 class WindowParams(MethodParams):

@@ -1,13 +1,13 @@
 """Models: per-modality encoders, late fusion, per-modality logits."""
 
-from core.models.fusion import FUSIONS
-from core.models.multimodal import ModelOutput, MultimodalModel, resolve_heads
+from modalscope.models.fusion import FUSIONS
+from modalscope.models.multimodal import ModelOutput, MultimodalModel, resolve_heads
 
 __all__ = ["ModelOutput", "MultimodalModel", "build_model", "resolve_heads"]
 
 
 def build_model(cfg, bundle, heads: str | None = None) -> MultimodalModel:
-    """Model for ``bundle``'s modalities from ``cfg.model`` (a :class:`core.config.ModelConfig`).
+    """Model for ``bundle``'s modalities from ``cfg.model`` (a :class:`modalscope.config.ModelConfig`).
 
     ``heads`` is the resolved head kind (:func:`resolve_heads`); None resolves ``cfg.model.heads``
     with no method preference.

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from core.models.encoders import build_encoder
-from core.models.fusion import FUSIONS
+from modalscope.models.encoders import build_encoder
+from modalscope.models.fusion import FUSIONS
 
 
 @dataclass
@@ -39,7 +39,7 @@ class ModelOutput:
 def resolve_heads(requested: str, wanted: str | None, sliced: bool) -> tuple[str, str | None]:
     """(head kind to build, warning or None) from ``model.heads`` and the method's wish.
 
-    ``wanted`` is what the method declares (:meth:`core.methods.base.Method.unimodal_heads`):
+    ``wanted`` is what the method declares (:meth:`modalscope.methods.base.Method.unimodal_heads`):
     ``"trained"`` when it trains unimodal losses (they must act on heads of their own, not on
     the fusion layer), ``"slice"`` when it reads the fusion-layer slices and trains no unimodal
     loss, None when it does not care. ``requested`` (``model.heads``) overrides unless it is

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import comparison as CMP
-from dashboard import figures as F
-from dashboard import figures_compare as FC
-from dashboard import lessons as LS
-from dashboard import queries as q
-from dashboard import summaries as S
-from dashboard.widgets import chart
+from modalscope.dashboard import comparison as CMP
+from modalscope.dashboard import figures as F
+from modalscope.dashboard import figures_compare as FC
+from modalscope.dashboard import lessons as LS
+from modalscope.dashboard import queries as q
+from modalscope.dashboard import summaries as S
+from modalscope.dashboard.widgets import chart
 
 MAX_BINS = 400
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import DiagnosticsConfig, LogConfig, ModelConfig, OptimConfig, RunConfig
-from core.data.base import _REGISTRY as DATASETS
-from core.errors import ModalScopeError
-from core.gallery import DEFAULT_EPOCHS
-from core.launcher import build_configs, launch, parse_seeds
-from core.methods.base import _REGISTRY as METHODS
-from dashboard import queries as q
-from dashboard.form import field_help, model_widgets
+from modalscope.config import DiagnosticsConfig, LogConfig, ModelConfig, OptimConfig, RunConfig
+from modalscope.data.base import _REGISTRY as DATASETS
+from modalscope.errors import ModalScopeError
+from modalscope.gallery import DEFAULT_EPOCHS
+from modalscope.launcher import build_configs, launch, parse_seeds
+from modalscope.methods.base import _REGISTRY as METHODS
+from modalscope.dashboard import queries as q
+from modalscope.dashboard.form import field_help, model_widgets
 
 st.title("Launch a run")
 st.caption("Every field is RunConfig (the same schema as `modalscope train --config`); hover a label for its meaning and range. "
@@ -26,7 +26,7 @@ def ignored_knobs(dataset: str) -> tuple[str, ...]:
     typed), which modality and how it is corrupted change nothing, so they are not shown."""
     if dataset != "synthetic":
         return ()
-    from core.data.synthetic import PRESETS
+    from modalscope.data.synthetic import PRESETS
 
     params = DATASETS[dataset].Params
     preset = st.session_state.get("launch.data.synthetic.preset", params.model_fields["preset"].default)
@@ -54,7 +54,7 @@ raw["data"] = {"name": dataset, **d_vals}
 
 modalities: list[str] | None = None
 try:
-    from core.data.base import get_dataset
+    from modalscope.data.base import get_dataset
 
     params = DATASETS[dataset].Params.model_validate({"name": dataset, **d_vals})
     modalities = get_dataset(dataset).modalities(params)
@@ -124,7 +124,7 @@ def data_problems(cfg) -> dict | None:
     """``modalscope data check`` on user data before anything starts (None for the generator)."""
     if cfg.data.name == "synthetic":
         return None
-    from core.data.check import check_dataset
+    from modalscope.data.check import check_dataset
 
     with st.spinner("Checking the data files…"):
         return check_dataset(cfg, max_items=64)
@@ -136,7 +136,7 @@ if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="lau
     if problem:
         st.error(problem)
     elif report is not None and not report["ok"]:
-        from core.data.check import format_report
+        from modalscope.data.check import format_report
 
         st.error(f"Data check found {len(report['problems'])} problem(s); nothing was launched. First: {report['problems'][0]}",
                  icon=":material/error:")

@@ -13,17 +13,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.errors import ModalScopeError
-from core.methods.base import _REGISTRY as METHODS
-from dashboard import comparison as CMP
-from dashboard import figures as F
-from dashboard import figures_compare as FC
-from dashboard import figures_learn as FL
-from dashboard import lessons as LS
-from dashboard import queries as q
-from dashboard import summaries as S
-from dashboard.learn_steps import CONTRAST, PRESET, STEPS, try_config, try_measured
-from dashboard.widgets import fmt_seconds
+from modalscope.errors import ModalScopeError
+from modalscope.methods.base import _REGISTRY as METHODS
+from modalscope.dashboard import comparison as CMP
+from modalscope.dashboard import figures as F
+from modalscope.dashboard import figures_compare as FC
+from modalscope.dashboard import figures_learn as FL
+from modalscope.dashboard import lessons as LS
+from modalscope.dashboard import queries as q
+from modalscope.dashboard import summaries as S
+from modalscope.dashboard.learn_steps import CONTRAST, PRESET, STEPS, try_config, try_measured
+from modalscope.dashboard.widgets import fmt_seconds
 
 st.title(f"Learn: modality imbalance in {len(STEPS)} steps")
 runs = q.runs_table()
@@ -382,7 +382,7 @@ else:
     mcol, bcol = st.columns([2, 1])
     chosen = mcol.selectbox("Method", choices, index=choices.index("joint") if "joint" in choices else 0, key="learn.try.method")
     if bcol.button("Try it", type="primary", icon=":material/play_arrow:", key="learn.try"):
-        from core.launcher import launch
+        from modalscope.launcher import launch
 
         try:
             started = launch(try_config(chosen), [0], q.roots().runs_dir)

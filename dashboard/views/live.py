@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.errors import ModalScopeError
-from core.launcher import interrupted_message, stop_run
-from dashboard import figures as F
-from dashboard import queries as q
-from dashboard import summaries as S
-from dashboard.widgets import chart, fmt_seconds, missing, status_badge
+from modalscope.errors import ModalScopeError
+from modalscope.launcher import interrupted_message, stop_run
+from modalscope.dashboard import figures as F
+from modalscope.dashboard import queries as q
+from modalscope.dashboard import summaries as S
+from modalscope.dashboard.widgets import chart, fmt_seconds, missing, status_badge
 
 VIEWS = ["Overview", "Gradients", "Modality gap", "Contributions", "Method signals", "Robustness"]
 KNOWN_PREFIXES = ("loss/", "grad_norm/", "grad_share/", "grad_ratio", "grad_applied", "conflict/", "probe", "best/", "acc/", "acc2/", "mae/", "lr", "time/",

@@ -7,12 +7,12 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core.errors import ModalScopeError
-from core.store import delete_run
-from dashboard import figures as F
-from dashboard import queries as q
-from dashboard import summaries as S
-from dashboard.widgets import heartbeat_text, status_badge
+from modalscope.errors import ModalScopeError
+from modalscope.store import delete_run
+from modalscope.dashboard import figures as F
+from modalscope.dashboard import queries as q
+from modalscope.dashboard import summaries as S
+from modalscope.dashboard.widgets import heartbeat_text, status_badge
 
 st.title("Runs")
 st.caption("Every run under the runs root and the shipped gallery (`sample_runs/`, read-only). Select runs to open, compare, diff or delete.")

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from own_loop import TwoBranch, load  # noqa: E402  (the same model and data as the plain loop)
 
-from core.integrations.lightning import ModalScopeCallback  # noqa: E402  # +
+from modalscope.integrations.lightning import ModalScopeCallback  # noqa: E402  # +
 
 
 class LitTwoBranch(pl.LightningModule):

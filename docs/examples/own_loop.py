@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data.mfeat import bundled_folder, read_view, stratified_split
-from core.monitor import Monitor  # +
+from modalscope.data.mfeat import bundled_folder, read_view, stratified_split
+from modalscope.monitor import Monitor  # +
 
 
 class TwoBranch(nn.Module):
