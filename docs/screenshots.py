@@ -43,6 +43,16 @@ def save(page, name: str, full: bool = False) -> Path:
     return path
 
 
+def learn_steps(page) -> None:
+    """The probe step (suppression inside the encoder) and the complementary contrast step."""
+    for label, name in (("4 · Inside the encoder", "learn_probe"), ("8 · Not every low head is suppression", "learn_contrast")):
+        page.get_by_text(label).click()
+        wait_idle(page)
+        page.locator(".js-plotly-plot").first.wait_for()
+        page.wait_for_timeout(1500)
+        save(page, name, full=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sample-runs", default=str(ROOT / "sample_runs"))
@@ -93,6 +103,7 @@ def main() -> None:
         page.locator(".js-plotly-plot").first.wait_for()
         page.wait_for_timeout(1500)
         save(page, "learn")
+        learn_steps(page)
         # a real run, training now: progress, ETA and the Stop button
         from modalscope.launcher import launch
         from modalscope.store import open_run
