@@ -34,7 +34,7 @@ def test_paired_interval_and_utilisation_by_hand():
     half = 4.303 * (0.05 / math.sqrt(3)) / math.sqrt(3)  # sd(d) = 0.05/√3, t_{0.975,2} = 4.303
     assert n == 3 and m == pytest.approx(0.2 / 3) and (lo, hi) == pytest.approx((0.2 / 3 - half, 0.2 / 3 + half))
     assert utilisation(0.5, 0.2, 0.8) == pytest.approx(0.5)
-    assert math.isnan(utilisation(0.5, 0.3, 0.3))
+    assert math.isnan(utilisation(0.5, 0.3, 0.3)) and math.isnan(utilisation(0.72, 0.71, 0.72))
 
 
 def test_summary_columns_from_rows():
