@@ -40,7 +40,7 @@ def render() -> str:
     if st:
         s = st["results"]["this"]["train_defaults"]
         floor = st["results"]["this"]["import_torch"]["cpu_s_median"]
-        rows.append(_row("`modalscope train` at defaults, whole process (CPU s, loaded machine)", s["cpu_s_median"], 4.0, "{:.2f} s",
+        rows.append(_row("`modalscope train` at defaults, whole process (CPU s)", s["cpu_s_median"], 4.0, "{:.2f} s",
                          f"({s['cpu_s_median'] / floor:.1f}× `import torch`)"))
     else:
         rows.append(_row("`modalscope train` at defaults, whole process", None, 4.0, "{:.2f} s"))
