@@ -1,9 +1,14 @@
 """GMM-guided training, purification and CAL against joint training on the synthetic presets.
 
-Usage (full-size default presets; results are cached per (preset, variant, seed))::
+Usage (full-size default presets)::
 
     OMP_NUM_THREADS=1 python benchmarks/gmm_cal.py --presets imbalanced noisy --seeds 0 1 2
     python benchmarks/gmm_cal.py --report            # markdown tables from the cache
+
+Each cached row is keyed like ``benchmarks/methods.py``'s: the resolved run config plus a hash of
+the code that can change its numbers (:func:`benchmarks.methods.trial_key`). A row whose key is
+not today's is stale: it is re-run, and never shown in ``docs/results_gmm_cal.md`` (a generated
+block, re-rendered from the cache by ``tests/test_doc_tables.py``).
 
 Variants ending in ``/th`` use ``model.heads=trained`` (a separate unimodal head per
 modality, trained with its encoder) instead of the default fusion-layer slices.
@@ -24,7 +29,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import doctables  # noqa: E402
+
+DOC = "docs/results_gmm_cal.md"
 
 CACHE = ROOT / "benchmarks" / "results" / "gmm_cal.jsonl"
 
@@ -65,9 +75,8 @@ def removed_pr(subset: np.ndarray, corrupted: np.ndarray) -> dict[str, float]:
     }
 
 
-def run_one(preset: str, variant: str, seed: int, epochs: int, runs_dir: Path) -> dict:
+def config_for(preset: str, variant: str, seed: int, epochs: int, runs_dir: Path):
     from modalscope.config import resolve_config
-    from modalscope.engine import Trainer
 
     spec = VARIANTS[variant]
     base = {
@@ -81,18 +90,34 @@ def run_one(preset: str, variant: str, seed: int, epochs: int, runs_dir: Path) -
         "log": {"progress": False},
         "diagnostics": {"captum": False, "samples": False, "robust": True},
     }
+    return resolve_config(base=base)
+
+
+def key_for(preset: str, variant: str, seed: int, epochs: int) -> str:
+    from benchmarks.methods import trial_key
+
+    cfg = config_for(preset, variant, seed, epochs, Path("/tmp/unused"))
+    return trial_key(cfg, cfg.method.name)
+
+
+def run_one(preset: str, variant: str, seed: int, epochs: int, runs_dir: Path) -> dict:
+    from modalscope.engine import Trainer
+
+    spec = VARIANTS[variant]
+    cfg = config_for(preset, variant, seed, epochs, runs_dir)
     init = None
     if "init" in spec:
         init = runs_dir / f"{spec['init']}_{preset}_s{seed}"
         if not (init / "checkpoint.pt").is_file():
             run_one(preset, spec["init"], seed, epochs, runs_dir)
     t0 = time.perf_counter()
-    trainer = Trainer(resolve_config(base=base), init_from=init)
+    trainer = Trainer(cfg, init_from=init)
     final = trainer.fit()
     from modalscope.store import open_run
 
     rob = open_run(trainer.run_dir).final_scalars("robust/")
-    row = {"preset": preset, "variant": variant, "seed": seed, "epochs": base["epochs"], "wall_s": time.perf_counter() - t0}
+    row = {"preset": preset, "variant": variant, "seed": seed, "epochs": cfg.epochs, "wall_s": time.perf_counter() - t0,
+           "key": key_for(preset, variant, seed, epochs)}
     row.update({k: float(v) for k, v in final.items()})
     row.update({k: float(v) for k, v in rob.items()})
     subset = getattr(trainer.method, "subset", None)
@@ -106,6 +131,29 @@ def load_cache() -> list[dict]:
     if not CACHE.is_file():
         return []
     return [json.loads(line) for line in CACHE.read_text().splitlines() if line.strip()]
+
+
+def current_rows(rows: list[dict], epochs: int = 20) -> list[dict]:
+    """Only rows whose key is today's (config + code), one per (preset, variant, seed)."""
+    keys: dict[tuple, str] = {}
+    out = {}
+    for r in rows:
+        k = (r["preset"], r["variant"], r["seed"])
+        if r["variant"] not in VARIANTS or "key" not in r:
+            continue
+        if k not in keys:
+            keys[k] = key_for(r["preset"], r["variant"], r["seed"], epochs)
+        if r["key"] == keys[k]:
+            out[k] = r
+    return list(out.values())
+
+
+@doctables.renderer("gmm_cal")
+def render() -> str:
+    rows = current_rows(load_cache())
+    if not rows:
+        return "*No current results: run `OMP_NUM_THREADS=1 python benchmarks/gmm_cal.py`.*\n"
+    return report(rows).strip() + "\n"
 
 
 def report(rows: list[dict]) -> str:
@@ -146,20 +194,20 @@ def main() -> int:
     p.add_argument("--report", action="store_true")
     a = p.parse_args()
     if a.report:
-        print(report(load_cache()))
+        print(render())
         return 0
-    done = {(r["preset"], r["variant"], r["seed"], r["epochs"]) for r in load_cache()}
+    done = {(r["preset"], r["variant"], r["seed"]) for r in current_rows(load_cache(), a.epochs)}
     CACHE.parent.mkdir(parents=True, exist_ok=True)
     for preset in a.presets:
         for variant in a.variants or PER_PRESET[preset]:
             for seed in a.seeds:
-                ep = VARIANTS[variant].get("epochs", a.epochs)
-                if (preset, variant, seed, ep) in done:
+                if (preset, variant, seed) in done:
                     continue
                 row = run_one(preset, variant, seed, a.epochs, Path(a.runs_dir))
                 with open(CACHE, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(f"{preset} {variant} s{seed}: fused {row['acc/test/fused']:.3f} ({row['wall_s']:.0f}s)", flush=True)
+    doctables.write_block(DOC, "gmm_cal")
     return 0
 
 
