@@ -290,9 +290,7 @@ def main() -> None:
             res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(res, indent=2))
     if args.out:
-        Path(args.out).write_text(json.dumps(res, indent=2))
-        if Path(args.out).resolve() == DOC_JSON:
-            doctables.write_block("docs/benchmarks.md", "dashboard")
+        doctables.record(args.out, res, DOC_JSON, "docs/benchmarks.md", "dashboard")
 
 
 DOC_JSON = ROOT / "docs" / "dashboard_bench.json"

@@ -18,6 +18,7 @@ modules by their ``doctables.renderer(`` use and imports them without running an
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from pathlib import Path
 from typing import Callable
@@ -95,6 +96,15 @@ def carry_blocks(old: str, new: str) -> str:
     if not kept:
         return new
     return new.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
+
+
+def record(path: str | Path, data, doc_json: str | Path, doc: str | Path, key: str) -> None:
+    """Write a benchmark's raw output to ``path``; when that is the committed record ``doc_json``
+    (not a scratch file), re-render block ``key`` of ``doc`` from it, so the two never disagree."""
+    path = Path(path)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    if path.resolve() == Path(doc_json).resolve():
+        write_block(doc, key)
 
 
 def blocks(text: str) -> dict[str, str]:

@@ -79,9 +79,7 @@ def main(argv=None) -> list[dict]:
               f"{r['precision']:.3f} | {r['recall']:.3f} | {r['acc_test_fused']:.3f} |")
     print(f"| mean | | | | {np.mean([r['precision'] for r in rows]):.3f} | {np.mean([r['recall'] for r in rows]):.3f} | |")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
-        if Path(args.json).resolve() == RESULTS:
-            doctables.write_block("docs/diagnostics.md", "noisy_gap")
+        doctables.record(args.json, rows, RESULTS, "docs/diagnostics.md", "noisy_gap")
     return rows
 
 

@@ -94,9 +94,7 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in res.items() if k != "rss_trace"}, indent=2))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
-        if Path(args.json).resolve() == DOC_JSON:
-            doctables.write_block("docs/benchmarks.md", "scale")
+        doctables.record(args.json, res, DOC_JSON, "docs/benchmarks.md", "scale")
 
 
 @doctables.renderer("scale")

@@ -118,9 +118,7 @@ def main() -> None:
             print(f"{label:8s} {name:16s} cpu median {s['cpu_s_median']:.2f} s (min {s['cpu_s_min']:.2f})  wall median {s['wall_s_median']:.2f} s  rss {s['maxrss_mb_max']:.0f} MB")
     print(f"load average (1 min) {load0[0]:.1f} -> {load1[0]:.1f} on {os.cpu_count()} cores")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
-        if Path(args.json).resolve() == DOC_JSON:
-            doctables.write_block("docs/benchmarks.md", "startup")
+        doctables.record(args.json, res, DOC_JSON, "docs/benchmarks.md", "startup")
 
 
 @doctables.renderer("startup")

@@ -24,7 +24,7 @@ from typing import Iterable
 import torch
 
 from modalscope.methods.cpsl import dominance_ratio, gradient_magnitudes, penalty_coefficient
-from modalscope.methods.ogm_ge import ogm_coefficients, ogm_ratios, ogm_scores
+from modalscope.methods.ogm_ge import modulate_
 
 Groups = dict[str, Iterable[torch.nn.Parameter]]
 
@@ -43,31 +43,7 @@ def ogm_ge_(
     missing = [m for m in mods if m not in logits]
     if len(mods) < 2 or missing:
         raise ValueError(f"OGM-GE needs per-modality logits for every encoder (missing: {', '.join(missing) or 'a second modality'})")
-    scores = {m: float(v) for m, v in ogm_scores({m: logits[m] for m in mods}, labels.long()).items()}
-    ratios = ogm_ratios(scores, multi_ratio)
-    coeffs = ogm_coefficients(ratios, alpha)
-    for m in mods:
-        k = coeffs[m]
-        for p in groups[m]:
-            if p.grad is None or (tensors == "weights" and p.dim() < 2):
-                continue
-            if ge:
-                std = p.grad.std().item() if p.grad.numel() > 1 else 0.0
-                noise = torch.zeros_like(p.grad).normal_(0.0, std + 1e-8)
-                p.grad.mul_(k).add_(noise)
-            elif k != 1.0:
-                p.grad.mul_(k)
-    logs: dict[str, float] = {}
-    for m in mods:
-        logs[f"ogm/score/{m}"] = scores[m]
-        logs[f"ogm/coeff/{m}"] = coeffs[m]
-    if len(mods) == 2:
-        a, b = mods
-        logs["ogm/ratio"] = scores[a] / scores[b] if scores[b] > 0 else 1e6
-    else:
-        for m in mods:
-            logs[f"ogm/ratio/{m}"] = min(ratios[m], 1e6)
-    return logs
+    return modulate_({m: list(groups[m]) for m in mods}, logits, labels, alpha, ge, multi_ratio, tensors)
 
 
 def cpsl_penalty_(

@@ -61,6 +61,38 @@ def ge_noise(grad: torch.Tensor) -> torch.Tensor:
     return z.mul_(1e-8)
 
 
+def modulate_(groups: dict, logits: dict[str, torch.Tensor], labels: torch.Tensor, alpha: float, ge: bool,
+              multi_ratio: str, tensors: str) -> dict[str, float]:
+    """The OGM-GE update on ``.grad`` in place, for ``groups`` (modality → encoder parameters):
+    ``g ← k_m·g (+ GE noise)`` per modulated tensor. Shared by :class:`OGMGE` and the one-call
+    form for user loops (:func:`modalscope.methods.grad_edit.ogm_ge_`); returns the ``ogm/*`` scalars."""
+    mods = list(groups)
+    scores = {m: float(v) for m, v in ogm_scores({m: logits[m] for m in mods}, labels.long()).items()}
+    ratios = ogm_ratios(scores, multi_ratio)
+    coeffs = ogm_coefficients(ratios, alpha)
+    for m in mods:
+        k = coeffs[m]
+        for p in groups[m]:
+            if p.grad is None or (tensors == "weights" and p.dim() < 2):
+                continue
+            if ge:
+                noise = ge_noise(p.grad)
+                p.grad.mul_(k).add_(noise)
+            elif k != 1.0:
+                p.grad.mul_(k)
+    logs: dict[str, float] = {}
+    for m in mods:
+        logs[f"ogm/score/{m}"] = scores[m]
+        logs[f"ogm/coeff/{m}"] = coeffs[m]
+    if len(mods) == 2:
+        a, b = mods
+        logs["ogm/ratio"] = scores[a] / scores[b] if scores[b] > 0 else 1e6
+    else:
+        for m in mods:
+            logs[f"ogm/ratio/{m}"] = min(ratios[m], 1e6)
+    return logs
+
+
 def score_logits(out) -> dict[str, torch.Tensor]:
     """The logits OGM-GE scores: the fusion-layer slices when the fusion has them."""
     return out.slices if out.slices else out.logits
@@ -120,28 +152,9 @@ class OGMGE(Method):
     def after_backward(self, ctx) -> None:
         if not self.params.active(ctx.epoch) or ctx.out is None:
             return
-        y = ctx.batch["label"]
-        scores_t = ogm_scores(score_logits(ctx.out), y)
-        scores = {m: float(v) for m, v in scores_t.items()}
-        ratios = ogm_ratios(scores, self.params.multi_ratio)
-        coeffs = ogm_coefficients(ratios, self.params.alpha)
         groups = ctx.model.param_groups()
-        for m in self.modalities:
-            k = coeffs[m]
-            for p in groups[f"encoder/{m}"]:
-                if p.grad is None or (self.params.tensors == "weights" and p.dim() < 2):
-                    continue
-                if self.params.ge:
-                    noise = ge_noise(p.grad)
-                    p.grad.mul_(k).add_(noise)
-                elif k != 1.0:
-                    p.grad.mul_(k)
-        for m in self.modalities:
-            ctx.log(f"ogm/score/{m}", scores[m])
-            ctx.log(f"ogm/coeff/{m}", coeffs[m])
-        if len(self.modalities) == 2:
-            a, b = self.modalities
-            ctx.log("ogm/ratio", scores[a] / scores[b] if scores[b] > 0 else 1e6)
-        else:
-            for m in self.modalities:
-                ctx.log(f"ogm/ratio/{m}", min(ratios[m], 1e6))
+        p = self.params
+        logs = modulate_({m: groups[f"encoder/{m}"] for m in self.modalities}, score_logits(ctx.out), ctx.batch["label"],
+                         p.alpha, p.ge, p.multi_ratio, p.tensors)
+        for name, value in logs.items():
+            ctx.log(name, value)
