@@ -450,6 +450,28 @@ def render_headline(snapshot: dict, dataset: str = "imbalanced") -> str:
     return text
 
 
+def render_variants(snapshot: dict, dataset: str = "imbalanced") -> str:
+    """Each ``method(key=value)`` row against its own method's default, paired by seed (last and best valid)."""
+    rows = [r for r in snapshot.get("rows", []) if r.get("dataset") == dataset and r.get("kind", "trial") == "trial"]
+    by_label: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        by_label.setdefault(r["label"], {})[r["seed"]] = r["metrics"]
+    body = []
+    for lab in sorted(by_label):
+        base = lab.split("(")[0]
+        if "(" not in lab or base not in by_label:
+            continue
+        cells = [f"`{lab}` − `{base}`"]
+        for key in ("acc/test/fused", "acc/best/test/fused"):
+            a = {s: m[key] for s, m in by_label[lab].items() if key in m}
+            b = {s: m[key] for s, m in by_label[base].items() if key in m}
+            cells.append(_diff(paired_interval(a, b)))
+        body.append(cells)
+    if not body:
+        return f"*No variant rows for `{dataset}` yet.*\n"
+    return doctables.table(["variant − default", "Δ last [95% CI] (pp)", "Δ best valid [95% CI] (pp)"], body)
+
+
 def _seeds(seeds) -> str:
     return ", ".join(f"{d} {n}" for d, n in seeds.items()) if isinstance(seeds, dict) else str(seeds)
 
@@ -466,6 +488,7 @@ def render_setup(snapshot: dict) -> str:
 def _register() -> None:
     doctables.renderer("methods.setup")(lambda: render_setup(load_snapshot()))
     doctables.renderer("methods.headline")(lambda: render_headline(load_snapshot()))
+    doctables.renderer("methods.variants")(lambda: render_variants(load_snapshot()))
     for ds in DATASETS:
         doctables.renderer(f"methods.{ds}")(lambda ds=ds: render_dataset(load_snapshot(), ds))
 
