@@ -75,7 +75,12 @@ class LogConfig(Strict):
     heartbeat_seconds: float = Field(2.0, gt=0.0, le=3600.0, description="Heartbeat period of a running trainer.")
     eval_train: bool = Field(False, description="Always run a no-grad pass over the training split each epoch (diagnostics that need it run it anyway).")
     progress: bool = Field(True, description="Show a progress bar in the terminal.")
-    checkpoint: bool = Field(True, description="Write checkpoint.pt after every epoch (needed for --resume).")
+    checkpoint: bool = Field(True, description="Write checkpoint.pt (needed for --resume) and best.pt.")
+    checkpoint_seconds: float = Field(
+        30.0, ge=0.0, le=1e6,
+        description="Write checkpoint.pt at the end of an epoch only when this many seconds have passed since the last one "
+                    "(always after the last epoch; 0 = after every epoch). A resumed run replays from it exactly.",
+    )
 
 
 class DiagnosticsConfig(Strict):

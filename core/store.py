@@ -262,6 +262,16 @@ class RunWriter:
             if self._n >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
                 self.flush()
 
+    def log_rows(self, rows: list[tuple], commit: bool = False) -> None:
+        """Append ready ``(step, epoch, name_id, value)`` scalar rows (ids from :meth:`_name_id`);
+        ``commit``: commit them now (the batched per-step path, whose own clock replaces the buffer's)."""
+        with self._lock:
+            if rows:
+                self._buf["scalars"].extend(rows)
+                self._n += len(rows)
+            if commit or self._n >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
+                self.flush()
+
     def log_histogram(self, epoch: int, split: str, name: str, edges: np.ndarray, counts: np.ndarray) -> None:
         self._add(
             "histograms",
