@@ -284,3 +284,45 @@ def test_separable_shortcut_equals_per_modality_backward():
 
 def test_confidence_regression_is_inverse_one_plus_mae():
     assert confidence(torch.tensor([[1.0], [3.0]]), torch.tensor([2.0, 2.0]), task="regression") == pytest.approx(0.5)
+
+
+def _em_two_matrix(g, max_iter=100, tol=1e-3, reg=1e-6):
+    """The (n, 2)-array EM that the in-place vector form replaced (the reference)."""
+    from modalscope.diagnostics.gmm import _two_means_split
+
+    n = len(g)
+    s = np.sort(g)
+    k = _two_means_split(s)
+    parts = (s[:k], s[k:])
+    w = np.array([len(p) / n for p in parts])
+    mu = np.array([p.mean() for p in parts])
+    var = np.array([p.var() for p in parts]) + reg
+    prev = -np.inf
+    x = g[:, None]
+    for _ in range(max_iter):
+        lj = np.log(w)[None, :] - 0.5 * np.log(2 * math.pi * var)[None, :] - (x - mu[None, :]) ** 2 / (2 * var[None, :])
+        lse = np.logaddexp(lj[:, 0], lj[:, 1])
+        ll = float(lse.mean())
+        r = np.exp(lj - lse[:, None])
+        nk = r.sum(0) + 10 * np.finfo(float).eps
+        w = nk / n
+        mu = (r * x).sum(0) / nk
+        var = (r * (x - mu[None, :]) ** 2).sum(0) / nk + reg
+        if abs(ll - prev) < tol:
+            break
+        prev = ll
+    return w, mu, var
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_vector_em_equals_the_matrix_em(seed):
+    from modalscope.diagnostics.gmm import _em_two
+
+    rng = np.random.default_rng(seed)
+    n = [50, 600, 1400, 5000][seed]
+    g = np.concatenate([rng.normal(0, 0.1, n // 3), rng.normal(0.4 - 0.3 * seed, 0.2, n - n // 3)]).clip(-1, 1)
+    w, mu, var, _ = _em_two(g)
+    ew, emu, evar = _em_two_matrix(g)
+    np.testing.assert_allclose(w, ew, rtol=1e-9)
+    np.testing.assert_allclose(mu, emu, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(var, evar, rtol=1e-9)
