@@ -779,7 +779,17 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc[:40], unit="step", dynamic_ncols=True, file=sys.stderr, leave=True)
 
 
+_GIT_COMMIT: list[str] = []
+
+
 def _git_commit() -> str:
+    """The checkout's short commit (read once per process: a git subprocess costs milliseconds)."""
+    if not _GIT_COMMIT:
+        _GIT_COMMIT.append(_read_git_commit())
+    return _GIT_COMMIT[0]
+
+
+def _read_git_commit() -> str:
     import subprocess
 
     try:

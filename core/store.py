@@ -297,7 +297,8 @@ class RunWriter:
                     np.asarray(correct).astype(int).tolist())
             )
             self._n += n
-        self.flush()
+            if self._n >= self.flush_rows:
+                self.flush()
 
     def log_contribution(self, epoch: int, modality: str, info: float, confidence: float, w: float, captum: float | None = None) -> None:
         self._add("contributions", (int(epoch), modality, float(info), float(confidence), float(w), None if captum is None else float(captum)))

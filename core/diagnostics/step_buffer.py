@@ -91,7 +91,9 @@ class StepBuffer:
             for k, v in losses.items():
                 if isinstance(v, torch.Tensor):
                     names.append(k)
-                    tensors.append(v.detach().reshape(()))
+                    if v.requires_grad:
+                        v = v.detach()
+                    tensors.append(v.reshape(()) if v.ndim else v)
                 else:
                     extras = {**(extras or {}), k: float(v)}
         blocks: list[str] = []
@@ -178,14 +180,20 @@ class StepBuffer:
             if e[3] is not None:
                 by_layout.setdefault(e[2], []).append(i)
         vals: dict[int, np.ndarray] = {}
+        as_lists: dict[int, list] = {}
+        all_finite: dict[int, bool] = {}
         ids_of: dict[tuple, list[int]] = {}
         for layout, idx in by_layout.items():
             x = torch.stack([pending[i][3] for i in idx]).double().cpu().numpy()
             v = self._values(layout, x)
             names, ids = self._names(layout)
             ids_of[layout] = ids
+            rows_v = v.tolist()
+            fin = np.isfinite(v[:, : len(layout[0])]).all(1).tolist()
             for k, i in enumerate(idx):
                 vals[i] = v[k]
+                as_lists[i] = rows_v[k]
+                all_finite[i] = fin[k]
         rows: list[tuple] = []
         bad = None
         name_id = self.writer._name_id
@@ -193,11 +201,11 @@ class StepBuffer:
             if i in vals:
                 v = vals[i]
                 nl = len(layout[0])
-                if self.check_finite and nl and not np.isfinite(v[:nl]).all():
+                if self.check_finite and nl and not all_finite[i]:
                     bad = NonFinite(step, epoch, dict(zip(layout[0], v[:nl].tolist())))
                     break
                 if layout[2]:
-                    rows.extend(zip(repeat(step), repeat(epoch), ids_of[layout], v.tolist()))
+                    rows.extend(zip(repeat(step), repeat(epoch), ids_of[layout], as_lists[i]))
             if extras:
                 rows.extend((step, epoch, name_id(k), float(x)) for k, x in extras.items())
         self.writer.log_rows(rows, commit=commit)
