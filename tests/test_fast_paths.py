@@ -249,3 +249,39 @@ def test_train_gap_from_training_logits_against_fresh_passes(tiny, monkeypatch, 
     for epoch, v in logged.items():
         lo, hi = sorted((fresh[(epoch, "start")], fresh[(epoch, "end")]))
         assert lo - tol <= v <= hi + tol, (epoch, v, lo, hi)
+
+
+@pytest.mark.parametrize("with_posterior", [True, False])
+def test_sample_arrays_read_back_as_the_per_sample_rows(tmp_path, with_posterior):
+    """The snapshot written as one array row per (epoch, split, series) reads back through
+    RunReader.samples as exactly the frame of one SQLite row per sample (the older layout),
+    for every filter the dashboard and CLI use."""
+    import sqlite3
+
+    rng = np.random.default_rng(0)
+    snaps = []
+    for epoch in range(2):
+        for split, n in (("train", 7), ("test", 5)):
+            for name in ("audio-visual", "strong-weak"):
+                post = rng.random(n) if with_posterior else None
+                snaps.append((epoch, split, name, rng.permutation(n) + 3, rng.uniform(-1, 1, n), post,
+                              rng.integers(0, 4, n), rng.integers(0, 2, n).astype(bool)))
+    arrays = RunWriter(tmp_path / "arrays")
+    for s in snaps:
+        arrays.log_samples(*s)
+    arrays.close("finished")
+    rows = RunWriter(tmp_path / "rows")
+    rows.close("finished")
+    con = sqlite3.connect(tmp_path / "rows" / "metrics.sqlite")
+    for e, sp, nm, ids, gap, post, lab, cor in snaps:  # the per-sample row layout, as earlier versions wrote it
+        con.executemany("INSERT INTO samples(epoch, split, name, sample_id, gap, posterior, label, correct) VALUES (?,?,?,?,?,?,?,?)",
+                        [(e, sp, nm, int(i), float(g), None if post is None else float(p), int(y), int(c))
+                         for i, g, p, y, c in zip(ids, gap, post if post is not None else [None] * len(ids), lab, cor)])
+    con.commit()
+    con.close()
+    a, b = RunReader(tmp_path / "arrays"), RunReader(tmp_path / "rows")
+    for kw in ({}, {"epoch": 1}, {"split": "test"}, {"epoch": 0, "split": "train", "name": "strong-weak"}, {"epoch": 5}):
+        fa, fb = a.samples(**kw), b.samples(**kw)
+        assert list(fa.columns) == list(fb.columns) and list(fa.dtypes) == list(fb.dtypes), kw
+        assert fa.equals(fb), kw
+    assert a.counts()["samples"] == b.counts()["samples"] == sum(len(s[3]) for s in snaps)
