@@ -3,10 +3,10 @@
 Why: a training step of a small model takes about a millisecond; reading each step's loss and
 gradient norms to the host, building a dict of floats and a store row per value costs a large
 part of that (and, on a GPU, a host sync per step). Here a logged step costs one fused norm
-kernel (``torch._foreach_norm`` over every tracked parameter's ``.grad``) and one ``torch.stack``
-of the step's losses and those per-parameter norms into a single device tensor. Every
+kernel (``torch._foreach_norm`` over every tracked parameter's ``.grad``); the 0-d tensors
+of the step's losses and those per-parameter norms are kept as device scalars. Every
 ``flush_steps`` steps (or ``flush_seconds``, or when asked: epoch end, close, a crash) the
-pending rows are stacked, moved to the host in one transfer, and the statistics of
+pending values are stacked in one ``torch.stack``, moved to the host in one transfer, and the statistics of
 :mod:`modalscope.diagnostics.gradients` are computed for all of them at once in float64 numpy:
 
 * ``grad_norm/<g> = sqrt(Σ_{p ∈ g} ‖∇p‖²)`` per parameter group (encoders and fusion);
@@ -71,8 +71,10 @@ class StepBuffer:
     def grad_norms(self) -> list[torch.Tensor]:
         """Per-parameter ``‖∇p‖₂`` as device scalars (0 for a parameter without ``.grad``); no host sync."""
         grads = [p.grad for p in self.params]
-        if not any(g is None for g in grads):
-            return list(torch._foreach_norm(grads))
+        try:
+            return torch._foreach_norm(grads)
+        except (TypeError, RuntimeError):  # a parameter without .grad (None in the list)
+            pass
         present = [g for g in grads if g is not None]
         it = iter(torch._foreach_norm(present)) if present else iter(())
         dev = present[0].device if present else (self.params[0].device if self.params else torch.device("cpu"))
@@ -105,12 +107,7 @@ class StepBuffer:
                 blocks.append(b)
                 if b != "same":
                     tensors.extend(self.grad_norms())
-        row = None
-        if tensors:
-            try:
-                row = torch.stack(tensors)
-            except RuntimeError:  # mixed devices: bring every value to the first one's device
-                row = torch.stack([t.float().to(tensors[0].device) for t in tensors])
+        row = tensors or None  # stacked with the other pending rows of its layout at the flush
         layout = (tuple(names), tuple(blocks), write)
         self.pending.append((int(step), int(epoch), layout, row, dict(extras) if extras else None))
         if len(self.pending) >= self.flush_steps or time.monotonic() - self._last >= self.flush_seconds:
@@ -184,7 +181,12 @@ class StepBuffer:
         all_finite: dict[int, bool] = {}
         ids_of: dict[tuple, list[int]] = {}
         for layout, idx in by_layout.items():
-            x = torch.stack([pending[i][3] for i in idx]).double().cpu().numpy()
+            flat = [t for i in idx for t in pending[i][3]]
+            try:
+                x = torch.stack(flat)
+            except RuntimeError:  # values on several devices: bring them to the first one's
+                x = torch.stack([t.float().to(flat[0].device) for t in flat])
+            x = x.reshape(len(idx), -1).double().cpu().numpy()
             v = self._values(layout, x)
             names, ids = self._names(layout)
             ids_of[layout] = ids
