@@ -22,7 +22,7 @@ What is logged, and from where (the maths is the Trainer's, imported, not copied
   ``grad_ratio``, ``conflict/flag`` read from ``.grad`` after the backward
   (:func:`modalscope.diagnostics.gradients.gradient_stats`); the gradient as it is then is the
   gradient *before* any method edits it, as in the Trainer;
-* every ``diagnostics.conflict_every`` steps (50 by default; the Trainer's is 10), when :meth:`backward` is given per-modality
+* every ``diagnostics.conflict_every`` steps (50 by default, as in the Trainer), when :meth:`backward` is given per-modality
   logits still attached to the graph: ``conflict/cos/<m>`` and ``conflict/cos_fusion``
   (:func:`modalscope.diagnostics.conflict.conflict_cosines`, cross-entropy as the unimodal loss);
 * every epoch: ``acc/train/*`` from the epoch's training forward passes, ``acc/<split>/*``
@@ -67,10 +67,9 @@ from modalscope.errors import ConfigError, StoreError
 from modalscope.diagnostics.step_buffer import StepBuffer
 from modalscope.store import DB_NAME, RunWriter
 
-#: The monitor's departures from the Trainer's diagnostics defaults. Each conflict evaluation
-#: costs two or three extra backward passes through the user's encoders; at the Trainer's
-#: every-10-steps that alone is ~10-20 % of a step, so the monitor evaluates every 50 steps.
-DEFAULTS = {"conflict_every": 50}
+#: The monitor's departures from the Trainer's diagnostics defaults (none today: both evaluate
+#: conflict cosines every 50 steps, each evaluation costing two or three extra backward passes).
+DEFAULTS: dict = {}
 _OPEN: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
 _HOOKED = False
 
