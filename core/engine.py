@@ -700,7 +700,7 @@ class Trainer:
             ctx.logs.clear()
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_split(
         self, split: str, batch_size: int = 512, transform: Callable[[dict], dict] | None = None, features: bool = False
     ) -> EvalResult:
