@@ -295,8 +295,8 @@ class RunWriter:
         """One epoch's per-sample snapshot of one split and gap series, as one ``sample_arrays`` row.
 
         Why arrays: the snapshot covers every sample of a split every epoch; as one SQLite row per
-        sample it cost ~4 µs a row (a 5 500-sample epoch: ~20 ms, more than a training epoch of the
-        default preset). :meth:`RunReader.samples` expands the arrays into the same frame as the
+        sample it cost, on the default preset, about as much CPU as the training epoch it
+        describes. :meth:`RunReader.samples` expands the arrays into the same frame as the
         per-sample rows that older runs hold."""
         n = len(sample_id)
         post = None if posterior is None else np.ascontiguousarray(posterior, dtype="<f8").tobytes()
