@@ -7,9 +7,9 @@ variant alike. Both wall time and the process's CPU time are recorded; on a load
 CPU time is the stable one (it excludes time spent waiting for a core):
 
 * ``bare``: the plain loop;
-* ``monitor``: plus :class:`modalscope.monitor.Monitor` at its defaults (per-step gradient
-  norms/shares, conflict cosines every 10 steps, per-epoch gap histograms, GMM and
-  per-sample snapshot on train and test);
+* ``monitor``: plus :class:`modalscope.monitor.Monitor` at its defaults (per-step loss and
+  gradient norms/shares staged on the device and written in batches, conflict cosines every
+  50 steps, per-epoch gap histograms, GMM and per-sample snapshot on train and test);
 * ``monitor_light``: the monitor with ``diagnostics={"conflict_every": 100, "samples": False}``
   (cosines every 100 steps, no per-sample snapshot; everything else as above);
 * ``tensorboard``: plus ``torch.utils.tensorboard.SummaryWriter`` logging the same per-step

@@ -40,6 +40,7 @@ from modalscope.config import RunConfig, validate_run_name
 from modalscope.data import BatchLoader, DatasetBundle, get_dataset, move_batch
 from modalscope.diagnostics.monitor import DiagnosticsMonitor
 from modalscope.diagnostics.sample_store import SampleStore
+from modalscope.diagnostics.step_buffer import NonFinite
 from modalscope.errors import StoreError, TrainingError
 from modalscope.methods import LossParts, Method, get_method, task_loss
 from modalscope.metrics import split_metrics
@@ -56,8 +57,7 @@ class StopRequested(Exception):
     """Raised inside the loop when SIGINT/SIGTERM asked the run to stop."""
 
 
-class NonFiniteLoss(Exception):
-    pass
+NonFiniteLoss = NonFinite  # raised when the staged losses are checked (see _train_step)
 
 
 @dataclass
@@ -304,7 +304,11 @@ class Trainer:
         self.monitor = Monitor.attach(
             self.writer, self.model.param_groups(), self.bundle.modalities, cfg.diagnostics, self.bundle.task, cfg.log.every_steps
         )
+        self.monitor.check_finite()
+        # The train-split gap comes from the training forward passes (no extra pass; see _run_epoch).
+        self.monitor.collect_gap = not (cfg.log.eval_train or getattr(self.method, "needs_train_eval", False))
         self.log_file = open(self.run_dir / "log.txt", "a", encoding="utf-8")
+        self._untouched: bool | None = None
 
     # ------------------------------------------------------------------ construction
     def _head_kind(self, method_cls: type[Method]) -> str:
@@ -405,11 +409,36 @@ class Trainer:
             "rng": rng_state(),
             "version": __version__,
         }
+        best = getattr(self, "_best_pending", None)
+        if best is not None:
+            self.save_best(*best)
+            self._best_pending = None
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue(), durable=epoch >= self.cfg.epochs - 1)
+        self._last_checkpoint = time.monotonic()
 
-    def save_best(self, epoch: int, score: float) -> None:
+    def _checkpoint_due(self, epoch: int) -> bool:
+        """After the last epoch, and otherwise once ``log.checkpoint_seconds`` have passed since the
+        last checkpoint (0: every epoch). Writing one costs a few milliseconds, as much as several
+        steps of a small model; a kill loses at most that period of training, which --resume redoes
+        exactly (the store is truncated back to the checkpoint)."""
+        period = self.cfg.log.checkpoint_seconds
+        if epoch >= self.cfg.epochs - 1 or period <= 0:
+            return True
+        last = getattr(self, "_last_checkpoint", None)
+        if last is None:
+            self._last_checkpoint = last = self._t_start
+        return time.monotonic() - last >= period
+
+    def _keep_best(self, epoch: int, score: float) -> None:
+        """Remember the best-valid weights (a host copy); ``best.pt`` is written with the next
+        checkpoint, so on disk it always belongs to the same point of training as checkpoint.pt."""
+        self._best_pending = (epoch, score, {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+                              {k: {n: t.detach().to("cpu", copy=True) for n, t in m.state_dict().items()}
+                               for k, m in self.method.extra_modules().items()})
+
+    def save_best(self, epoch: int, score: float, model_state: dict | None = None, extra_state: dict | None = None) -> None:
         """``best.pt``: the weights at the best-valid epoch (``--init-from`` reads it like a checkpoint)."""
         import io
 
@@ -417,8 +446,8 @@ class Trainer:
             "epoch": epoch,
             "valid_score": score,
             "selected_on": SELECT_ON,
-            "model": self.model.state_dict(),
-            "extra": {k: m.state_dict() for k, m in self.method.extra_modules().items()},
+            "model": self.model.state_dict() if model_state is None else model_state,
+            "extra": {k: m.state_dict() for k, m in self.method.extra_modules().items()} if extra_state is None else extra_state,
             "version": __version__,
         }
         buf = io.BytesIO()
@@ -464,6 +493,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train to the last epoch; returns the final test metrics."""
         old = self._install_signals()
+        self._t_start = time.monotonic()
         self._epoch = self.start_epoch
         status, error = "finished", ""
         final: dict[str, float] = {}
@@ -488,6 +518,13 @@ class Trainer:
             status, error = "failed", str(e)
         except Exception as e:  # noqa: BLE001 - recorded, then re-raised
             status, error = "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            try:
+                self.monitor.drain()
+            except NonFiniteLoss as nf:  # the staged losses went non-finite first: that is the cause
+                self._close("failed", str(nf), bar, old)
+                raise TrainingError(str(nf)) from e
+            except Exception:  # noqa: BLE001
+                pass
             self._close(status, error, bar, old)
             raise
         self._close(status, error, bar, old)
@@ -532,6 +569,12 @@ class Trainer:
     def _close(self, status, error, bar, old) -> None:
         if bar is not None:
             bar.close()
+        try:
+            self.monitor.drain()
+        except NonFiniteLoss as e:
+            status, error = "failed", str(e)
+        except Exception:  # noqa: BLE001 - the status is recorded whatever the last rows did
+            pass
         self._log_line(f"[{status}] {error}".rstrip())
         try:
             self.writer.close(status, error)
@@ -561,6 +604,7 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             self._check_stop()
+        self.monitor.drain()
         train_time = time.perf_counter() - t0
         evals = self.evaluate(epoch)
         ctx = StepContext(self, epoch=epoch, step=self.global_step, evals=evals)
@@ -568,7 +612,12 @@ class Trainer:
         for split, ev in evals.items():
             if split != "train":
                 metrics.update(ev.metrics)
-        metrics.update(self.diagnostics.on_epoch_end(ctx, evals))
+        diag_evals = evals
+        if "train" not in evals and self.monitor.has_train_predictions():
+            # Diagnostics only (the method's hooks never see it): the train split as the
+            # training forward passes of this epoch predicted it (train mode, weights moving).
+            diag_evals = {**evals, "train": self.monitor.train_result()}
+        metrics.update(self.diagnostics.on_epoch_end(ctx, diag_evals))
         self.method.on_epoch_end(ctx)
         metrics.update(ctx.logs)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -578,13 +627,13 @@ class Trainer:
             if self.best.update(epoch, valid_score):
                 self.best.snapshot(metrics)
                 if self.cfg.log.checkpoint:
-                    self.save_best(epoch, valid_score)
+                    self._keep_best(epoch, valid_score)
             metrics.update(self.best.logs())
         self.writer.log_scalars(self.global_step, epoch, metrics)
         if self.scheduler is not None:
             self.scheduler.step()
         self.writer.flush()
-        if self.cfg.log.checkpoint:
+        if self.cfg.log.checkpoint and self._checkpoint_due(epoch):
             self.save_checkpoint(epoch)
         fused = metrics.get("acc/test/fused", float("nan"))
         per = " ".join(f"{m}={metrics.get(f'acc/test/{m}', float('nan')):.3f}" for m in self.bundle.modalities)
@@ -611,34 +660,38 @@ class Trainer:
         return parts
 
     def _train_step(self, batch: dict, epoch: int) -> None:
+        """One step. Losses and gradient norms are staged on the device (one stack per step) and
+        read in batches by the monitor's :class:`~modalscope.diagnostics.step_buffer.StepBuffer`,
+        which also checks the losses: a non-finite one stops the run at its next flush (at the
+        latest at the end of the epoch, before any evaluation or checkpoint), naming the exact
+        step and writing no row of it or after it."""
         ctx = StepContext(self, epoch=epoch, step=self.global_step, batch=batch)
         self.optimizer.zero_grad(set_to_none=True)
         out = self.method.forward(self.model, batch, ctx)
         ctx.out = out
         parts = self._total_loss(batch, out, ctx)
-        keys = ["loss/total", *(f"loss/{k}" for k in parts.parts)]
-        vals = torch.stack([parts.total.detach(), *(v.detach().reshape(()).to(parts.total.dtype) for v in parts.parts.values())]).tolist()
-        if not all(math.isfinite(v) for v in vals):
-            bad = [k for k, v in zip(keys[1:], vals[1:]) if not math.isfinite(v)] or ["loss/total"]
-            raise NonFiniteLoss(f"non-finite loss ({vals[0]}) at step {self.global_step}, epoch {epoch}: {', '.join(bad)}")
+        losses = {"loss/total": parts.total, **{f"loss/{k}": v for k, v in parts.parts.items()}}
         log_now = self.global_step % self.cfg.log.every_steps == 0
-        logs: dict[str, float] = {}
-        if log_now:
-            logs.update(self.diagnostics.before_backward(ctx, parts))
+        grad = log_now and self.cfg.diagnostics.grad
+        conflict = self.diagnostics.before_backward(ctx, parts) if log_now else {}
         self.method.backward(parts, ctx)
-        if log_now:
-            logs.update(self.monitor.gradients())
+        raw = self.monitor.grad_norms() if grad else None
         self.method.after_backward(ctx)
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.optim.grad_clip)
-        if log_now:
-            logs.update(self.monitor.gradients(applied=True))
+        applied = None
+        if grad:
+            if self._untouched is None:
+                self._untouched = self.diagnostics._gradients_untouched(ctx)
+            applied = "same" if self._untouched else ("applied", self.monitor.grad_norms())
         self.method.optimizer_step(ctx, self._closure(batch, ctx))
-        self.monitor.observe(fused=self.method.predict(out).detach(), logits=out.logits, labels=batch["label"])
+        self.monitor.observe(fused=self.method.predict(out), logits=out.logits, labels=batch["label"], ids=batch.get("idx"))
         if log_now:
-            logs.update(zip(keys, vals))
-            logs.update(ctx.logs)
-            self.monitor.log_step(self.global_step, epoch, logs)
+            if conflict or ctx.logs:
+                conflict = {**conflict, **ctx.logs}
+            self.monitor.stage(self.global_step, epoch, losses, (("raw", raw), applied) if grad else (), conflict)
+        else:
+            self.monitor.stage(self.global_step, epoch, losses, (), None, write=False)
         self.global_step += 1
 
     def _flush_logs(self, ctx: StepContext, epoch_level: bool = False) -> None:
@@ -647,7 +700,7 @@ class Trainer:
             ctx.logs.clear()
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_split(
         self, split: str, batch_size: int = 512, transform: Callable[[dict], dict] | None = None, features: bool = False
     ) -> EvalResult:
@@ -703,10 +756,9 @@ class Trainer:
         return getattr(self, "_epoch", 0)
 
     def needs_train_eval(self, epoch: int) -> bool:
-        """A no-grad pass over the training split costs about a third of an epoch: only when asked."""
-        d = self.cfg.diagnostics
-        gap = d.gap and "train" in d.gap_splits and epoch % d.gap_every == 0
-        return self.cfg.log.eval_train or gap or getattr(self.method, "needs_train_eval", False)
+        """A no-grad pass over the training split costs about a third of an epoch: only when asked
+        (the train-split gap diagnostics use the training forward passes instead)."""
+        return self.cfg.log.eval_train or getattr(self.method, "needs_train_eval", False)
 
     def evaluate(self, epoch: int) -> dict[str, EvalResult]:
         out = {}
@@ -727,7 +779,17 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc[:40], unit="step", dynamic_ncols=True, file=sys.stderr, leave=True)
 
 
+_GIT_COMMIT: list[str] = []
+
+
 def _git_commit() -> str:
+    """The checkout's short commit (read once per process: a git subprocess costs milliseconds)."""
+    if not _GIT_COMMIT:
+        _GIT_COMMIT.append(_read_git_commit())
+    return _GIT_COMMIT[0]
+
+
+def _read_git_commit() -> str:
     import subprocess
 
     try:

@@ -150,17 +150,23 @@ def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int], step_strid
     db = run_dir / "metrics.sqlite"
     con = sqlite3.connect(db)
     try:
+        from modalscope.store import SCHEMA
+
+        con.executescript(SCHEMA)  # a file from before the sample_arrays table gets it (empty)
         if keep_samples:
             kept = ",".join(str(e) for e in sample_epochs)
             con.execute(f"DELETE FROM samples WHERE epoch NOT IN ({kept})")
-            series = [r[0] for r in con.execute("SELECT DISTINCT name FROM samples")]
+            con.execute(f"DELETE FROM sample_arrays WHERE epoch NOT IN ({kept})")
+            series = [r[0] for r in con.execute("SELECT DISTINCT name FROM samples UNION SELECT DISTINCT name FROM sample_arrays")]
             note = f"per-sample snapshots kept only for epoch(s) {','.join(str(e + 1) for e in sample_epochs)} (counted from 1)"
             if "strong-weak" in series and len(series) > 1:
                 con.execute("DELETE FROM samples WHERE name != 'strong-weak'")
+                con.execute("DELETE FROM sample_arrays WHERE name != 'strong-weak'")
                 note += " and only for the strong-weak gap"
             notes.append(note)
         else:
             con.execute("DELETE FROM samples")
+            con.execute("DELETE FROM sample_arrays")
             notes.append("per-sample snapshots removed (kept for seed 0 runs only)")
         if step_stride > 1:
             con.execute(

@@ -22,7 +22,7 @@ What is logged, and from where (the maths is the Trainer's, imported, not copied
   ``grad_ratio``, ``conflict/flag`` read from ``.grad`` after the backward
   (:func:`modalscope.diagnostics.gradients.gradient_stats`); the gradient as it is then is the
   gradient *before* any method edits it, as in the Trainer;
-* every ``diagnostics.conflict_every`` steps (50 by default; the Trainer's is 10), when :meth:`backward` is given per-modality
+* every ``diagnostics.conflict_every`` steps (50 by default, as in the Trainer), when :meth:`backward` is given per-modality
   logits still attached to the graph: ``conflict/cos/<m>`` and ``conflict/cos_fusion``
   (:func:`modalscope.diagnostics.conflict.conflict_cosines`, cross-entropy as the unimodal loss);
 * every epoch: ``acc/train/*`` from the epoch's training forward passes, ``acc/<split>/*``
@@ -64,12 +64,12 @@ import torch
 from torch import nn
 
 from modalscope.errors import ConfigError, StoreError
+from modalscope.diagnostics.step_buffer import StepBuffer
 from modalscope.store import DB_NAME, RunWriter
 
-#: The monitor's departures from the Trainer's diagnostics defaults. Each conflict evaluation
-#: costs two or three extra backward passes through the user's encoders; at the Trainer's
-#: every-10-steps that alone is ~10-20 % of a step, so the monitor evaluates every 50 steps.
-DEFAULTS = {"conflict_every": 50}
+#: The monitor's departures from the Trainer's diagnostics defaults (none today: both evaluate
+#: conflict cosines every 50 steps, each evaluation costing two or three extra backward passes).
+DEFAULTS: dict = {}
 _OPEN: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
 _HOOKED = False
 
@@ -215,6 +215,7 @@ class Monitor:
         self.collect_gap = True
         self.owns_store = True
         self.writer = None
+        self._buffer = None
         p = Path(run)
         if isinstance(run, Path) or os.sep in str(run):
             self.run_dir = p
@@ -242,6 +243,7 @@ class Monitor:
         except OSError as e:
             raise StoreError(f"cannot write run folder {self.run_dir}: {e.strerror or e}") from None
         self.writer = RunWriter(self.run_dir, heartbeat_seconds=heartbeat_seconds)
+        self._buffer = StepBuffer(self.writer, self.groups, self.dcfg.conflict_tau)
         from modalscope import __version__
 
         self.writer.set_many(
@@ -286,6 +288,7 @@ class Monitor:
         self.n_classes = None
         self.collect_gap, self.owns_store = False, False
         self.writer, self.run_dir = writer, writer.dir
+        self._buffer = StepBuffer(writer, self.groups, diagnostics.conflict_tau, flush_seconds=writer.flush_seconds)
         self._reset_epoch()
         return self
 
@@ -310,6 +313,10 @@ class Monitor:
         _OPEN.discard(self)
         if self.writer is None or not self.owns_store:
             return
+        try:
+            self.drain()
+        except Exception:  # noqa: BLE001 - closing must record the status whatever the last rows did
+            pass
         self._line(f"[{status}] {error}".rstrip())
         try:
             self.writer.close(status, error)
@@ -329,7 +336,13 @@ class Monitor:
     def log(self, values: Mapping[str, float], step: int | None = None) -> None:
         """Log any extra scalars (user names) at this step."""
         if self.writer is not None and not self.closed and values:
-            self.writer.log_scalars(self._last_step if step is None else step, self.epoch, {k: float(v) for k, v in values.items()})
+            self._buffer.log(self._last_step if step is None else step, self.epoch, {k: float(v) for k, v in values.items()})
+
+    def drain(self) -> None:
+        """Write the staged per-step rows to the store's buffer now (epoch end and close do this)."""
+        self._reduce_chunk()
+        if self._buffer is not None:
+            self._buffer.drain()
 
     # ------------------------------------------------------------------ per step
     def backward(self, loss: torch.Tensor, *, fused=None, logits: Mapping[str, torch.Tensor] | None = None, labels=None,
@@ -375,12 +388,11 @@ class Monitor:
             self.step_no += 1
             return
         self.observe(fused=fused, logits=logits, labels=labels, ids=ids)
-        if self.step_no % self.log_every == 0:
-            logs = self.gradients()
+        if self.step_no % self.log_every == 0 and self._buffer is not None:
+            losses = None
             if loss is not None:
-                logs["loss/total"] = float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
-            logs.update(extra)
-            self.log_step(self.step_no, self.epoch, logs)
+                losses = {"loss/total": loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else float(loss)}
+            self._buffer.stage(self.step_no, self.epoch, losses, ("raw",) if self.dcfg.grad else (), extra)
         self._last_step = self.step_no
         self.step_no += 1
         self._epoch_steps += 1
@@ -404,9 +416,38 @@ class Monitor:
         return fn(self.groups, self.modalities, self.dcfg.conflict_tau)
 
     def log_step(self, step: int, epoch: int, logs: Mapping[str, float]) -> None:
-        """Write one step's scalars (every per-step scalar of a run goes through here)."""
+        """Write one step's host-side scalars, in order with the staged rows."""
         if self.writer is not None and not self.closed and logs:
-            self.writer.log_scalars(step, epoch, {k: float(v) for k, v in logs.items()})
+            self._buffer.log(step, epoch, {k: float(v) for k, v in logs.items()})
+
+    def grad_norms(self) -> list[torch.Tensor]:
+        """Per-parameter gradient norms on the device (no host sync), for :meth:`stage`."""
+        return self._buffer.grad_norms()
+
+    def check_finite(self, on: bool = True) -> None:
+        """Check staged losses at each flush: a non-finite one raises
+        :class:`~modalscope.diagnostics.step_buffer.NonFinite` naming its step (the Trainer's stop)."""
+        if self._buffer is not None:
+            self._buffer.check_finite = on
+
+    def has_train_predictions(self) -> bool:
+        """Whether this epoch's training forward passes were kept for the train-split gap."""
+        self._reduce_chunk()
+        return self.collect_gap and self._gap_due("train") and bool(self._acc["labels"])
+
+    def train_result(self):
+        """The epoch's training predictions as an ``EvalResult`` (sorted by sample id)."""
+        self._reduce_chunk()
+        return self._train_result()
+
+    def stage(self, step: int, epoch: int, losses: Mapping[str, torch.Tensor] | None, norms=("raw",),
+              extras: Mapping[str, float] | None = None, write: bool = True) -> None:
+        """Queue one step's device-side scalars (see :class:`~modalscope.diagnostics.step_buffer.StepBuffer`):
+        loss tensors, gradient-norm blocks read from ``.grad`` now, and host floats."""
+        if self.writer is not None and not self.closed:
+            if not self.dcfg.grad:
+                norms = ()
+            self._buffer.stage(step, epoch, losses, norms, extras, write)
 
     def ogm_ge(self, logits: Mapping[str, torch.Tensor], labels: torch.Tensor, alpha: float = 0.3, ge: bool = True,
                multi_ratio: str = "min", tensors: str = "weights") -> dict[str, float]:
@@ -429,8 +470,8 @@ class Monitor:
         return logs
 
     def _log_method(self, logs: dict[str, float]) -> None:
-        if self.enabled and not self.closed and self._last_step % self.log_every == 0:
-            self.log({**logs, **self.gradients(applied=True)})
+        if self.enabled and not self.closed and self._last_step % self.log_every == 0 and self._buffer is not None:
+            self._buffer.stage(self._last_step, self.epoch, None, ("applied",) if self.dcfg.grad else (), logs)
 
     # ------------------------------------------------------------------ per epoch
     def _reset_epoch(self) -> None:
@@ -438,6 +479,8 @@ class Monitor:
 
         self._running = RunningAccuracy(self.task)
         self._acc: dict[str, list] = {"fused": [], "labels": [], "ids": [], **{m: [] for m in self.modalities}}
+        self._chunk: list[tuple] = []
+        self._seen = 0
         self._epoch_steps = 0
         self._t0 = time.perf_counter()
 
@@ -449,28 +492,52 @@ class Monitor:
 
     def train_accuracy(self) -> dict[str, float]:
         """``acc/train/*`` of the training forward passes recorded since the epoch started."""
+        self._reduce_chunk()
         return self._running.compute()
 
     def _gap_due(self, split: str) -> bool:
         return (self.dcfg.gap and self.task == "classification" and split in self.dcfg.gap_splits
                 and self.epoch % self.dcfg.gap_every == 0)
 
+    #: batches whose predictions are kept (detached references, no copy) before they are reduced
+    #: in one go: the per-step cost is a list append, the device work runs once per chunk.
+    CHUNK = 32
+
     def _accumulate(self, fused: torch.Tensor, logits: Mapping[str, torch.Tensor], labels, ids) -> None:
-        """Running training accuracy (on device, no sync) and, on gap epochs, per-sample predictions."""
-        fused = fused.detach()
-        y = torch.as_tensor(labels, device=fused.device)
-        names = [m for m in self.modalities if m in logits]
-        self._running.update(fused, [logits[m].detach() for m in names], names, y)
-        names = [m for m in names if logits[m].shape == fused.shape]
+        """Keep one batch's predictions; every ``CHUNK`` batches they are reduced to the running
+        training accuracy (on the device, no sync) and, on gap epochs, to the per-sample predictions."""
+        names = tuple(m for m in self.modalities if m in logits)
+        if self._chunk and self._chunk[-1][1] != names:
+            self._reduce_chunk()
+        self._chunk.append((fused.detach(), names, [logits[m].detach() for m in names], labels, ids))
+        if len(self._chunk) >= self.CHUNK:
+            self._reduce_chunk()
+
+    def _reduce_chunk(self) -> None:
+        if not getattr(self, "_chunk", None):
+            return
+        chunk, self._chunk = self._chunk, []
+        fused = torch.cat([c[0] for c in chunk]) if len(chunk) > 1 else chunk[0][0]
+        names = chunk[0][1]
+        logits = [torch.cat([c[2][j] for c in chunk]) if len(chunk) > 1 else chunk[0][2][j] for j in range(len(names))]
+        y = torch.cat([torch.as_tensor(c[3], device=fused.device).reshape(-1) for c in chunk])
+        self._running.update(fused, logits, list(names), y)
+        start, self._seen = self._seen, self._seen + len(y)
         if not self.collect_gap:
             return
-        if self._gap_due("train") and len(names) >= 2:
+        same = [m for m, z in zip(names, logits) if z.shape == fused.shape]
+        if self._gap_due("train") and len(same) >= 2:
             self._acc["fused"].append(fused)
             self._acc["labels"].append(y)
-            for m in names:
-                self._acc[m].append(logits[m].detach())
-            start = sum(len(t) for t in self._acc["ids"])
-            self._acc["ids"].append(torch.as_tensor(ids) if ids is not None else torch.arange(start, start + len(y)))
+            for m, z in zip(names, logits):
+                if m in same:
+                    self._acc[m].append(z)
+            parts, pos = [], start
+            for c in chunk:
+                n = len(c[0])
+                parts.append(torch.as_tensor(c[4]).reshape(-1).cpu() if c[4] is not None else torch.arange(pos, pos + n))
+                pos += n
+            self._acc["ids"].append(torch.cat(parts))
 
     def _result(self, split: str, data: Any):
         from modalscope.engine import EvalResult
@@ -505,6 +572,7 @@ class Monitor:
         metrics: dict[str, float] = {}
         train_time = time.perf_counter() - self._t0
         metrics.update(self.train_accuracy())
+        self.drain()
         evals = {s: self._result(s, d) for s, d in splits.items()}
         for s, ev in evals.items():
             if s != "train":

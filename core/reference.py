@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from modalscope.diagnostics.probe import utilisation
 from modalscope.errors import StoreError
-from modalscope.store import RunReader, is_run_dir, run_summary
+from modalscope.store import RunReader, _status_from_meta, is_run_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -117,10 +117,10 @@ def find_reference(run_dir: str | Path, modality: str, roots: list[str | Path]) 
             if not is_reference_for(cfg, ref, modality) or d.resolve() == me or not is_run_dir(d):
                 continue
             try:
-                row = run_summary(d)  # remembered while the run's files are unchanged
-                if row.get("status") != "finished":
+                meta = RunReader(d, check=False).meta()  # one small query, no pandas (a trainer calls this)
+                if _status_from_meta(meta) != "finished":
                     continue
-                end = float(row.get("end_time") or 0.0)
+                end = float(meta.get("end_time") or 0.0)
             except StoreError:
                 continue
             same_training = all(ref.get(k) == cfg.get(k) for k in TRAINING_KNOBS)

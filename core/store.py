@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS gmm(id INTEGER PRIMARY KEY, epoch INTEGER, split TEXT
 CREATE TABLE IF NOT EXISTS samples(id INTEGER PRIMARY KEY, epoch INTEGER, split TEXT, name TEXT, sample_id INTEGER,
     gap REAL, posterior REAL, label INTEGER, correct INTEGER);
 CREATE INDEX IF NOT EXISTS samples_epoch ON samples(epoch, split, name);
+CREATE TABLE IF NOT EXISTS sample_arrays(id INTEGER PRIMARY KEY, epoch INTEGER, split TEXT, name TEXT, n INTEGER,
+    sample_id BLOB, gap BLOB, posterior BLOB, label BLOB, correct BLOB);
+CREATE INDEX IF NOT EXISTS sample_arrays_epoch ON sample_arrays(epoch, split, name);
 CREATE TABLE IF NOT EXISTS contributions(id INTEGER PRIMARY KEY, epoch INTEGER, modality TEXT, info REAL,
     confidence REAL, w REAL, captum REAL);
 CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER, kind TEXT, message TEXT, time REAL);
@@ -88,6 +91,7 @@ ROW_TABLES = {
     "histograms": ("epoch", "split", "name", "edges", "counts"),
     "gmm": ("epoch", "split", "name", "weights", "means", "variances", "bic1", "bic2", "threshold", "balanced"),
     "samples": ("epoch", "split", "name", "sample_id", "gap", "posterior", "label", "correct"),
+    "sample_arrays": ("epoch", "split", "name", "n", "sample_id", "gap", "posterior", "label", "correct"),
     "contributions": ("epoch", "modality", "info", "confidence", "w", "captum"),
     "events": ("step", "epoch", "kind", "message", "time"),
 }
@@ -262,6 +266,16 @@ class RunWriter:
             if self._n >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
                 self.flush()
 
+    def log_rows(self, rows: list[tuple], commit: bool = False) -> None:
+        """Append ready ``(step, epoch, name_id, value)`` scalar rows (ids from :meth:`_name_id`);
+        ``commit``: commit them now (the batched per-step path, whose own clock replaces the buffer's)."""
+        with self._lock:
+            if rows:
+                self._buf["scalars"].extend(rows)
+                self._n += len(rows)
+            if commit or self._n >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
+                self.flush()
+
     def log_histogram(self, epoch: int, split: str, name: str, edges: np.ndarray, counts: np.ndarray) -> None:
         self._add(
             "histograms",
@@ -278,16 +292,20 @@ class RunWriter:
         )
 
     def log_samples(self, epoch: int, split: str, name: str, sample_id, gap, posterior, label, correct) -> None:
+        """One epoch's per-sample snapshot of one split and gap series, as one ``sample_arrays`` row.
+
+        Why arrays: the snapshot covers every sample of a split every epoch; as one SQLite row per
+        sample it cost, on the default preset, about as much CPU as the training epoch it
+        describes. :meth:`RunReader.samples` expands the arrays into the same frame as the
+        per-sample rows that older runs hold."""
         n = len(sample_id)
-        post = np.full(n, np.nan) if posterior is None else np.asarray(posterior, dtype=np.float64)
-        with self._lock:
-            self._buf["samples"].extend(
-                zip([int(epoch)] * n, [split] * n, [name] * n, np.asarray(sample_id).astype(int).tolist(),
-                    np.asarray(gap, dtype=np.float64).tolist(), post.tolist(), np.asarray(label).astype(int).tolist(),
-                    np.asarray(correct).astype(int).tolist())
-            )
-            self._n += n
-        self.flush()
+        post = None if posterior is None else np.ascontiguousarray(posterior, dtype="<f8").tobytes()
+        self._add(
+            "sample_arrays",
+            (int(epoch), split, name, int(n), np.ascontiguousarray(sample_id, dtype="<i8").tobytes(),
+             np.ascontiguousarray(gap, dtype="<f8").tobytes(), post, np.ascontiguousarray(label, dtype="<i8").tobytes(),
+             np.ascontiguousarray(correct, dtype="<i8").tobytes()),
+        )
 
     def log_contribution(self, epoch: int, modality: str, info: float, confidence: float, w: float, captum: float | None = None) -> None:
         self._add("contributions", (int(epoch), modality, float(info), float(confidence), float(w), None if captum is None else float(captum)))
@@ -340,7 +358,7 @@ class RunWriter:
 
             def do():
                 self.con.execute("DELETE FROM scalars WHERE step > ? OR epoch > ?", (step, epoch))
-                for t in ("histograms", "gmm", "samples", "contributions"):
+                for t in ("histograms", "gmm", "samples", "sample_arrays", "contributions"):
                     self.con.execute(f"DELETE FROM {t} WHERE epoch > ?", (epoch,))
                 self.con.execute("DELETE FROM events WHERE step > ?", (step,))
                 self.con.commit()
@@ -557,12 +575,49 @@ class RunReader:
         return df
 
     def samples(self, epoch: int | None = None, split: str | None = None, name: str | None = None) -> pd.DataFrame:
+        """Columns ``epoch, split, name, sample_id, gap, posterior, label, correct``, one row per
+        sample: the ``samples`` rows (older runs) followed by the expanded ``sample_arrays``."""
         sql, params = "SELECT epoch, split, name, sample_id, gap, posterior, label, correct FROM samples WHERE 1=1", []
         for col, val in (("epoch", epoch), ("split", split), ("name", name)):
             if val is not None:
                 sql += f" AND {col} = ?"
                 params.append(val)
-        return self._query(sql + " ORDER BY id", params)
+        df = self._query(sql + " ORDER BY id", params)
+        arrays = self._sample_arrays(sql.replace(
+            "SELECT epoch, split, name, sample_id, gap, posterior, label, correct FROM samples",
+            "SELECT epoch, split, name, n, sample_id, gap, posterior, label, correct FROM sample_arrays") + " ORDER BY id", params)
+        if arrays is None:
+            return df
+        return arrays if df.empty else pd.concat([df, arrays], ignore_index=True)
+
+    def _sample_arrays(self, sql: str, params: list) -> pd.DataFrame | None:
+        """The ``sample_arrays`` rows matching ``sql`` expanded to one row per sample (None: none)."""
+
+        def do():
+            with closing(self._con()) as con:
+                if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sample_arrays'").fetchone():
+                    return []
+                return con.execute(sql, tuple(params)).fetchall()
+
+        try:
+            rows = _retry(do)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot read {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
+        if not rows:
+            return None
+        ns = np.array([r[3] for r in rows], dtype=np.int64)
+        ints = lambda j: np.concatenate([np.frombuffer(r[j], dtype="<i8") for r in rows]).astype(np.int64)  # noqa: E731
+        gap = np.concatenate([np.frombuffer(r[5], dtype="<f8") for r in rows]).astype(np.float64)
+        if all(r[6] is None for r in rows):  # as SQL NULLs read back: a column of None
+            post = pd.Series([None] * int(ns.sum()), dtype=object)
+        else:
+            post = np.concatenate([np.frombuffer(r[6], dtype="<f8") if r[6] is not None else np.full(r[3], np.nan) for r in rows])
+        return pd.DataFrame({
+            "epoch": np.repeat(np.array([r[0] for r in rows], dtype=np.int64), ns),
+            "split": np.repeat(np.array([r[1] for r in rows], dtype=object), ns),
+            "name": np.repeat(np.array([r[2] for r in rows], dtype=object), ns),
+            "sample_id": ints(4), "gap": gap, "posterior": post, "label": ints(7), "correct": ints(8),
+        })
 
     def contributions(self) -> pd.DataFrame:
         return self._query("SELECT epoch, modality, info, confidence, w, captum FROM contributions ORDER BY epoch, id")
@@ -582,7 +637,12 @@ class RunReader:
         return self._query("SELECT name FROM tables ORDER BY name")["name"].tolist()
 
     def counts(self) -> dict[str, int]:
-        return {t: int(self._query(f"SELECT COUNT(*) AS n FROM {t}")["n"].iloc[0]) for t in ROW_TABLES}
+        """Rows per table; ``samples`` counts samples (its rows plus the entries of ``sample_arrays``)."""
+        out = {t: int(self._query(f"SELECT COUNT(*) AS n FROM {t}")["n"].iloc[0]) for t in ROW_TABLES if t != "sample_arrays"}
+        arr = self._rows("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'sample_arrays'")
+        if arr:
+            out["samples"] += int(self._rows("SELECT COALESCE(SUM(n), 0) FROM sample_arrays")[0][0])
+        return out
 
     def best_vs_last(self) -> pd.DataFrame:
         """Accuracy at the best-valid epoch next to the last epoch's, per split and head.

@@ -37,7 +37,7 @@ def tiny_config(tmp_path: Path, **over):
         "batch_size": 32,
         "data": dict(TINY_DATA),
         "model": {"hidden": 32, "embed_dim": 16, "depth": 1},
-        "log": {"progress": False},
+        "log": {"progress": False, "checkpoint_seconds": 0},  # a checkpoint every epoch (resume tests rely on it)
     }
     overrides = over.pop("set", [])
     for k, v in over.items():
@@ -67,6 +67,7 @@ def tiny_cli_args(tmp_path: Path) -> list[str]:
         "--runs-dir", str(tmp_path / "runs"), "--epochs", "2", "--batch-size", "32", "--no-progress",
         "--set", "data.n_train=256", "--set", "data.n_valid=64", "--set", "data.n_test=128",
         "--set", "data.dims={audio: 16, visual: 24}", "--set", "model.hidden=32", "--set", "model.embed_dim=16",
+        "--set", "log.checkpoint_seconds=0",
     ]
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from modalscope.engine import Trainer
+from modalscope.store import open_run
 
 ALL_ON = {"conflict": True, "conflict_every": 1, "probe": True, "probe_every": 1, "gap": True, "gmm": True, "samples": True, "contrib": True,
           "captum": True, "captum_method": "shapley_sampling"}
@@ -51,10 +52,9 @@ def test_joint_run_stores_histograms_gmm_samples_contributions(tiny):
         assert abs(mu[bal]) <= abs(mu[1 - bal])
         assert np.isfinite(b1) and np.isfinite(b2)
 
-    (ns,) = con.execute("SELECT COUNT(*) FROM samples WHERE epoch=1 AND split='train'").fetchone()
-    assert ns == n_train
-    ids, gaps, post, lab, cor = zip(*con.execute(
-        "SELECT sample_id, gap, posterior, label, correct FROM samples WHERE epoch=1 AND split='test' ORDER BY sample_id").fetchall())
+    assert len(open_run(t.run_dir).samples(epoch=1, split="train")) == n_train
+    snap = open_run(t.run_dir).samples(epoch=1, split="test").sort_values("sample_id")
+    ids, gaps, post, lab, cor = (snap[c].tolist() for c in ("sample_id", "gap", "posterior", "label", "correct"))
     assert list(ids) == list(range(n_test))
     assert list(lab) == t.bundle.splits["test"].labels.tolist()
     ev = t.predict_split("test")

@@ -284,3 +284,17 @@ def test_separable_shortcut_equals_per_modality_backward():
 
 def test_confidence_regression_is_inverse_one_plus_mae():
     assert confidence(torch.tensor([[1.0], [3.0]]), torch.tensor([2.0, 2.0]), task="regression") == pytest.approx(0.5)
+
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_vector_em_equals_the_default_em(seed):
+    """The diagnostics' in-place EM (backend="vector") against the default the methods train with."""
+    rng = np.random.default_rng(seed)
+    n = [50, 600, 1400, 5000][seed]
+    g = np.concatenate([rng.normal(0, 0.1, n // 3), rng.normal(0.4 - 0.3 * seed, 0.2, n - n // 3)]).clip(-1, 1)
+    a, b = fit_gap_mixture(g, backend="vector"), fit_gap_mixture(g)
+    for f in ("weights", "means", "variances"):
+        np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-9, atol=1e-12)
+    assert a.bic1 == b.bic1 and a.bic2 == pytest.approx(b.bic2, rel=1e-12) and a.balanced == b.balanced
+    np.testing.assert_allclose(a.threshold, b.threshold, rtol=1e-9)

@@ -104,3 +104,22 @@ def test_sigterm_marks_interrupted_and_keeps_rows(tmp_path):
     assert r.status() == "interrupted"
     steps = r.scalars("loss/fused")["step"].tolist()
     assert len(steps) >= n and steps == list(range(len(steps)))
+
+
+def test_time_based_checkpoints_write_the_last_epoch_and_the_same_best_weights(tiny, monkeypatch):
+    """With a long ``log.checkpoint_seconds`` only the last epoch is checkpointed; best.pt then holds
+    exactly the weights that a checkpoint-every-epoch run writes for the best-valid epoch."""
+    saved = []
+    orig = Trainer.save_checkpoint
+    monkeypatch.setattr(Trainer, "save_checkpoint", lambda self, epoch: (saved.append(epoch), orig(self, epoch))[1])
+    runs = {}
+    for name, period in (("every", 0), ("timed", 3600)):
+        saved.clear()
+        t = Trainer(tiny(epochs=4, name=name, set=[f"log.checkpoint_seconds={period}", "optim.lr=0.5"]))
+        t.fit()
+        runs[name] = (t.run_dir, list(saved))
+    assert runs["every"][1] == [0, 1, 2, 3] and runs["timed"][1] == [3]
+    a = torch.load(runs["every"][0] / "best.pt", weights_only=True)
+    b = torch.load(runs["timed"][0] / "best.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == int(open_run(runs["timed"][0]).final_scalars("best/")["best/epoch"])
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

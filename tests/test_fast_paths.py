@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from modalscope.store import RunReader, RunWriter, list_runs, run_summary
 from tests.planted import plant_run
@@ -168,3 +169,119 @@ def test_remembered_root_scan_equals_a_fresh_scan_and_sees_new_runs(tmp_path):
     assert [(d.name, c) for d, c in reference.run_configs(root)] == fresh()
     plant_run(root, "c", epochs=1, steps_per_epoch=2)
     assert [d.name for d, _ in reference.run_configs(root)] == ["a", "b", "c"]
+
+
+def test_staged_gradient_stats_equal_the_immediate_ones(tmp_path):
+    """StepBuffer (per-parameter norms staged on the device, group statistics in numpy at flush)
+    against gradient_stats read at once, over steps with a missing .grad, an edited (applied)
+    gradient and a dominance ratio on both sides of τ."""
+    from modalscope.diagnostics.gradients import applied_gradient_stats, gradient_stats
+    from modalscope.diagnostics.step_buffer import StepBuffer
+    from modalscope.store import RunWriter
+
+    torch.manual_seed(0)
+    enc = {m: torch.nn.Linear(3, 2) for m in ("a", "b", "c")}
+    fusion = torch.nn.Linear(2, 2)
+    groups = {**{f"encoder/{m}": list(e.parameters()) for m, e in enc.items()}, "fusion": list(fusion.parameters())}
+    w = RunWriter(tmp_path / "run")
+    buf = StepBuffer(w, groups, tau=2.0)
+    expect = []
+    for step in range(6):
+        for k, ps in groups.items():
+            for p in ps:
+                p.grad = torch.randn_like(p) * (5.0 if step % 2 and k == "encoder/a" else 1.0)
+        if step == 3:
+            groups["encoder/c"][1].grad = None
+        if step == 4:
+            for p in groups["encoder/b"]:
+                p.grad = None
+        loss = torch.tensor(0.5 + step)
+        raw = gradient_stats(groups, ["a", "b", "c"])
+        norms = buf.grad_norms()
+        for p in groups["encoder/a"]:
+            p.grad.mul_(0.1)
+        applied = applied_gradient_stats(groups, ["a", "b", "c"])
+        buf.stage(step, 0, {"loss/total": loss}, (("raw", norms), "applied"), {"extra": step})
+        expect.append({"loss/total": float(loss), **raw, **applied, "extra": float(step)})
+    buf.drain()
+    w.close("finished")
+    got = RunReader(tmp_path / "run").scalars()
+    assert any(e["conflict/flag"] == 1.0 for e in expect) and any(e["conflict/flag"] == 0.0 for e in expect)
+    for step, e in enumerate(expect):
+        rows = got[got["step"] == step].set_index("name")["value"].to_dict()
+        assert rows.keys() == e.keys()
+        for k, v in e.items():
+            assert rows[k] == pytest.approx(v, rel=1e-6, abs=1e-9), (step, k)
+    # for every name the rows come in step order (the dashboard's incremental reads rely on it)
+    assert all(g["step"].is_monotonic_increasing for _, g in got.sort_values("id").groupby("name"))
+
+
+def _fresh_gap_mean(t, name):
+    from modalscope.diagnostics.gap import gap_series
+
+    ev = t.predict_split("train")
+    return float(gap_series(ev.logits, ev.labels, t.bundle.modalities)[name].mean())
+
+
+@pytest.mark.parametrize("lr, tol", [(1e-5, 1e-3), (0.05, 0.02)])
+def test_train_gap_from_training_logits_against_fresh_passes(tiny, monkeypatch, lr, tol):
+    """The train-split gap is read from the epoch's own training forward passes. Stated tolerance:
+    with weights that barely move (lr 1e-5) it equals a fresh no-grad pass within 1e-3; while
+    learning, its mean lies between the fresh-pass means at the start and at the end of the
+    epoch (± 0.02): it is stale by up to one epoch of updates, never outside that range."""
+    from modalscope.engine import Trainer
+
+    fresh = {}
+    orig = Trainer._run_epoch
+
+    def spy(self, epoch, bar):
+        fresh[(epoch, "start")] = _fresh_gap_mean(self, "audio-visual")
+        out = orig(self, epoch, bar)
+        fresh[(epoch, "end")] = _fresh_gap_mean(self, "audio-visual")
+        return out
+
+    monkeypatch.setattr(Trainer, "_run_epoch", spy)
+    t = Trainer(tiny(epochs=3, name=f"gap{lr}", set=[f"optim.lr={lr}"], log={"checkpoint": False},
+                     diagnostics={"conflict": False, "contrib": False, "probe": False, "gmm": False}))
+    t.fit()
+    logged = RunReader(t.run_dir).scalars("gap/train/audio-visual/mean").set_index("epoch")["value"]
+    assert len(logged) == 3
+    for epoch, v in logged.items():
+        lo, hi = sorted((fresh[(epoch, "start")], fresh[(epoch, "end")]))
+        assert lo - tol <= v <= hi + tol, (epoch, v, lo, hi)
+
+
+@pytest.mark.parametrize("with_posterior", [True, False])
+def test_sample_arrays_read_back_as_the_per_sample_rows(tmp_path, with_posterior):
+    """The snapshot written as one array row per (epoch, split, series) reads back through
+    RunReader.samples as exactly the frame of one SQLite row per sample (the older layout),
+    for every filter the dashboard and CLI use."""
+    import sqlite3
+
+    rng = np.random.default_rng(0)
+    snaps = []
+    for epoch in range(2):
+        for split, n in (("train", 7), ("test", 5)):
+            for name in ("audio-visual", "strong-weak"):
+                post = rng.random(n) if with_posterior else None
+                snaps.append((epoch, split, name, rng.permutation(n) + 3, rng.uniform(-1, 1, n), post,
+                              rng.integers(0, 4, n), rng.integers(0, 2, n).astype(bool)))
+    arrays = RunWriter(tmp_path / "arrays")
+    for s in snaps:
+        arrays.log_samples(*s)
+    arrays.close("finished")
+    rows = RunWriter(tmp_path / "rows")
+    rows.close("finished")
+    con = sqlite3.connect(tmp_path / "rows" / "metrics.sqlite")
+    for e, sp, nm, ids, gap, post, lab, cor in snaps:  # the per-sample row layout, as earlier versions wrote it
+        con.executemany("INSERT INTO samples(epoch, split, name, sample_id, gap, posterior, label, correct) VALUES (?,?,?,?,?,?,?,?)",
+                        [(e, sp, nm, int(i), float(g), None if post is None else float(p), int(y), int(c))
+                         for i, g, p, y, c in zip(ids, gap, post if post is not None else [None] * len(ids), lab, cor)])
+    con.commit()
+    con.close()
+    a, b = RunReader(tmp_path / "arrays"), RunReader(tmp_path / "rows")
+    for kw in ({}, {"epoch": 1}, {"split": "test"}, {"epoch": 0, "split": "train", "name": "strong-weak"}, {"epoch": 5}):
+        fa, fb = a.samples(**kw), b.samples(**kw)
+        assert list(fa.columns) == list(fb.columns) and list(fa.dtypes) == list(fb.dtypes), kw
+        assert fa.equals(fb), kw
+    assert a.counts()["samples"] == b.counts()["samples"] == sum(len(s[3]) for s in snaps)

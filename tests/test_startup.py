@@ -112,3 +112,33 @@ def test_cached_bayes_ceilings_equal_the_monte_carlo_estimate(tmp_path, monkeypa
     assert len(list((tmp_path / "c").iterdir())) == 1
     _bayes_cached.cache_clear()
     assert bayes_ceilings(p, n_mc=20_000, seed=3) == fresh  # from disk now
+
+
+def test_cached_synthetic_arrays_equal_freshly_generated_ones(tmp_path, monkeypatch):
+    """A synthetic bundle built from the on-disk array cache (cold, then warm, then a corrupt
+    file) holds exactly the tensors and corruption masks of one generated without a cache."""
+    import numpy as np
+    import torch
+
+    from modalscope.data.synthetic import Synthetic, SyntheticParams
+
+    p = SyntheticParams(preset="noisy", n_train=64, n_valid=0, n_test=32)
+
+    def build(cache):
+        monkeypatch.setenv("MODALSCOPE_CACHE_DIR", cache)
+        return Synthetic.build(p)
+
+    ref = build("off")
+    cache = tmp_path / "c"
+    for attempt in ("cold", "warm", "corrupt"):
+        if attempt == "corrupt":
+            for f in cache.glob("synthetic-*.npz"):
+                f.write_bytes(b"not a zip")
+        b = build(str(cache))
+        assert set(b.splits) == set(ref.splits) == {"train", "test"}
+        for s, ds in ref.splits.items():
+            assert torch.equal(b.splits[s].labels, ds.labels)
+            for m in ref.modalities:
+                assert torch.equal(b.splits[s].tensors[m], ds.tensors[m]), (attempt, s, m)
+            assert np.array_equal(b.info["corrupted"][s], ref.info["corrupted"][s])
+    assert len(list(cache.glob("synthetic-*.npz"))) == 1

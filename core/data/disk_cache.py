@@ -62,3 +62,31 @@ def cached_json(namespace: str, args: Any, compute: Callable[[], Any], code: tup
     except OSError:
         pass
     return value
+
+
+def cached_arrays(namespace: str, args: Any, compute: Callable[[], dict[str, Any]], code: tuple[Any, ...] = ()) -> dict[str, Any]:
+    """``compute()`` (a dict of numpy arrays), or its earlier result stored under (namespace, args, code).
+
+    Stored as an uncompressed ``.npz`` and read with ``allow_pickle=False`` (plain arrays only,
+    never objects), so loading a planted file cannot run code; a file that cannot be read is
+    recomputed, like :func:`cached_json`."""
+    import numpy as np
+
+    root = cache_dir()
+    if root is None:
+        return compute()
+    path = root / f"{namespace}-{cache_key(namespace, args, code)}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception:  # noqa: BLE001 - missing, truncated or not an npz: recompute (never fail a run)
+        pass
+    value = compute()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **value)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return value

@@ -279,6 +279,31 @@ def analytic_ceiling(strengths: list[np.ndarray]) -> float:
     return float(np.prod(norm.cdf(w)))
 
 
+def generate(params: SyntheticParams) -> dict[str, np.ndarray]:
+    """The arrays of one synthetic dataset (``<split>.x.<m>`` float32, ``<split>.y`` int64,
+    ``<split>.mask`` bool); a pure function of ``params``, so :meth:`Synthetic.build` caches it
+    on disk (:func:`modalscope.data.disk_cache.cached_arrays`, keyed by the parameters and this
+    module's source)."""
+    rng = np.random.default_rng(params.seed)
+    mods = params.ordered_modalities()
+    rot = {m: _rotation(rng, params.dims[m]) for m in mods}
+    out: dict[str, np.ndarray] = {}
+    for split, n in (("train", params.n_train), ("valid", params.n_valid), ("test", params.n_test)):
+        if n == 0:
+            continue
+        y, lat, mask = sample_latents(params, n, rng)
+        for m in mods:
+            b = lat[m].shape[1]
+            full = np.concatenate([lat[m], rng.standard_normal((n, params.dims[m] - b))], axis=1)
+            x = params.scale[m] * full @ rot[m].T
+            if params.corrupt_kind == "missing" and m == params.corrupt_modality:
+                x[mask] = 0.0
+            out[f"{split}.x.{m}"] = x.astype(np.float32)
+        out[f"{split}.y"] = y.astype(np.int64)
+        out[f"{split}.mask"] = np.asarray(mask, dtype=bool)
+    return out
+
+
 @register_dataset("synthetic")
 class Synthetic(DatasetSource):
     """Built-in generator; see module docstring for the generative model."""
@@ -293,24 +318,19 @@ class Synthetic(DatasetSource):
     def build(cls, params: SyntheticParams) -> DatasetBundle:
         if params.corrupt_kind == "swap" and params.n_classes < 2:
             raise ConfigError("data.corrupt_kind=swap needs at least 2 classes")
-        rng = np.random.default_rng(params.seed)
+        import sys
+
+        from modalscope.data.disk_cache import cached_arrays
+
         mods = params.ordered_modalities()
-        rot = {m: _rotation(rng, params.dims[m]) for m in mods}
+        arrays = cached_arrays("synthetic", params.model_dump(mode="json"), lambda: generate(params), code=(sys.modules[__name__],))
         splits, masks = {}, {}
-        for split, n in (("train", params.n_train), ("valid", params.n_valid), ("test", params.n_test)):
-            if n == 0:
+        for split in ("train", "valid", "test"):
+            if f"{split}.y" not in arrays:
                 continue
-            y, lat, mask = sample_latents(params, n, rng)
-            tensors = {}
-            for m in mods:
-                b = lat[m].shape[1]
-                full = np.concatenate([lat[m], rng.standard_normal((n, params.dims[m] - b))], axis=1)
-                x = params.scale[m] * full @ rot[m].T
-                if params.corrupt_kind == "missing" and m == params.corrupt_modality:
-                    x[mask] = 0.0
-                tensors[m] = torch.from_numpy(x.astype(np.float32))
-            splits[split] = TensorMultimodalDataset(tensors, torch.from_numpy(y.astype(np.int64)))
-            masks[split] = mask
+            tensors = {m: torch.from_numpy(np.ascontiguousarray(arrays[f"{split}.x.{m}"])) for m in mods}
+            splits[split] = TensorMultimodalDataset(tensors, torch.from_numpy(np.ascontiguousarray(arrays[f"{split}.y"])))
+            masks[split] = arrays[f"{split}.mask"]
         ceilings = bayes_ceilings(params)
         return DatasetBundle(
             splits=splits,

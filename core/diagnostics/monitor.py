@@ -214,7 +214,7 @@ class DiagnosticsMonitor:
             logs[f"gap/{split}/{name}/std"] = float(g.std())
             post = None
             if self.cfg.gmm and len(g) >= GMM_MIN_SAMPLES:
-                mix = fit_gap_mixture(g, seed=self.trainer.cfg.seed)
+                mix = fit_gap_mixture(g, seed=self.trainer.cfg.seed, backend="vector")
                 writer.log_gmm(epoch, split, name, mix.weights, mix.means, mix.variances, mix.bic1, mix.bic2, mix.threshold, mix.balanced)
                 post = mix.posterior_imbalanced(g)
                 stats = {

@@ -70,10 +70,14 @@ def fused_and_unimodal(out: "ModelOutput", y: torch.Tensor, task: str, weight: f
     parts: dict[str, torch.Tensor] = {"fused": fused}
     total = fused
     for m, z in out.logits.items():
-        lm = task_loss(z, y, task)
-        parts[m] = lm if keep_graph else lm.detach()
-        if weight > 0:
-            total = total + weight * lm
+        if weight > 0 or keep_graph:
+            lm = task_loss(z, y, task)
+            parts[m] = lm if keep_graph else lm.detach()
+            if weight > 0:
+                total = total + weight * lm
+        else:  # only logged: the same value without recording an autograd graph for it
+            with torch.no_grad():
+                parts[m] = task_loss(z, y, task)
     return LossParts(total=total, parts=parts)
 
 
