@@ -21,6 +21,7 @@ All query functions return pandas DataFrames; the dashboard reads runs only thro
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -71,6 +72,87 @@ CREATE TABLE IF NOT EXISTS contributions(id INTEGER PRIMARY KEY, epoch INTEGER, 
 CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER, kind TEXT, message TEXT, time REAL);
 CREATE TABLE IF NOT EXISTS tables(name TEXT PRIMARY KEY, data TEXT);
 """
+BUCKETS_TABLE = """CREATE TABLE IF NOT EXISTS scalar_buckets(name_id INTEGER, width INTEGER, bucket INTEGER, n INTEGER, total REAL,
+    first_step INTEGER, first_epoch INTEGER, first_value REAL, last_step INTEGER, last_epoch INTEGER, last_value REAL,
+    min_step INTEGER, min_epoch INTEGER, min_value REAL, max_step INTEGER, max_epoch INTEGER, max_value REAL,
+    PRIMARY KEY(name_id, width, bucket)) WITHOUT ROWID"""
+SCHEMA += BUCKETS_TABLE + ";\n"
+
+#: Step widths of the ``scalar_buckets`` summary: every scalar series is also kept as one row per
+#: ``width`` consecutive steps (bucket ``step // width``) holding the bucket's first, last,
+#: minimum and maximum rows and the sum of its values. A chart of a 100 000-step series then
+#: reads ~1 600 rows instead of 100 000 (see :func:`bucket_rows`). Recorded in the run table
+#: under ``scalar_buckets``: a reader uses the summary only when that key lists the width.
+BUCKET_WIDTHS = (64, 1024)
+BUCKET_COLS = ("name_id", "width", "bucket", "n", "total", "first_step", "first_epoch", "first_value", "last_step", "last_epoch",
+               "last_value", "min_step", "min_epoch", "min_value", "max_step", "max_epoch", "max_value")
+
+
+def _take(cond: str, cols: tuple[str, ...]) -> str:
+    return ", ".join(f"{c} = CASE WHEN {cond} THEN excluded.{c} ELSE {c} END" for c in cols)
+
+
+# Merging a flush's partial bucket into the stored one (a bucket is written again by every flush
+# that adds rows to it; SET expressions all see the stored row as it was before the update).
+BUCKET_UPSERT = (
+    f"INSERT INTO scalar_buckets({', '.join(BUCKET_COLS)}) VALUES ({', '.join('?' * len(BUCKET_COLS))}) "
+    "ON CONFLICT(name_id, width, bucket) DO UPDATE SET n = n + excluded.n, total = total + excluded.total, "
+    + _take("excluded.first_step < first_step", ("first_step", "first_epoch", "first_value")) + ", "
+    + _take("excluded.last_step >= last_step", ("last_step", "last_epoch", "last_value")) + ", "
+    + _take("min_step IS NULL OR (excluded.min_step IS NOT NULL AND excluded.min_value < min_value)", ("min_step", "min_epoch", "min_value")) + ", "
+    + _take("max_step IS NULL OR (excluded.max_step IS NOT NULL AND excluded.max_value > max_value)", ("max_step", "max_epoch", "max_value"))
+)
+
+
+def bucket_rows(rows: Iterable[tuple], widths: Iterable[int] = BUCKET_WIDTHS) -> list[tuple]:
+    """``scalar_buckets`` rows of scalar rows ``(step, epoch, name_id, value)``, one per
+    (name, width, bucket) they touch.
+
+    The M4 aggregation of Jugel et al. ("M4: A Visualization-Oriented Time Series Data
+    Aggregation", VLDB 2014): a line chart drawn from the first, last, minimum and maximum
+    point of every bucket is the same picture as the chart of every point when a bucket is
+    no wider than a pixel column, and every point it draws is a real logged row. ``total`` and
+    ``n`` (the sum and count of the non-NaN values) give the exact bucket mean. Minimum and
+    maximum skip NaN (a bucket of NaN only has NULL there); ties go to the earliest step.
+    Rows of one flush may touch a bucket a stored row already holds: :data:`BUCKET_UPSERT`
+    merges them, so the summary is the same however the rows were split into flushes.
+    """
+    rows = rows if isinstance(rows, list) else list(rows)
+    if not rows:
+        return []
+    a = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=4 * len(rows)).reshape(-1, 4)
+    step, epoch, nid, val = a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3]
+    nan = np.isnan(val)
+    vmin, vmax = np.where(nan, np.inf, val), np.where(nan, np.inf, -val)
+    out: list[tuple] = []
+    for w in widths:
+        b = step // int(w)
+        o = np.argsort((nid << 40) + b, kind="stable")  # by (name, bucket), arrival order inside
+        kn, kb, ks = nid[o], b[o], step[o]
+        new_group = np.r_[True, (kn[1:] != kn[:-1]) | (kb[1:] != kb[:-1])]
+        if np.any((np.diff(ks) < 0) & ~new_group[1:]):  # steps out of order inside a bucket: order by step
+            o = np.lexsort((np.arange(len(o)), step, b, nid))
+            kn, kb, ks = nid[o], b[o], step[o]
+            new_group = np.r_[True, (kn[1:] != kn[:-1]) | (kb[1:] != kb[:-1])]
+        start = np.flatnonzero(new_group)
+        size = np.diff(np.r_[start, len(o)])
+        first, last = o[start], o[start + size - 1]
+        ext = []
+        for v in (vmin[o], vmax[o]):  # first row (earliest step) holding the group's extreme
+            hit = np.flatnonzero(v == np.repeat(np.minimum.reduceat(v, start), size))
+            ext.append(o[hit[np.searchsorted(hit, start)]])
+        counts = np.add.reduceat((~nan[o]).astype(np.int64), start)
+        totals = np.add.reduceat(np.where(nan, 0.0, val)[o], start)
+        cols = [nid[first].tolist(), [int(w)] * len(start), kb[start].tolist(), counts.tolist(), totals.tolist()]
+        for i, extreme in ((first, False), (last, False), (ext[0], True), (ext[1], True)):
+            vals = val[i].tolist()  # SQLite stores NaN as NULL
+            if extreme and nan[i].any():  # a bucket of NaN only: no minimum or maximum
+                cols += [[None if x != x else y for x, y in zip(vals, step[i].tolist())],
+                         [None if x != x else y for x, y in zip(vals, epoch[i].tolist())], vals]
+            else:
+                cols += [step[i].tolist(), epoch[i].tolist(), vals]
+        out += zip(*cols)
+    return out
 
 # The public, join-free shape of the scalars: ``SELECT step, epoch, name, value FROM scalar_values``.
 # A view holds no data, so adding it leaves SCHEMA_VERSION at 1: files written before it get it
@@ -140,7 +222,7 @@ def _create_store(path: Path) -> None:
         con.executemany(
             "INSERT OR REPLACE INTO run(key, value) VALUES (?, ?)",
             [("schema_version", json.dumps(SCHEMA_VERSION)), ("status", "running"), ("pid", json.dumps(os.getpid())),
-             ("host", socket.gethostname()), ("heartbeat", json.dumps(time.time()))],
+             ("host", socket.gethostname()), ("heartbeat", json.dumps(time.time())), ("scalar_buckets", json.dumps(list(BUCKET_WIDTHS)))],
         )
         con.commit()
     finally:
@@ -188,6 +270,8 @@ class RunWriter:
         sv = int(existing.get("schema_version", SCHEMA_VERSION))
         if sv > SCHEMA_VERSION:
             raise StoreError(f"{self.path} uses store schema {sv}, newer than this ModalScope ({SCHEMA_VERSION})")
+        if existing.get("scalar_buckets") != json.dumps(list(BUCKET_WIDTHS)):  # a file from before the summary: build it once
+            _retry(lambda: rebuild_buckets(self.con))
         now = time.time()
         meta = {
             "schema_version": SCHEMA_VERSION,
@@ -317,6 +401,8 @@ class RunWriter:
                         self.con.executemany(
                             f"INSERT INTO {t}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
                         )
+                    if "scalars" in buf:  # same transaction: a reader never sees rows without their buckets
+                        self.con.executemany(BUCKET_UPSERT, bucket_rows(buf["scalars"]))
                     self.con.execute("INSERT OR REPLACE INTO run(key, value) VALUES ('heartbeat', ?)", (json.dumps(time.time()),))
                     self.con.commit()
                 except sqlite3.OperationalError:
@@ -339,7 +425,10 @@ class RunWriter:
             self.flush()
 
             def do():
+                lo = self.con.execute("SELECT MIN(step) FROM scalars WHERE step > ? OR epoch > ?", (step, epoch)).fetchone()[0]
                 self.con.execute("DELETE FROM scalars WHERE step > ? OR epoch > ?", (step, epoch))
+                if lo is not None:
+                    rebuild_buckets(self.con, from_step=int(lo), commit=False)
                 for t in ("histograms", "gmm", "samples", "contributions"):
                     self.con.execute(f"DELETE FROM {t} WHERE epoch > ?", (epoch,))
                 self.con.execute("DELETE FROM events WHERE step > ?", (step,))
@@ -516,6 +605,61 @@ class RunReader:
             params += [prefix, prefix + "\uffff"]
         return self._query(sql + " ORDER BY s.id", params)
 
+    def bucket_widths(self) -> tuple[int, ...]:
+        """Widths of the ``scalar_buckets`` summary this file holds; () for files written before it."""
+        rows = self._rows("SELECT value FROM run WHERE key = 'scalar_buckets'")
+        try:
+            return tuple(int(w) for w in json.loads(rows[0][0])) if rows else ()
+        except (TypeError, ValueError):
+            return ()
+
+    def scalar_buckets(self, width: int, names: Iterable[str] | str | None = None, prefix: str | None = None,
+                       from_bucket: int = 0) -> pd.DataFrame:
+        """The ``scalar_buckets`` rows of one width (columns ``name, bucket, n, total, first_step,
+        first_epoch, first_value, last_…, min_…, max_…``), ordered by name and bucket; filter by
+        exact names or a name prefix, and to buckets ≥ ``from_bucket`` (a refresh re-reads only
+        the newest ones). Raises StoreError when the file has no summary of that width."""
+        cols = ["name", *BUCKET_COLS[2:]]
+        if isinstance(names, str):
+            names = [names]
+        names = None if names is None else list(names)
+
+        def do():
+            with closing(self._con()) as con:
+                got = con.execute("SELECT value FROM run WHERE key = 'scalar_buckets'").fetchone()
+                if not got or int(width) not in json.loads(got[0]):
+                    return None
+                sql, params = "SELECT id, name FROM names WHERE 1=1", []
+                if names is not None:
+                    sql += f" AND name IN ({', '.join('?' * len(names))})"
+                    params += names
+                if prefix is not None:
+                    sql += " AND name >= ? AND name < ?"
+                    params += [prefix, prefix + "\uffff"]
+                ids = sorted(con.execute(sql + " ORDER BY name", params).fetchall(), key=lambda r: r[1])
+                rows = []
+                for i, _ in ids:  # one primary-key range per series: rows come out in (name, bucket) order
+                    rows += con.execute(f"SELECT {', '.join(BUCKET_COLS)} FROM scalar_buckets WHERE name_id = ? AND width = ? "
+                                        "AND bucket >= ? ORDER BY bucket", (i, int(width), int(from_bucket))).fetchall()
+                return dict(ids), rows
+
+        try:
+            got = _retry(do) if names is None or names else ({}, [])
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot read {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
+        if got is None:
+            raise StoreError(f"{self.path} has no scalar_buckets of width {width} (has {list(self.bucket_widths()) or 'none'})")
+        id_names, rows = got
+        if not rows:
+            return pd.DataFrame({c: pd.Series(dtype=object if c == "name" else np.float64) for c in cols})
+        a = np.array(rows, dtype=np.float64)  # NULL → NaN
+        ids = a[:, 0].astype(np.int64)
+        uniq, inv = np.unique(ids, return_inverse=True)
+        out = {"name": pd.Series(np.asarray([id_names[int(u)] for u in uniq], dtype=object)[inv], dtype=object)}
+        for j, c in enumerate(BUCKET_COLS[2:], start=2):
+            out[c] = a[:, j].astype(np.int64) if c in ("bucket", "n") else a[:, j]
+        return pd.DataFrame(out)
+
     def last_id(self) -> int:
         v = self._rows("SELECT MAX(id) FROM scalars")[0][0]
         return 0 if v is None else int(v)
@@ -664,6 +808,53 @@ class RunReader:
             if k.startswith("acc/best/test/"):
                 row[k.replace("acc/best/test/", "best_acc_")] = v
         return row
+
+
+def bucket_points(buckets: pd.DataFrame) -> pd.DataFrame:
+    """The drawn points of a :meth:`RunReader.scalar_buckets` frame, in the long layout of
+    :meth:`RunReader.scalars`: each bucket's first, minimum, maximum and last row (M4), one row
+    per distinct step, in step order per name. Extra columns ``bucket``, ``n`` and ``mean``
+    (``total / n``, the exact mean of the bucket's values) repeat the point's bucket."""
+    cols = ["step", "epoch", "name", "value", "bucket", "n", "mean"]
+    if buckets is None or buckets.empty:
+        return pd.DataFrame(columns=cols)
+    kinds = ("first", "min", "max", "last")
+    step = np.stack([buckets[f"{k}_step"].to_numpy(dtype=np.float64) for k in kinds], axis=1)
+    epoch = np.stack([buckets[f"{k}_epoch"].to_numpy(dtype=np.float64) for k in kinds], axis=1)
+    value = np.stack([buckets[f"{k}_value"].to_numpy(dtype=np.float64) for k in kinds], axis=1)
+    order = np.argsort(np.where(np.isnan(step), np.inf, step), axis=1, kind="stable")  # by step inside a bucket; no-step last
+    step, epoch, value = (np.take_along_axis(m, order, axis=1).ravel() for m in (step, epoch, value))
+    codes, names = pd.factorize(buckets["name"], sort=False)
+    row = np.repeat(np.arange(len(buckets)), 4)
+    code = codes[row]
+    keep = ~np.isnan(step)
+    keep[1:] &= (step[1:] != step[:-1]) | (code[1:] != code[:-1])  # first = min etc.: one row per step
+    n = buckets["n"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, buckets["total"].to_numpy(dtype=np.float64) / np.where(n > 0, n, 1), np.nan)
+    row, code = row[keep], code[keep]
+    name = pd.Series(np.asarray(names, dtype=object)[code], dtype=object)  # object, not str: no per-row conversion
+    out = pd.DataFrame({"step": step[keep].astype(np.int64), "epoch": epoch[keep].astype(np.int64), "name": name, "value": value[keep],
+                        "bucket": buckets["bucket"].to_numpy(dtype=np.int64)[row], "n": n[row].astype(np.int64), "mean": mean[row]})
+    if len(names) > 1 and (np.diff(code) < 0).any():  # buckets not grouped by name: group them (stable: steps stay in order)
+        out = out.iloc[np.argsort(code, kind="stable")].reset_index(drop=True)
+    return out
+
+
+def rebuild_buckets(con: sqlite3.Connection, from_step: int | None = None, commit: bool = True) -> None:
+    """Recompute ``scalar_buckets`` from the scalar rows: all of it, or (``from_step``) every
+    bucket that holds a step ≥ ``from_step`` (after rows were deleted: resume, gallery thinning).
+    Records the widths under the run key ``scalar_buckets``. A write, through ``con``."""
+    con.execute(BUCKETS_TABLE)
+    for w in BUCKET_WIDTHS:
+        lo = 0 if from_step is None else (int(from_step) // w) * w
+        con.execute("DELETE FROM scalar_buckets WHERE width = ? AND bucket >= ?", (w, lo // w))
+        cur = con.execute("SELECT step, epoch, name_id, value FROM scalars WHERE step >= ? ORDER BY id", (lo,))
+        while chunk := cur.fetchmany(200_000):
+            con.executemany(BUCKET_UPSERT, bucket_rows(chunk, (w,)))
+    con.execute("INSERT OR REPLACE INTO run(key, value) VALUES ('scalar_buckets', ?)", (json.dumps(list(BUCKET_WIDTHS)),))
+    if commit:
+        con.commit()
 
 
 def ensure_views(run_dir: str | Path) -> None:

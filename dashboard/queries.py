@@ -26,7 +26,7 @@ import streamlit as st
 
 from modalscope.config import validate_run_name
 from modalscope.errors import ConfigError, StoreError
-from modalscope.store import RunReader, is_run_dir, list_runs, open_run
+from modalscope.store import RunReader, bucket_points, is_run_dir, list_runs, open_run
 
 KINDS = ("runs", "gallery")
 
@@ -202,6 +202,94 @@ def scalars(key: str, names: list[str] | None = None, prefix: str | None = None,
         return pd.DataFrame(columns=["id", "step", "epoch", "name", "value"])
     upto = last_id(key) if upto is None else upto
     return _scalar_cache().get(p, tuple(names) if names is not None else None, prefix, upto, every)
+
+
+class _BucketCache:
+    """Incrementally extended ``scalar_buckets`` frames per (run folder, selection, width).
+
+    A refresh re-reads only the buckets from the oldest of each series' newest bucket on (the
+    newest bucket of a series grows until the next one starts); older buckets never change
+    while rows are appended in step order. The drawn points are rebuilt from the frame."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.items: dict[tuple, tuple[int, pd.DataFrame, pd.DataFrame]] = {}
+
+    def get(self, path: Path, names: tuple[str, ...] | None, prefix: str | None, upto: int, width: int) -> pd.DataFrame:
+        k = (str(path.resolve()), names, prefix, width)
+        with self.lock:
+            have = self.items.get(k)
+        if have is not None and have[0] >= upto:
+            return have[2]
+        rd = open_run(path)
+        names_ = list(names) if names is not None else None
+        if have is None or have[1].empty:
+            frame = rd.scalar_buckets(width, names=names_, prefix=prefix)
+        else:
+            old = have[1]
+            since = int(old.groupby("name")["bucket"].max().min())
+            new = rd.scalar_buckets(width, names=names_, prefix=prefix, from_bucket=since)
+            frame = pd.concat([old[old["bucket"] < since], new], ignore_index=True).sort_values(["name", "bucket"], kind="stable")
+        points = bucket_points(frame)
+        with self.lock:
+            if len(self.items) > 256:
+                self.items.clear()
+            self.items[k] = (upto, frame, points)
+        return points
+
+
+@st.cache_resource(show_spinner=False)
+def _bucket_cache() -> _BucketCache:
+    return _BucketCache()
+
+
+#: A bucketed read aims at ≥ this many buckets per series (each gives up to 4 drawn points).
+MIN_BUCKETS = 1000
+
+
+def bucket_width(key: str) -> int:
+    """Step width of the ``scalar_buckets`` summary to draw the run's step series from, or 0 to
+    read every row (short runs, *Full resolution*, runs written before the summary existed).
+    The coarsest stored width that still gives ≥ ``MIN_BUCKETS`` buckets over the planned
+    steps (fixed while the run grows, so the refresh cache keeps hitting)."""
+    if st.session_state.get("full_resolution"):
+        return 0
+    rd = reader(key)
+    if rd is None:
+        return 0
+    planned = int(meta(key).get("steps_per_epoch") or 0) * int(config(key).get("epochs") or 0)
+    if planned <= FULL_BELOW:
+        return 0
+    widths = sorted(_widths(str(rd.dir)))
+    if not widths:
+        return 0
+    fit = [w for w in widths if planned // w >= MIN_BUCKETS]
+    return fit[-1] if fit else widths[0]
+
+
+@st.cache_data(ttl=5.0, max_entries=1024, show_spinner=False)
+def _widths(path: str) -> tuple[int, ...]:
+    return open_run(path).bucket_widths()
+
+
+def step_series(key: str, names: list[str] | None = None, prefix: str | None = None, upto: int | None = None) -> pd.DataFrame:
+    """A run's step series for charts, in the long layout of :func:`scalars`. Long runs come
+    from the ``scalar_buckets`` summary (each bucket's first, lowest, highest and last row, plus
+    columns ``bucket``, ``n`` and ``mean`` = the exact bucket mean; ``modalscope.store.bucket_points``);
+    long runs stored before the summary existed are read every :func:`stride`-th step; short
+    runs and *Full resolution* read every row."""
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return pd.DataFrame(columns=["id", "step", "epoch", "name", "value"])
+    upto = last_id(key) if upto is None else upto
+    width = bucket_width(key)
+    if width:
+        return _bucket_cache().get(p, tuple(names) if names is not None else None, prefix, upto, width)
+    every = stride(key)
+    df = scalars(key, names=names, prefix=prefix, upto=upto, every=every)
+    if every > 1 and len(df) < 200:  # per-epoch series: their steps need not be multiples of the stride
+        df = scalars(key, names=names, prefix=prefix, upto=upto)
+    return df
 
 
 @st.cache_data(max_entries=512, show_spinner=False)

@@ -134,12 +134,12 @@ if names:
     metric = m1.selectbox("Metric", names, index=names.index(default_metric), key="compare.metric")
     frames = []
     for k, grp in zip(sel["key"], sel["group"]):
-        every = q.stride(k)
-        df = q.scalars(k, names=[metric], every=every)
-        if every > 1 and len(df) < 200:  # a per-epoch metric: its steps need not be multiples of the stride
-            df = q.scalars(k, names=[metric])
+        df = q.step_series(k, names=[metric])
         if df.empty:
             continue
+        bm = F.bucket_means(df)  # a long run's summary: average the exact bucket means, not the drawn extremes
+        if bm is not None:
+            df = pd.DataFrame({"step": bm[0], "epoch": df.groupby("bucket", sort=True)["epoch"].first().to_numpy(), "value": bm[1]})
         frames.append(df.assign(run=k, group=grp))
     long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "group", "step", "epoch", "value"])
     per_epoch = not long.empty and long.groupby("run")["step"].nunique().max() <= long.groupby("run")["epoch"].nunique().max()
