@@ -485,6 +485,18 @@ FINAL_SQL = (
 )
 
 
+#: everything a runs-table row needs in one statement (one statement per run is what a listing of
+#: 500 runs costs): the run table (tag 0), the last value of acc/test/*, acc/best/test/* and
+#: best/epoch (tag 1, as FINAL_SQL), and the last epoch with a fused test accuracy (tag 2).
+SUMMARY_SQL = (
+    "SELECT 0, key, value FROM run UNION ALL "
+    "SELECT 1, n.name, s.value FROM names n JOIN scalars s ON s.id = (SELECT MAX(id) FROM scalars WHERE name_id = n.id) "
+    "WHERE (n.name >= 'acc/test/' AND n.name < 'acc/test/\uffff') OR (n.name >= 'acc/best/test/' AND n.name < 'acc/best/test/\uffff') "
+    "OR (n.name >= 'best/epoch' AND n.name < 'best/epoch\uffff') UNION ALL "
+    "SELECT 2, NULL, MAX(s.epoch) FROM scalars s JOIN names n ON n.id = s.name_id WHERE n.name = 'acc/test/fused'"
+)
+
+
 class RunReader:
     """Read-only access to one run folder. Every query returns a pandas DataFrame."""
 
@@ -576,7 +588,8 @@ class RunReader:
 
     # ------------------------------------------------------------------ series
     def scalar_names(self) -> list[str]:
-        return self._query("SELECT name FROM names WHERE id IN (SELECT DISTINCT name_id FROM scalars) ORDER BY name")["name"].tolist()
+        # one index seek per name (a DISTINCT over the scalars would walk the whole (name_id, step) index)
+        return [r[0] for r in self._rows("SELECT name FROM names n WHERE EXISTS (SELECT 1 FROM scalars WHERE name_id = n.id) ORDER BY name")]
 
     def scalars(self, names: Iterable[str] | str | None = None, prefix: str | None = None, since_id: int = 0,
                 every: int = 1) -> pd.DataFrame:
@@ -763,14 +776,12 @@ class RunReader:
 
         def do():
             with closing(self._con()) as con:
-                meta = _parse_meta(con.execute("SELECT key, value FROM run").fetchall())
-                finals = dict(con.execute(FINAL_SQL, ("acc/test/", "acc/test/\uffff")).fetchall())
-                best = dict(con.execute(FINAL_SQL, ("acc/best/test/", "acc/best/test/\uffff")).fetchall())
-                best.update(con.execute(FINAL_SQL, ("best/epoch", "best/epoch\uffff")).fetchall())
-                e = con.execute(
-                    "SELECT MAX(s.epoch) FROM scalars s JOIN names n ON n.id = s.name_id WHERE n.name = 'acc/test/fused'"
-                ).fetchone()[0]
-                return meta, finals, best, e
+                rows = con.execute(SUMMARY_SQL).fetchall()
+            meta = _parse_meta((k, v) for t, k, v in rows if t == 0)
+            finals = {k: v for t, k, v in rows if t == 1 and k.startswith("acc/test/")}
+            best = {k: v for t, k, v in rows if t == 1 and not k.startswith("acc/test/")}
+            e = next((v for t, _, v in rows if t == 2), None)
+            return meta, finals, best, e
 
         try:
             meta, finals, best_finals, epochs_done = _retry(do)
@@ -875,7 +886,7 @@ def open_run(path: str | Path) -> RunReader:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / DB_NAME).is_file()
+    return os.path.isfile(os.path.join(os.fspath(path), DB_NAME))
 
 
 _SUMMARIES: dict[str, tuple[tuple, dict[str, Any]]] = {}
@@ -886,9 +897,10 @@ def _stamp(d: Path) -> tuple | None:
     """What changes whenever a run's rows or config change: (mtime_ns, size) of the database,
     its WAL and config.json. None when the database is gone."""
     out = []
+    base = os.fspath(d)
     for f in (DB_NAME, DB_NAME + "-wal", "config.json"):
         try:
-            st = os.stat(d / f)
+            st = os.stat(os.path.join(base, f))  # strings, not pathlib: called for every run of a listing
             out.append((st.st_mtime_ns, st.st_size))
         except FileNotFoundError:
             if f == DB_NAME:
@@ -904,7 +916,7 @@ def run_summary(d: str | Path) -> dict[str, Any]:
     per run. Rows of runs stored as ``running`` are always re-read: their status depends on
     the heartbeat's age and the trainer's pid, not only on the files."""
     d = Path(d)
-    key = str(d.resolve())
+    key = os.path.abspath(d)  # not resolve(): realpath costs a stat per path component, 500 times a listing
     stamp = _stamp(d)
     have = _SUMMARIES.get(key)
     if stamp is not None and have is not None and have[0] == stamp:
@@ -915,6 +927,50 @@ def run_summary(d: str | Path) -> dict[str, Any]:
             _SUMMARIES.clear()
         _SUMMARIES[key] = (stamp, dict(row))
     return row
+
+
+_FINALS: dict[str, tuple[tuple, tuple[dict[str, Any], dict[str, tuple[float, int]]]]] = {}
+
+#: the run table (tag 0) and the last (value, epoch) of every scalar (tag 1), in one statement
+FINALS_SQL = (
+    "SELECT 0, key, value, NULL FROM run UNION ALL "
+    "SELECT 1, n.name, s.value, s.epoch FROM names n JOIN scalars s ON s.id = (SELECT MAX(id) FROM scalars WHERE name_id = n.id)"
+)
+
+
+def run_finals(d: str | Path) -> tuple[dict[str, Any], dict[str, tuple[float, int]]]:
+    """``(meta, {name: (last value, its epoch)})`` of a run, in one statement through one connection,
+    remembered while the run is closed and its files unchanged.
+
+    A closed run (no ``-wal`` file: the writer switches a finished file out of WAL mode) changes
+    only when a writer opens it again, which changes the file; a run being written is always
+    re-read (a WAL file can be rewritten in place at the same size). For the Compare page,
+    which reads the last values of every run it pairs with a reference."""
+    d = Path(d)
+    key = os.path.abspath(d)
+    stamp = _stamp(d)
+    closed = stamp is not None and stamp[1] is None
+    have = _FINALS.get(key)
+    if closed and have is not None and have[0] == stamp:
+        return dict(have[1][0]), dict(have[1][1])
+    rd = RunReader(d, check=False)
+
+    def do():
+        with closing(rd._con()) as con:
+            return con.execute(FINALS_SQL).fetchall()
+
+    try:
+        rows = _retry(do)
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"cannot read {rd.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
+    meta = _parse_meta((k, v) for t, k, v, _ in rows if t == 0)
+    rd._check(meta)
+    finals = {k: (float("nan") if v is None else float(v), int(e)) for t, k, v, e in rows if t == 1}
+    if closed and stamp == _stamp(d):
+        if len(_FINALS) >= _SUMMARIES_MAX:
+            _FINALS.clear()
+        _FINALS[key] = (stamp, (meta, finals))
+    return dict(meta), dict(finals)
 
 
 def list_runs(*roots: str | Path) -> pd.DataFrame:

@@ -26,7 +26,7 @@ import streamlit as st
 
 from modalscope.config import validate_run_name
 from modalscope.errors import ConfigError, StoreError
-from modalscope.store import RunReader, bucket_points, is_run_dir, list_runs, open_run
+from modalscope.store import RunReader, _stamp, bucket_points, is_run_dir, list_runs, open_run, run_finals
 
 KINDS = ("runs", "gallery")
 
@@ -67,6 +67,41 @@ def run_path(key: str, r: Roots | None = None) -> Path | None:
 
 def is_writable(key: str) -> bool:
     return str(key).startswith("runs/")
+
+
+def _memo(ttl: float | None = None, max_entries: int = 1024):
+    """``st.cache_data`` for the per-run reads a page makes for every run it shows, without its
+    per-call hashing and pickling (a Compare render of 50 runs makes hundreds of these calls).
+    Results are shared, not copied: callers never modify them. Entries expire after ``ttl``."""
+
+    def wrap(fn):
+        store: dict[tuple, tuple[float, Any]] = {}
+
+        def get(*args):
+            now = time.monotonic()
+            hit = store.get(args)
+            if hit is not None and (ttl is None or now - hit[0] < ttl):
+                return hit[1]
+            v = fn(*args)
+            if len(store) >= max_entries:
+                store.clear()
+            store[args] = (now, v)
+            return v
+
+        get.clear = store.clear
+        _MEMOS.append(store)
+        return get
+
+    return wrap
+
+
+_MEMOS: list[dict] = []
+
+
+def clear_memos() -> None:
+    """Forget every :func:`_memo` result (tests, and the benchmark's cold timings)."""
+    for m in _MEMOS:
+        m.clear()
 
 
 # ---------------------------------------------------------------------------- runs table
@@ -118,7 +153,7 @@ def reader(key: str):
     p = run_path(key)
     if p is None or not is_run_dir(p):
         return None
-    k = str(p.resolve())
+    k = os.path.abspath(p)
     rd = _READERS.get(k)
     if rd is None or not rd.path.is_file():
         try:
@@ -131,19 +166,43 @@ def reader(key: str):
     return rd
 
 
-@st.cache_data(ttl=0.5, max_entries=256, show_spinner=False)
+def _open(path: str | Path) -> RunReader:
+    """A reader without the schema query: every path reaching here went through :func:`reader`,
+    which checked the schema when it first opened the run."""
+    return RunReader(path, check=False)
+
+
+@_memo(ttl=0.5, max_entries=1024)
 def _meta(path: str) -> dict[str, Any]:
-    return open_run(path).meta()
+    return _open(path).meta()
 
 
-@st.cache_data(max_entries=1024, show_spinner=False)
+@_memo(max_entries=4096)
 def _config(path: str, mtime: float) -> dict[str, Any]:
-    return open_run(path).config()
+    return _open(path).config()
+
+
+_LAST_IDS: dict[str, tuple[tuple, int]] = {}
 
 
 def last_id(key: str) -> int:
+    """The run's newest scalar row id (the key of every per-run cache). Remembered for a closed
+    run (no ``-wal`` file) while its files are unchanged: a page reads it for every run it
+    shows, several times, and each read would open the database."""
     rd = reader(key)
-    return rd.last_id() if rd is not None else 0
+    if rd is None:
+        return 0
+    k = os.path.abspath(rd.dir)
+    stamp = _stamp(rd.dir)
+    have = _LAST_IDS.get(k)
+    if stamp is not None and stamp[1] is None and have is not None and have[0] == stamp:
+        return have[1]
+    v = rd.last_id()
+    if stamp is not None and stamp[1] is None and stamp == _stamp(rd.dir):
+        if len(_LAST_IDS) > 20_000:
+            _LAST_IDS.clear()
+        _LAST_IDS[k] = (stamp, v)
+    return v
 
 
 class _ScalarCache:
@@ -154,13 +213,13 @@ class _ScalarCache:
         self.items: dict[tuple, tuple[int, pd.DataFrame]] = {}
 
     def get(self, path: Path, names: tuple[str, ...] | None, prefix: str | None, upto: int, every: int = 1) -> pd.DataFrame:
-        k = (str(path.resolve()), names, prefix, every)
+        k = (os.path.abspath(path), names, prefix, every)
         with self.lock:
             have = self.items.get(k)
         if have is not None and have[0] >= upto:
             return have[1]
         since = have[0] if have is not None else 0
-        new = open_run(path).scalars(names=list(names) if names is not None else None, prefix=prefix, since_id=since, every=every)
+        new = _open(path).scalars(names=list(names) if names is not None else None, prefix=prefix, since_id=since, every=every)
         if have is not None and since > 0:
             frame = pd.concat([have[1], new], ignore_index=True) if len(new) else have[1]
         else:
@@ -216,12 +275,12 @@ class _BucketCache:
         self.items: dict[tuple, tuple[int, pd.DataFrame, pd.DataFrame]] = {}
 
     def get(self, path: Path, names: tuple[str, ...] | None, prefix: str | None, upto: int, width: int) -> pd.DataFrame:
-        k = (str(path.resolve()), names, prefix, width)
+        k = (os.path.abspath(path), names, prefix, width)
         with self.lock:
             have = self.items.get(k)
         if have is not None and have[0] >= upto:
             return have[2]
-        rd = open_run(path)
+        rd = _open(path)
         names_ = list(names) if names is not None else None
         if have is None or have[1].empty:
             frame = rd.scalar_buckets(width, names=names_, prefix=prefix)
@@ -267,9 +326,9 @@ def bucket_width(key: str) -> int:
     return fit[-1] if fit else widths[0]
 
 
-@st.cache_data(ttl=5.0, max_entries=1024, show_spinner=False)
+@_memo(ttl=5.0, max_entries=4096)
 def _widths(path: str) -> tuple[int, ...]:
-    return open_run(path).bucket_widths()
+    return _open(path).bucket_widths()
 
 
 def step_series(key: str, names: list[str] | None = None, prefix: str | None = None, upto: int | None = None) -> pd.DataFrame:
@@ -292,9 +351,9 @@ def step_series(key: str, names: list[str] | None = None, prefix: str | None = N
     return df
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
+@_memo(max_entries=1024)
 def _scalar_names(path: str, upto: int) -> list[str]:
-    return open_run(path).scalar_names()
+    return _open(path).scalar_names()
 
 
 def scalar_names(key: str, upto: int | None = None) -> list[str]:
@@ -304,9 +363,9 @@ def scalar_names(key: str, upto: int | None = None) -> list[str]:
     return _scalar_names(str(p), last_id(key) if upto is None else upto)
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
+@_memo(max_entries=1024)
 def _table(path: str, what: str, upto: int, arg: str | None = None) -> Any:
-    rd = open_run(path)
+    rd = _open(path)
     if what == "histograms":
         return rd.histograms()
     if what == "gmm":
@@ -356,37 +415,18 @@ def summary(key: str) -> dict[str, Any]:
     return rd.summary() if rd is not None else {}
 
 
-@st.cache_data(max_entries=1024, show_spinner=False)
-def _final_values(path: str, upto: int, prefix: str) -> dict[str, float]:
-    return open_run(path).final_scalars(prefix)
-
-
 def final_values(key: str, prefix: str = "") -> dict[str, float]:
     """The last logged value of every scalar of a run whose name starts with ``prefix``
-    (e.g. ``probe_util/``, ``acc/best/``), cached by the run's last row id."""
+    (e.g. ``probe_util/``, ``acc/best/``): ``modalscope.store.run_finals`` (one statement,
+    remembered while a closed run's files are unchanged)."""
     p = run_path(key)
     if p is None or not is_run_dir(p):
         return {}
-    return _final_values(str(p), last_id(key), prefix)
-
-
-@st.cache_data(ttl=5.0, max_entries=512, show_spinner=False)
-def _utilisation(path: str, upto: int, search: tuple[str, ...]) -> pd.DataFrame:
-    from modalscope.reference import probe_utilisation
-
-    return probe_utilisation(path, list(search))
-
-
-def utilisation(key: str) -> pd.DataFrame:
-    """Encoder utilisation of a run computed now (``modalscope.reference.probe_utilisation``): one row per
-    modality with ``utilisation`` (NaN when unavailable) and the ``reason``. For runs whose
-    trained-alone reference appeared after they finished (so they logged no ``probe_util``).
-    References are looked up in the runs root, then the gallery; at most 5 s old."""
-    p = run_path(key)
-    if p is None or not is_run_dir(p):
-        return pd.DataFrame(columns=["modality", "utilisation", "reason"])
-    r = roots()
-    return _utilisation(str(p), last_id(key), (str(r.runs_dir), str(r.sample_runs)))
+    try:
+        finals = run_finals(p)[1]
+    except StoreError:
+        return {}
+    return {k: v for k, (v, _) in sorted(finals.items()) if k.startswith(prefix)}
 
 
 def last_row(key: str) -> dict[str, Any] | None:
@@ -441,11 +481,11 @@ def log_tail(key: str, n: int = 30) -> str:
     return "\n".join(out)
 
 
-@st.cache_data(ttl=5.0, max_entries=128, show_spinner=False)
-def _utilisation(path: str, upto: int, roots_: tuple[str, ...]) -> pd.DataFrame:
-    from modalscope.reference import probe_utilisation
+@_memo(ttl=5.0, max_entries=4096)
+def _utilisation(path: str, upto: int, roots_: tuple[str, ...]) -> list[dict]:
+    from modalscope.reference import probe_utilisation_rows
 
-    return probe_utilisation(path, [Path(r) for r in roots_])
+    return probe_utilisation_rows(path, [Path(r) for r in roots_])
 
 
 def utilisation(key: str, version: int | None = None) -> pd.DataFrame:
@@ -454,11 +494,20 @@ def utilisation(key: str, version: int | None = None) -> pd.DataFrame:
     (:func:`modalscope.reference.probe_utilisation`). ``version`` keys the cache (the page passes
     the number of probe rows, so a running run rescans the roots once per probe epoch, not
     once per refresh; references that appear later are found within the 5 s TTL)."""
+    from modalscope.reference import COLUMNS
+
+    rows = utilisation_rows(key, version)
+    return pd.DataFrame(rows, columns=COLUMNS) if rows is not None else pd.DataFrame()
+
+
+def utilisation_rows(key: str, version: int | None = None) -> list[dict] | None:
+    """:func:`utilisation` as plain dicts (one per modality; None for an unknown run): the Compare
+    page asks for every run it pairs, and a DataFrame each costs more than the lookup."""
     p = run_path(key)
     if p is None or not is_run_dir(p):
-        return pd.DataFrame()
+        return None
     r = roots()
-    return _utilisation(str(p), last_id(key) if version is None else version, (str(r.runs_dir), str(r.sample_runs)))
+    return [dict(row) for row in _utilisation(str(p), last_id(key) if version is None else version, (str(r.runs_dir), str(r.sample_runs)))]
 
 
 def method_panels(cfg: dict[str, Any]) -> tuple:

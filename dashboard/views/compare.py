@@ -71,7 +71,7 @@ for idx, k in zip(pool.index, pool["key"]):  # utilisation not logged (reference
         continue
     if not any(np.isfinite(pool.at[idx, f"probe_{m}"]) and not np.isfinite(pool.at[idx, f"util_{m}"]) for m in mods):
         continue
-    for _, u in q.utilisation(k).iterrows():
+    for u in q.utilisation_rows(k) or []:
         if u["modality"] in mods and np.isfinite(u["utilisation"]):
             pool.at[idx, f"util_{u['modality']}"] = u["utilisation"]
         elif u["modality"] in mods and u["reason"] and k in selected:
