@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from modalscope.diagnostics.probe import utilisation
 from modalscope.errors import StoreError
-from modalscope.store import is_run_dir, run_finals, run_summary
+from modalscope.store import PAIRING_FINALS, is_run_dir, run_finals, run_summary
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -190,7 +190,7 @@ def probe_utilisation(run_dir: str | Path, roots: list[str | Path]) -> pd.DataFr
 
 def probe_utilisation_rows(run_dir: str | Path, roots: list[str | Path]) -> list[dict]:
     """:func:`probe_utilisation` as plain dicts (the trainer calls this: no pandas import at the end of a run)."""
-    meta, finals = run_finals(run_dir)  # one statement: this runs for every run on the Compare page
+    meta, finals = run_finals(run_dir, PAIRING_FINALS)  # one statement: this runs for every run on the Compare page
     mods = meta.get("modalities") or []
     rows = []
     for m in mods:
@@ -208,7 +208,7 @@ def probe_utilisation_rows(run_dir: str | Path, roots: list[str | Path]) -> list
             row["reason"] = why
             continue
         row["reference"] = str(ref)
-        alone = run_finals(ref)[1].get(f"probe/test/{m}")
+        alone = run_finals(ref, PAIRING_FINALS)[1].get(f"probe/test/{m}")
         if alone is None:
             row["reason"] = f"reference {ref.name} has no probe/test/{m} (trained without probes)"
             continue

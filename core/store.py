@@ -929,6 +929,10 @@ def run_summary(d: str | Path) -> dict[str, Any]:
     return row
 
 
+#: the last values the Compare page and the encoder-utilisation lookup read (name prefixes for
+#: :func:`run_finals`; one shared memo entry per run)
+PAIRING_FINALS = ("acc/best/test/", "probe/test/", "probe_init/test/", "probe_util/")
+
 _FINALS: dict[str, tuple[tuple, tuple[dict[str, Any], dict[str, tuple[float, int]]]]] = {}
 
 #: the run table (tag 0) and the last (value, epoch) of every scalar (tag 1), in one statement
@@ -938,16 +942,17 @@ FINALS_SQL = (
 )
 
 
-def run_finals(d: str | Path) -> tuple[dict[str, Any], dict[str, tuple[float, int]]]:
+def run_finals(d: str | Path, prefixes: tuple[str, ...] | None = None) -> tuple[dict[str, Any], dict[str, tuple[float, int]]]:
     """``(meta, {name: (last value, its epoch)})`` of a run, in one statement through one connection,
     remembered while the run is closed and its files unchanged.
 
     A closed run (no ``-wal`` file: the writer switches a finished file out of WAL mode) changes
     only when a writer opens it again, which changes the file; a run being written is always
     re-read (a WAL file can be rewritten in place at the same size). For the Compare page,
-    which reads the last values of every run it pairs with a reference."""
+    which reads the last values of every run it pairs with a reference. ``prefixes``: only the
+    scalars whose names start with one of them (one indexed lookup per scalar read)."""
     d = Path(d)
-    key = os.path.abspath(d)
+    key = os.path.abspath(d) + "\0" + "\0".join(prefixes or ())
     stamp = _stamp(d)
     closed = stamp is not None and stamp[1] is None
     have = _FINALS.get(key)
@@ -955,9 +960,15 @@ def run_finals(d: str | Path) -> tuple[dict[str, Any], dict[str, tuple[float, in
         return dict(have[1][0]), dict(have[1][1])
     rd = RunReader(d, check=False)
 
+    sql, params = FINALS_SQL, []
+    if prefixes is not None:
+        sql += " WHERE " + (" OR ".join(["(n.name >= ? AND n.name < ?)"] * len(prefixes)) or "0")
+        for pre in prefixes:
+            params += [pre, pre + "\uffff"]
+
     def do():
         with closing(rd._con()) as con:
-            return con.execute(FINALS_SQL).fetchall()
+            return con.execute(sql, params).fetchall()
 
     try:
         rows = _retry(do)

@@ -19,6 +19,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from modalscope.store import PAIRING_FINALS
+
 REFERENCE = "joint"
 #: columns every pair must agree on besides the method (same data draw, same seed)
 PAIR_ON = ("dataset", "preset", "seed")
@@ -118,9 +120,10 @@ def pair_with_reference(runs: pd.DataFrame, on: Sequence[str] = PAIR_ON, referen
 def paired_differences(runs: pd.DataFrame, metric: str, ref_col: str = "ref", lookup: pd.DataFrame | None = None) -> pd.Series:
     """``metric`` of each run minus ``metric`` of its paired reference run (NaN if either is missing).
     Reference values are looked up in ``lookup`` (rows with ``key``), default ``runs`` itself."""
-    src = runs if lookup is None else pd.concat([runs, lookup], ignore_index=True)
-    if metric not in src:
+    parts = [f[["key", metric]] for f in ((runs,) if lookup is None else (runs, lookup)) if metric in f]
+    if not parts:
         return pd.Series(np.nan, index=runs.index)
+    src = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]  # two columns: not every column of every run
     by_key = pd.to_numeric(src.set_index("key")[metric], errors="coerce")
     by_key = by_key[~by_key.index.duplicated()]
     ref_vals = runs[ref_col].map(by_key)
@@ -157,6 +160,10 @@ def format_delta(delta: float, low: float, high: float, n: int, is_reference: bo
 def rank(scores: pd.Series) -> pd.Series:
     """1 = highest score; ties share the better rank; NaN scores rank last (NaN rank)."""
     return pd.to_numeric(scores, errors="coerce").rank(ascending=False, method="min")
+
+
+#: the scalar names :func:`final_metric_columns` reads (prefixes; the utilisation lookup reads the same)
+FINAL_PREFIXES = PAIRING_FINALS
 
 
 def final_metric_columns(finals: dict[str, float], modalities: Iterable[str]) -> dict[str, float]:

@@ -118,7 +118,9 @@ def _runs_table(runs_dir: str, sample_runs: str) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["key", "source", "name", "method", "preset", "status"])
     out = pd.concat(frames, ignore_index=True)
-    return out
+    # object, not pyarrow str: pages filter this 500-row frame dozens of times per render, and a
+    # row selection of an arrow column costs ~1 ms each
+    return out.astype({c: object for c in out.columns if pd.api.types.is_string_dtype(out[c].dtype)})
 
 
 def runs_table(r: Roots | None = None) -> pd.DataFrame:
@@ -415,7 +417,7 @@ def summary(key: str) -> dict[str, Any]:
     return rd.summary() if rd is not None else {}
 
 
-def final_values(key: str, prefix: str = "") -> dict[str, float]:
+def final_values(key: str, prefix: str = "", prefixes: tuple[str, ...] | None = None) -> dict[str, float]:
     """The last logged value of every scalar of a run whose name starts with ``prefix``
     (e.g. ``probe_util/``, ``acc/best/``): ``modalscope.store.run_finals`` (one statement,
     remembered while a closed run's files are unchanged)."""
@@ -423,7 +425,7 @@ def final_values(key: str, prefix: str = "") -> dict[str, float]:
     if p is None or not is_run_dir(p):
         return {}
     try:
-        finals = run_finals(p)[1]
+        finals = run_finals(p, prefixes)[1]  # prefixes: read only those names (the Compare page reads 300 runs)
     except StoreError:
         return {}
     return {k: v for k, (v, _) in sorted(finals.items()) if k.startswith(prefix)}

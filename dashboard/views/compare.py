@@ -62,7 +62,7 @@ preset = presets.mode().iloc[0] if not presets.empty else None
 # the selection, its joint partners (paired by seed) and the unimodal references, with their last logged values
 pair_on = list(CMP.PAIR_ON) + [f for f in swept if f not in ("seed", "method.name", "method.modality") and f in runs]
 pool = runs[runs["key"].isin(sel["key"]) | (runs["method"] == CMP.REFERENCE) | runs["method"].astype(str).str.startswith("unimodal:")].copy()
-extra = pd.DataFrame([CMP.final_metric_columns(q.final_values(k), mods) for k in pool["key"]], index=pool.index)
+extra = pd.DataFrame([CMP.final_metric_columns(q.final_values(k, prefixes=CMP.FINAL_PREFIXES), mods) for k in pool["key"]], index=pool.index)
 pool = pd.concat([pool.drop(columns=[c for c in extra.columns if c in pool]), extra], axis=1)
 util_reasons: list[tuple[str, str, str]] = []
 selected, sel_presets = set(sel["key"]), set(sel["preset"].astype(str))
