@@ -9,7 +9,7 @@
    tiny run so they are not counted.
 2. Latency: a separate writer process logs training steps through ``RunWriter`` with the
    trainer's default flush period (``log.flush_seconds`` = 1 s) and records when it logs a
-   marked step; the page is re-run every ``--refresh`` seconds (what ``st.fragment(run_every=1)``
+   marked step; the page is re-run every ``--refresh`` seconds (what ``st.fragment(run_every=LIVE_REFRESH_SECONDS)``
    does in the browser) and we record when the marked step first shows in the page's loss
    chart. Latency = shown − logged.
 
@@ -216,20 +216,7 @@ def bench_latency(tmp: Path, markers: int, refresh: float) -> dict:
         renders.append(dt)
         if os.environ.get("BENCH_DEBUG"):
             print(at.title[0].value if at.title else None, len(at.get("plotly_chart")), round(dt, 3))
-        shown = 0
-        for el in at.get("plotly_chart"):
-            spec = json.loads(el.proto.spec)
-            if spec["layout"]["title"]["text"] == "Training losses":
-                for tr in spec["data"]:
-                    xs = tr["x"]
-                    if isinstance(xs, dict):
-                        import base64
-
-                        import numpy as np
-
-                        xs = np.frombuffer(base64.b64decode(xs["bdata"]), dtype=xs["dtype"]).tolist()
-                    if xs:
-                        shown = max(shown, int(max(xs)))
+        shown = max(0, _loss_steps(at))
         seen.append((time.time(), shown))
         time.sleep(max(0.0, refresh - (time.time() - t0)))
     p.wait()
@@ -246,6 +233,93 @@ def bench_latency(tmp: Path, markers: int, refresh: float) -> dict:
     return res
 
 
+def _loss_steps(at) -> int:
+    """The largest step the page's "Training losses" chart shows (-1: no such chart or no point)."""
+    import base64
+
+    import numpy as np
+
+    shown = -1
+    for el in at.get("plotly_chart"):
+        spec = json.loads(el.proto.spec)
+        if spec["layout"]["title"]["text"] == "Training losses":
+            for tr in spec["data"]:
+                xs = tr["x"]
+                if isinstance(xs, dict):
+                    xs = np.frombuffer(base64.b64decode(xs["bdata"]), dtype=xs["dtype"]).tolist()
+                if len(xs):
+                    shown = max(shown, int(max(xs)))
+    return shown
+
+
+def bench_launch(tmp: Path, refresh: float, rounds: int = 3) -> dict:
+    """Launch page click → first loss chart on Live: the real launcher (a detached
+    ``modalscope train`` at the page's defaults), the page re-run every ``refresh`` seconds as
+    the Live page's fragments do in a browser; time from the click to the end of the first
+    render whose loss chart has a point. The trainer's start-up (imports, data, first step,
+    first flush) is most of it."""
+    from modalscope import launcher
+
+    times, parts = [], []
+    for i in range(rounds):
+        runs = tmp / f"launch_runs{i}"
+        runs.mkdir(parents=True, exist_ok=True)
+        gallery = tmp / "launch_gallery"
+        gallery.mkdir(parents=True, exist_ok=True)
+        at = _app(runs, gallery)
+        at.switch_page("views/launch.py")
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        at.text_input(key="launch.name").set_value(f"launched{i}")
+        btn = at.button(key="launch.go")
+        t0 = time.perf_counter()
+        btn.click().run()
+        assert not at.exception, [e.message for e in at.exception]
+        first_render = time.perf_counter() - t0
+        key = f"runs/launched{i}"
+        assert at.session_state["live.run"] == key, "the click did not open the launched run on Live"
+        at.query_params["run"] = key  # AppTest re-runs the page it started on: stay on Live, as the browser does
+        at.switch_page("views/live.py")
+        seen = -1
+        store_at = row_at = None
+        db = runs / f"launched{i}" / "metrics.sqlite"
+        while time.perf_counter() - t0 < 120:
+            t1 = time.perf_counter()
+            at.run()
+            seen = _loss_steps(at)
+            if seen >= 0:
+                break
+            while time.perf_counter() - t1 < refresh:  # meanwhile, when did the store and its first loss row appear?
+                if store_at is None and db.is_file():
+                    store_at = time.perf_counter() - t0
+                if store_at is not None and row_at is None and _has_loss_row(db):
+                    row_at = time.perf_counter() - t0
+                time.sleep(0.05)
+        dt = time.perf_counter() - t0
+        assert seen >= 0, "no loss chart within 120 s"
+        times.append(dt)
+        parts.append({"click_render_s": round(first_render, 3), "store_s": store_at and round(store_at, 2), "first_row_s": row_at and round(row_at, 2)})
+        print(f"launch → first loss chart: {dt:.2f} s (click render {first_render:.2f} s, store at {store_at}, first loss row at {row_at})", flush=True)
+        for child in list(launcher._children):  # let the trainer finish: the next round starts on a quiet machine
+            child.wait(timeout=300)
+        launcher.reap()
+    return {"rounds": rounds, "all_s": [round(t, 3) for t in times], "median_s": round(statistics.median(times), 3),
+            "parts": parts, "refresh_s": refresh}
+
+
+def _has_loss_row(db: Path) -> bool:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1)
+        try:
+            return con.execute("SELECT 1 FROM scalars s JOIN names n ON n.id = s.name_id WHERE n.name LIKE 'loss/%' LIMIT 1").fetchone() is not None
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+
+
 def _latency_only(markers: int, refresh: float) -> None:
     with tempfile.TemporaryDirectory(prefix="modalscope-bench-") as d:
         print(json.dumps(bench_latency(Path(d), markers, refresh), indent=2))
@@ -255,14 +329,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--markers", type=int, default=10)
-    ap.add_argument("--refresh", type=float, default=1.0)
+    ap.add_argument("--refresh", type=float, default=None, help="page refresh period (default: the Live page's own, queries.LIVE_REFRESH_SECONDS)")
     ap.add_argument("--out", help="write the results as JSON here (docs/dashboard_bench.json feeds docs/benchmarks.md)")
     ap.add_argument("--runs", type=int, default=500, help="runs in the root for the Runs page timing")
     ap.add_argument("--compare", type=int, default=50, help="runs selected on the Compare page")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["render", "latency", "many"], help="parts to leave out")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["render", "latency", "many", "launch"], help="parts to leave out")
     ap.add_argument("--writer", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--latency-only", action="store_true")
     args = ap.parse_args()
+    if args.refresh is None and not args.writer:
+        from modalscope.dashboard.queries import LIVE_REFRESH_SECONDS
+
+        args.refresh = LIVE_REFRESH_SECONDS
     if args.writer:
         _writer(args.writer[0], int(args.writer[2]), 2.0, args.writer[1])
         return
@@ -281,7 +359,8 @@ def main() -> None:
         if args.skip and args.out and Path(args.out).is_file():  # a partial re-run keeps the other parts' figures
             res = {**res, **json.loads(Path(args.out).read_text())}
         for part, fn in (("many", lambda: bench_many(tmp, args.runs, args.compare)), ("render", lambda: bench_render(tmp, args.steps)),
-                         ("latency", lambda: bench_latency(tmp, args.markers, args.refresh))):
+                         ("latency", lambda: bench_latency(tmp, args.markers, args.refresh)),
+                         ("launch", lambda: bench_launch(tmp, args.refresh))):
             if part not in args.skip:
                 load = os.getloadavg()[0]
                 res[part] = {**fn(), "load_1min": [load, os.getloadavg()[0]]}

@@ -30,6 +30,11 @@ from modalscope.store import RunReader, _stamp, bucket_points, is_run_dir, list_
 
 KINDS = ("runs", "gallery")
 
+#: How often the Live page re-reads a running run. A refresh reads only the rows (or summary
+#: buckets) added since the last one, so it costs a few tens of ms; with the trainer's 1 s flush
+#: period a logged row shows within flush + this + one render.
+LIVE_REFRESH_SECONDS = 0.5
+
 
 @dataclass(frozen=True)
 class Roots:

@@ -61,7 +61,7 @@ st.caption(f"{method} · {data.get('name', '?')}/{data.get('preset', '')} · see
 view = st.segmented_control("View", VIEWS, default="Overview", key="live.view", label_visibility="collapsed") or "Overview"
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=q.LIVE_REFRESH_SECONDS)
 def _starting() -> None:
     if q.reader(key) is not None:
         st.rerun()
@@ -369,7 +369,7 @@ def _robustness(upto: int) -> None:
         missing("Robustness", "no robustness evaluation was stored (it runs at the end of training when enabled)")
 
 
-@st.fragment(run_every=1.0 if initial_status == "running" else None)
+@st.fragment(run_every=q.LIVE_REFRESH_SECONDS if initial_status == "running" else None)
 def live_panels() -> None:
     meta = q.meta(key)
     prog = q.progress(key)
