@@ -141,9 +141,11 @@ def find_reference(run_dir: str | Path, modality: str, roots: list[str | Path]) 
     me = os.path.abspath(run_dir)  # abspath, not resolve(): this runs for every candidate of every lookup
     key = json.dumps([cfg.get("data"), cfg.get("model"), cfg.get("seed"), [cfg.get(k) for k in TRAINING_KNOBS], modality,
                       [os.path.abspath(r) for r in roots]], sort_keys=True, default=str)
+    scans = tuple(id(_SCANS.get(os.path.abspath(r))) if run_configs(Path(r)) is not None else 0 for r in roots)
     hit = _FOUND.get(key)
-    if hit is not None and time.monotonic() - hit[0] < FOUND_TTL and os.fspath(hit[1][0] or "") != me:
-        return hit[1]
+    if (hit is not None and time.monotonic() - hit[0] < FOUND_TTL and hit[1] == scans
+            and (hit[2][0] is None or (is_run_dir(hit[2][0]) and os.path.abspath(hit[2][0]) != me))):
+        return hit[2]
     found: list[tuple[tuple, Path]] = []
     for rank, root in enumerate(Path(r) for r in roots):
         if not root.is_dir():
@@ -170,15 +172,16 @@ def find_reference(run_dir: str | Path, modality: str, roots: list[str | Path]) 
         out = min(found, key=lambda t: t[0])[1], ""
     if len(_FOUND) > 4096:
         _FOUND.clear()
-    _FOUND[key] = (time.monotonic(), out)
+    _FOUND[key] = (time.monotonic(), scans, out)
     return out
 
 
 #: Runs sharing data, model, seed and training knobs share their reference: the answer is kept
-#: this many seconds (the Compare page looks it up for every run it pairs; a reference that
-#: finishes is found once this has passed, as the runs table itself refreshes every 2 s).
+#: this many seconds while no run folder is added to or removed from the roots and the chosen
+#: reference still exists (the Compare page looks it up for every run it pairs; a candidate that
+#: finishes in the meantime is seen once this has passed, as the runs table refreshes every 2 s).
 FOUND_TTL = 2.0
-_FOUND: dict[str, tuple[float, tuple[Path | None, str]]] = {}
+_FOUND: dict[str, tuple[float, tuple, tuple[Path | None, str]]] = {}
 
 
 def probe_utilisation(run_dir: str | Path, roots: list[str | Path]) -> pd.DataFrame:
