@@ -122,15 +122,24 @@ def bench_many(tmp: Path, n_runs: int, n_compare: int) -> dict:
     at = _app(root, empty)  # the first run of the app lists the root once (imports + cold listing)
     import streamlit as st
 
-    st.cache_data.clear()
-    from modalscope import store
+    from modalscope import reference, store
+    from modalscope.dashboard import queries
 
-    store._SUMMARIES.clear()
+    def forget() -> None:  # everything a fresh server process would not have
+        st.cache_data.clear()
+        queries.clear_memos()
+        for memo in (store._SUMMARIES, store._FINALS, reference._FOUND, reference._SCANS, queries._LAST_IDS, queries._READERS):
+            memo.clear()
+
     at.switch_page("views/runs.py")
-    t = time.perf_counter()
-    at.run()
-    cold = time.perf_counter() - t
-    assert not at.exception, [e.message for e in at.exception]
+    colds = []
+    for _ in range(3):  # median of 3 cold listings (the machine is shared: one sample is noise)
+        forget()
+        t = time.perf_counter()
+        at.run()
+        colds.append(time.perf_counter() - t)
+        assert not at.exception, [e.message for e in at.exception]
+    cold = statistics.median(colds)
     shown = " ".join(c.value for c in at.caption)
     if os.environ.get("BENCH_DEBUG"):
         print(len(at.dataframe), [len(df.value) for df in at.dataframe], shown, [e.value for e in at.error], [w.value for w in at.warning],
@@ -146,17 +155,27 @@ def bench_many(tmp: Path, n_runs: int, n_compare: int) -> dict:
     at.session_state["compare.selected"] = keys
     at.session_state["compare.mode"] = "runs"
     at.session_state["compare.runs"] = keys
-    at.switch_page("views/compare.py")
-    t = time.perf_counter()
-    at.run()
-    cmp_cold = time.perf_counter() - t
-    assert not at.exception, [e.message for e in at.exception]
+    cmp_colds = []
+    for _ in range(3):  # Compare opened right after the Runs page: the runs table is what that page read; the rest is cold
+        forget()
+        at.switch_page("views/runs.py")
+        at.run()
+        queries.clear_memos()
+        for memo in (store._FINALS, reference._FOUND, reference._SCANS, queries._LAST_IDS, queries._READERS):
+            memo.clear()
+        at.switch_page("views/compare.py")
+        t = time.perf_counter()
+        at.run()
+        cmp_colds.append(time.perf_counter() - t)
+        assert not at.exception, [e.message for e in at.exception]
+    cmp_cold = statistics.median(cmp_colds)
     assert len(at.get("plotly_chart")) > 0, "Compare drew no chart"
     t = time.perf_counter()
     at.run()
     cmp_warm = time.perf_counter() - t
-    out = {"runs": n_runs, "runs_page_cold_s": round(cold, 3), "runs_page_refresh_s": round(statistics.median(warm), 3),
-           "compare_runs": n_compare, "compare_cold_s": round(cmp_cold, 3), "compare_refresh_s": round(cmp_warm, 3)}
+    out = {"runs": n_runs, "runs_page_cold_s": round(cold, 3), "runs_page_cold_all_s": [round(c, 3) for c in colds],
+           "runs_page_refresh_s": round(statistics.median(warm), 3), "compare_runs": n_compare, "compare_cold_s": round(cmp_cold, 3),
+           "compare_cold_all_s": [round(c, 3) for c in cmp_colds], "compare_refresh_s": round(cmp_warm, 3)}
     print(f"Runs page, {n_runs} runs: cold {cold:.3f} s, refresh {statistics.median(warm):.3f} s; "
           f"Compare, {n_compare} runs: cold {cmp_cold:.3f} s, refresh {cmp_warm:.3f} s", flush=True)
     return out
@@ -364,9 +383,9 @@ def main() -> None:
             if part not in args.skip:
                 load = os.getloadavg()[0]
                 res[part] = {**fn(), "load_1min": [load, os.getloadavg()[0]]}
+                if part == "render":  # peak RSS once the 100 000-step run has been rendered (the 500-run root was listed before)
+                    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         res["load_average_1min_after"] = os.getloadavg()[0]
-        if "render" not in args.skip:
-            res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(res, indent=2))
     if args.out:
         doctables.record(args.out, res, DOC_JSON, "docs/benchmarks.md", "dashboard")
@@ -378,6 +397,9 @@ DOC_JSON = ROOT / "docs" / "dashboard_bench.json"
 @doctables.renderer("dashboard")
 def render() -> str:
     r = json.loads(DOC_JSON.read_text())
+    def la_(part: dict) -> str:
+        return la(part)
+
     def la(part: dict) -> str:
         lo = part.get("load_1min")
         return f" (load {lo[0]:.0f}–{lo[1]:.0f})" if lo else ""
@@ -402,7 +424,12 @@ def render() -> str:
         rows.append([f"Runs page, {m['runs']} runs, refresh", f"{m['runs_page_refresh_s']:.2f} s", "≤ 1 s"])
         rows.append([f"Compare, {m['compare_runs']} runs selected, first render", f"{m['compare_cold_s']:.2f} s", "≤ 1 s"])
         rows.append([f"Compare, {m['compare_runs']} runs, refresh", f"{m['compare_refresh_s']:.2f} s", ""])
-    rows.append(["peak RSS of the benchmark process (dashboard + AppTest)", f"{r['peak_rss_mb']:.0f} MB", ""])
+    if "launch" in r:
+        la = r["launch"]
+        first_row = [p["first_row_s"] for p in la.get("parts", []) if isinstance(p, dict) and p.get("first_row_s")]
+        note = f" (trainer's first loss row readable at {statistics.median(first_row):.2f} s)" if first_row else ""
+        rows.append([f"Launch click → first loss chart on Live, median of {la['rounds']}{la_(la)}{note}", f"{la['median_s']:.2f} s", "≤ 3 s"])
+    rows.append(["peak RSS of the benchmark process after the render part (dashboard + AppTest, 500-run root listed before)", f"{r['peak_rss_mb']:.0f} MB", ""])
     return doctables.table(["measurement (server time, AppTest)", "measured", "target"], rows) + f"\n{load}.\n"
 
 

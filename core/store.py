@@ -524,8 +524,9 @@ class RunReader:
 
     def _query(self, sql: str, params: Iterable = ()) -> pd.DataFrame:
         def do():
-            with closing(self._con()) as con:
-                return pd.read_sql_query(sql, con, params=tuple(params))
+            with closing(self._con()) as con:  # what pd.read_sql_query builds, without its per-column date parsing pass
+                cur = con.execute(sql, tuple(params))
+                return pd.DataFrame.from_records(cur.fetchall(), columns=[d[0] for d in cur.description], coerce_float=True)
 
         try:
             return _retry(do)

@@ -60,14 +60,22 @@ def run_key(kind: str, name: str) -> str:
 def run_path(key: str, r: Roots | None = None) -> Path | None:
     """Folder of a run key, or None when the key is malformed (never a path outside the roots)."""
     r = r or roots()
-    kind, _, name = str(key).partition("/")
-    if kind not in KINDS:
-        return None
-    try:
-        validate_run_name(name)
-    except ConfigError:
-        return None
-    return r.path(kind) / name
+    k = (str(key), r)
+    if k not in _PATHS:  # a pure function of the key and the roots, asked for several times per run and render
+        kind, _, name = str(key).partition("/")
+        if kind not in KINDS:
+            return None
+        try:
+            validate_run_name(name)
+        except ConfigError:
+            return None
+        if len(_PATHS) > 50_000:
+            _PATHS.clear()
+        _PATHS[k] = r.path(kind) / name
+    return _PATHS[k]
+
+
+_PATHS: dict[tuple[str, Roots], Path] = {}
 
 
 def is_writable(key: str) -> bool:
