@@ -1,4 +1,4 @@
-"""Live: one run, refreshing itself about once a second while it runs.
+"""Live: one run, refreshing itself every 0.5 s (``queries.LIVE_REFRESH_SECONDS``) while it runs.
 
 Views load only their own series (a 100 000-step run stays fast), through the query layer's
 (run, last row id) caches. Panels whose data the run lacks are hidden with a one-line
