@@ -47,10 +47,27 @@ def default_roots(runs_dir: str | Path) -> list[Path]:
 
 
 def _read_config(d: Path) -> dict | None:
+    """The run's config.json, parsed once per version of the file (the Compare page asks for the
+    config of every run it looks a reference up for; callers only read it)."""
+    path = os.path.join(os.fspath(d), "config.json")
     try:
-        return json.loads((d / "config.json").read_text())
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key in _CONFIGS:
+        return _CONFIGS[key]
+    try:
+        cfg = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if len(_CONFIGS) > 20_000:
+        _CONFIGS.clear()
+    _CONFIGS[key] = cfg
+    return cfg
+
+
+_CONFIGS: dict[tuple, dict] = {}
 
 
 _SCANS: dict[str, tuple[int, list[tuple[Path, dict]], list[Path]]] = {}
@@ -64,10 +81,20 @@ def run_configs(root: Path) -> list[tuple[Path, dict]]:
     run, reads each config.json once instead of once per run and modality. Folders that were
     still incomplete (no run database or no readable config yet) are looked at again on
     every call, so a run that is being created is picked up once it is complete."""
-    try:
-        stamp = root.stat().st_mtime_ns
-    except OSError:
+    have = _scan(root)
+    if have is None:
         return []
+    _, done, pending = have
+    late = [(d, cfg) for d in pending if is_run_dir(d) and (cfg := _read_config(d)) is not None]
+    return sorted(done + late, key=lambda t: t[0].name) if late else list(done)
+
+
+def _scan(root: Path) -> tuple[int, list[tuple[Path, dict]], list[Path]] | None:
+    """The remembered listing of ``root`` (rescanned when its mtime changed), or None when it is gone."""
+    try:
+        stamp = os.stat(root).st_mtime_ns
+    except OSError:
+        return None
     key = os.path.abspath(root)
     have = _SCANS.get(key)
     if have is None or have[0] != stamp:
@@ -84,9 +111,7 @@ def run_configs(root: Path) -> list[tuple[Path, dict]]:
         if len(_SCANS) > 64:
             _SCANS.clear()
         have = _SCANS[key] = (stamp, done, pending)
-    _, done, pending = have
-    late = [(d, cfg) for d in pending if is_run_dir(d) and (cfg := _read_config(d)) is not None]
-    return sorted(done + late, key=lambda t: t[0].name) if late else list(done)
+    return have
 
 
 _UNIMODAL: dict[str, tuple[tuple, dict]] = {}
@@ -97,9 +122,9 @@ def unimodal_runs(root: Path, modality: str, seed) -> list[tuple[Path, dict]]:
     ``modality`` with ``seed``: an index built once per remembered listing, so that looking up
     references for every run on the Compare page does not compare every config of the root
     with each of them."""
-    listing = run_configs(root)
+    scan = _scan(root)
     key = os.path.abspath(root)
-    scan = _SCANS.get(key)
+    listing = run_configs(root) if scan is None or scan[2] else scan[1]  # folders still pending: the full listing
 
     def wanted(ref: dict) -> bool:
         method = ref.get("method") or {}
@@ -141,7 +166,7 @@ def find_reference(run_dir: str | Path, modality: str, roots: list[str | Path]) 
     me = os.path.abspath(run_dir)  # abspath, not resolve(): this runs for every candidate of every lookup
     key = json.dumps([cfg.get("data"), cfg.get("model"), cfg.get("seed"), [cfg.get(k) for k in TRAINING_KNOBS], modality,
                       [os.path.abspath(r) for r in roots]], sort_keys=True, default=str)
-    scans = tuple(id(_SCANS.get(os.path.abspath(r))) if run_configs(Path(r)) is not None else 0 for r in roots)
+    scans = tuple(id(_scan(Path(r))) for r in roots)
     hit = _FOUND.get(key)
     if (hit is not None and time.monotonic() - hit[0] < FOUND_TTL and hit[1] == scans
             and (hit[2][0] is None or (is_run_dir(hit[2][0]) and os.path.abspath(hit[2][0]) != me))):

@@ -26,7 +26,7 @@ import streamlit as st
 
 from modalscope.config import validate_run_name
 from modalscope.errors import ConfigError, StoreError
-from modalscope.store import RunReader, _stamp, bucket_points, is_run_dir, list_runs, open_run, run_finals
+from modalscope.store import PAIRING_FINALS, RunReader, _stamp, bucket_points, is_run_dir, list_runs, open_run, run_finals
 
 KINDS = ("runs", "gallery")
 
@@ -407,9 +407,19 @@ def table(key: str, what: str, arg: str | None = None, upto: int | None = None) 
 
 
 def meta(key: str) -> dict[str, Any]:
-    """Run metadata (status, heartbeat, pid, modalities, reference...), at most 0.5 s old."""
+    """Run metadata (status, heartbeat, pid, modalities, reference...), at most 0.5 s old; for a
+    closed run, the metadata read with its pairing finals (``run_finals``: one statement,
+    remembered while the files are unchanged; the Compare page reads both for every run)."""
     rd = reader(key)
-    return _meta(str(rd.dir)) if rd is not None else {}
+    if rd is None:
+        return {}
+    stamp = _stamp(rd.dir)
+    if stamp is not None and stamp[1] is None:
+        try:
+            return run_finals(rd.dir, PAIRING_FINALS)[0]
+        except StoreError:
+            return {}
+    return _meta(str(rd.dir))
 
 
 def status(key: str) -> str:
@@ -497,7 +507,7 @@ def log_tail(key: str, n: int = 30) -> str:
 
 
 @_memo(ttl=5.0, max_entries=4096)
-def _utilisation(path: str, upto: int, roots_: tuple[str, ...]) -> list[dict]:
+def _utilisation(path: str, version: Any, roots_: tuple[str, ...]) -> list[dict]:
     from modalscope.reference import probe_utilisation_rows
 
     return probe_utilisation_rows(path, [Path(r) for r in roots_])
@@ -522,7 +532,8 @@ def utilisation_rows(key: str, version: int | None = None) -> list[dict] | None:
     if p is None or not is_run_dir(p):
         return None
     r = roots()
-    return [dict(row) for row in _utilisation(str(p), last_id(key) if version is None else version, (str(r.runs_dir), str(r.sample_runs)))]
+    version = _stamp(p) if version is None else version  # the files' stamp: no database query to key the memo
+    return [dict(row) for row in _utilisation(str(p), version, (str(r.runs_dir), str(r.sample_runs)))]
 
 
 def method_panels(cfg: dict[str, Any]) -> tuple:

@@ -157,10 +157,14 @@ else:
 # ---------------------------------------------------------------- histograms
 st.subheader("Modality-gap histograms side by side")
 hist_by_group: dict[str, list[tuple[str, pd.DataFrame]]] = {}
-for k, grp in zip(sel["key"], sel["group"]):
-    h = q.table(k, "histograms")
-    if h is not None and not h.empty:
-        hist_by_group.setdefault(str(grp), []).append((k, h))
+keys_by_group = {str(g): list(d["key"]) for g, d in sel.groupby("group", sort=False)}
+for grp in num["group"].astype(str):  # the first 8 groups with histograms, in rank order: read no run beyond them
+    if len(hist_by_group) == 8:
+        break
+    for k in keys_by_group.get(grp, []):
+        h = q.table(k, "histograms")
+        if h is not None and not h.empty:
+            hist_by_group.setdefault(grp, []).append((k, h))
 hist_groups = [g for g in num["group"].astype(str) if g in hist_by_group][:8]
 if not hist_groups:
     st.caption("_Gap histograms: none of the selected runs logged them (diagnostics.gap off, or unimodal runs)._")
