@@ -934,7 +934,7 @@ def run_summary(d: str | Path) -> dict[str, Any]:
 #: :func:`run_finals`; one shared memo entry per run)
 PAIRING_FINALS = ("acc/best/test/", "probe/test/", "probe_init/test/", "probe_util/")
 
-_FINALS: dict[str, tuple[tuple, tuple[dict[str, Any], dict[str, tuple[float, int]]]]] = {}
+_FINALS: dict[str, tuple[tuple, dict[str, Any]]] = {}
 
 #: the run table (tag 0) and the last (value, epoch) of every scalar (tag 1), in one statement
 FINALS_SQL = (
@@ -944,13 +944,21 @@ FINALS_SQL = (
 
 
 def run_finals(d: str | Path, prefixes: tuple[str, ...] | None = None) -> tuple[dict[str, Any], dict[str, tuple[float, int]]]:
-    """``(meta, {name: (last value, its epoch)})`` of a run, in one statement through one connection,
-    remembered while the run is closed and its files unchanged.
+    """``(meta, {name: (last value, its epoch)})`` of a run: :func:`run_brief`."""
+    b = run_brief(d, prefixes)
+    return b["meta"], b["finals"]
+
+
+def run_brief(d: str | Path, prefixes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """What a page needs of a run besides its series, in one statement through one connection:
+    ``meta`` (the run table), ``finals`` ({name: (last value, its epoch)}), ``last_id`` (newest
+    scalar row id) and ``names`` (scalar names with rows, sorted). Remembered while the run is
+    closed and its files unchanged.
 
     A closed run (no ``-wal`` file: the writer switches a finished file out of WAL mode) changes
     only when a writer opens it again, which changes the file; a run being written is always
     re-read (a WAL file can be rewritten in place at the same size). For the Compare page,
-    which reads the last values of every run it pairs with a reference. ``prefixes``: only the
+    which needs this of every run it pairs with a reference. ``prefixes``: only the finals of
     scalars whose names start with one of them (one indexed lookup per scalar read)."""
     d = Path(d)
     key = os.path.abspath(d) + "\0" + "\0".join(prefixes or ())
@@ -958,7 +966,7 @@ def run_finals(d: str | Path, prefixes: tuple[str, ...] | None = None) -> tuple[
     closed = stamp is not None and stamp[1] is None
     have = _FINALS.get(key)
     if closed and have is not None and have[0] == stamp:
-        return dict(have[1][0]), dict(have[1][1])
+        return _copy_brief(have[1])
     rd = RunReader(d, check=False)
 
     sql, params = FINALS_SQL, []
@@ -966,6 +974,8 @@ def run_finals(d: str | Path, prefixes: tuple[str, ...] | None = None) -> tuple[
         sql += " WHERE " + (" OR ".join(["(n.name >= ? AND n.name < ?)"] * len(prefixes)) or "0")
         for pre in prefixes:
             params += [pre, pre + "\uffff"]
+    sql += (" UNION ALL SELECT 2, NULL, MAX(id), NULL FROM scalars"
+            " UNION ALL SELECT 3, name, NULL, NULL FROM names n WHERE EXISTS (SELECT 1 FROM scalars WHERE name_id = n.id)")
 
     def do():
         with closing(rd._con()) as con:
@@ -977,12 +987,17 @@ def run_finals(d: str | Path, prefixes: tuple[str, ...] | None = None) -> tuple[
         raise StoreError(f"cannot read {rd.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
     meta = _parse_meta((k, v) for t, k, v, _ in rows if t == 0)
     rd._check(meta)
-    finals = {k: (float("nan") if v is None else float(v), int(e)) for t, k, v, e in rows if t == 1}
+    brief = {"meta": meta, "finals": {k: (float("nan") if v is None else float(v), int(e)) for t, k, v, e in rows if t == 1},
+             "last_id": int(next((v for t, _, v, _ in rows if t == 2), None) or 0), "names": sorted(k for t, k, _, _ in rows if t == 3)}
     if closed and stamp == _stamp(d):
         if len(_FINALS) >= _SUMMARIES_MAX:
             _FINALS.clear()
-        _FINALS[key] = (stamp, (meta, finals))
-    return dict(meta), dict(finals)
+        _FINALS[key] = (stamp, brief)
+    return _copy_brief(brief)
+
+
+def _copy_brief(b: dict[str, Any]) -> dict[str, Any]:
+    return {"meta": dict(b["meta"]), "finals": dict(b["finals"]), "last_id": b["last_id"], "names": list(b["names"])}
 
 
 def list_runs(*roots: str | Path) -> pd.DataFrame:

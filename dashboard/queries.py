@@ -26,7 +26,7 @@ import streamlit as st
 
 from modalscope.config import validate_run_name
 from modalscope.errors import ConfigError, StoreError
-from modalscope.store import PAIRING_FINALS, RunReader, _stamp, bucket_points, is_run_dir, list_runs, open_run, run_finals
+from modalscope.store import PAIRING_FINALS, RunReader, _stamp, bucket_points, is_run_dir, list_runs, open_run, run_brief, run_finals
 
 KINDS = ("runs", "gallery")
 
@@ -102,19 +102,21 @@ def _memo(ttl: float | None = None, max_entries: int = 1024):
             return v
 
         get.clear = store.clear
-        _MEMOS.append(store)
+        _MEMOS[fn.__name__] = store
         return get
 
     return wrap
 
 
-_MEMOS: list[dict] = []
+_MEMOS: dict[str, dict] = {}
 
 
-def clear_memos() -> None:
-    """Forget every :func:`_memo` result (tests, and the benchmark's cold timings)."""
-    for m in _MEMOS:
-        m.clear()
+def clear_memos(keep: tuple[str, ...] = ()) -> None:
+    """Forget every :func:`_memo` result but those of the functions named in ``keep`` (the
+    benchmark's cold timings)."""
+    for name, m in _MEMOS.items():
+        if name not in keep:
+            m.clear()
 
 
 # ---------------------------------------------------------------------------- runs table
@@ -141,7 +143,7 @@ def runs_table(r: Roots | None = None) -> pd.DataFrame:
     return _runs_table(str(r.runs_dir), str(r.sample_runs)).copy()
 
 
-@st.cache_data(ttl=5.0, show_spinner=False)
+@_memo(ttl=5.0, max_entries=64)
 def _configs(paths: tuple[tuple[str, str], ...]) -> dict[str, dict]:
     out = {}
     for key, p in paths:
@@ -197,27 +199,26 @@ def _config(path: str, mtime: float) -> dict[str, Any]:
     return _open(path).config()
 
 
-_LAST_IDS: dict[str, tuple[tuple, int]] = {}
+def _brief(rd) -> dict[str, Any] | None:
+    """``modalscope.store.run_brief`` of a closed run (no ``-wal`` file; remembered while its files
+    are unchanged), else None: a page showing 50 runs asks each for its meta, last row id and
+    scalar names, and one statement answers all three."""
+    stamp = _stamp(rd.dir)
+    if stamp is None or stamp[1] is not None:
+        return None
+    try:
+        return run_brief(rd.dir, PAIRING_FINALS)
+    except StoreError:
+        return None
 
 
 def last_id(key: str) -> int:
-    """The run's newest scalar row id (the key of every per-run cache). Remembered for a closed
-    run (no ``-wal`` file) while its files are unchanged: a page reads it for every run it
-    shows, several times, and each read would open the database."""
+    """The run's newest scalar row id (the key of every per-run cache)."""
     rd = reader(key)
     if rd is None:
         return 0
-    k = os.path.abspath(rd.dir)
-    stamp = _stamp(rd.dir)
-    have = _LAST_IDS.get(k)
-    if stamp is not None and stamp[1] is None and have is not None and have[0] == stamp:
-        return have[1]
-    v = rd.last_id()
-    if stamp is not None and stamp[1] is None and stamp == _stamp(rd.dir):
-        if len(_LAST_IDS) > 20_000:
-            _LAST_IDS.clear()
-        _LAST_IDS[k] = (stamp, v)
-    return v
+    b = _brief(rd)
+    return b["last_id"] if b is not None else rd.last_id()
 
 
 class _ScalarCache:
@@ -372,10 +373,11 @@ def _scalar_names(path: str, upto: int) -> list[str]:
 
 
 def scalar_names(key: str, upto: int | None = None) -> list[str]:
-    p = run_path(key)
-    if p is None or not is_run_dir(p):
+    rd = reader(key)
+    if rd is None:
         return []
-    return _scalar_names(str(p), last_id(key) if upto is None else upto)
+    b = _brief(rd) if upto is None else None
+    return b["names"] if b is not None else _scalar_names(str(rd.dir), last_id(key) if upto is None else upto)
 
 
 @_memo(max_entries=1024)
@@ -413,13 +415,8 @@ def meta(key: str) -> dict[str, Any]:
     rd = reader(key)
     if rd is None:
         return {}
-    stamp = _stamp(rd.dir)
-    if stamp is not None and stamp[1] is None:
-        try:
-            return run_finals(rd.dir, PAIRING_FINALS)[0]
-        except StoreError:
-            return {}
-    return _meta(str(rd.dir))
+    b = _brief(rd)
+    return b["meta"] if b is not None else _meta(str(rd.dir))
 
 
 def status(key: str) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from modalscope.dashboard import figures as F
-from modalscope.store import BUCKET_WIDTHS, RunReader, RunWriter, bucket_points, rebuild_buckets, run_finals
+from modalscope.store import BUCKET_WIDTHS, RunReader, RunWriter, bucket_points, rebuild_buckets, run_brief, run_finals
 
 
 def _exact(rd: RunReader, width: int) -> pd.DataFrame:
@@ -145,6 +145,9 @@ def test_run_finals_is_the_last_row_of_every_name_and_forgets_a_reopened_run(tmp
     assert {k: v for k, (v, _) in finals.items() if v == v} == {k: v for k, v in rd.final_scalars("").items() if v is not None and v == v}
     assert finals["acc/test/fused"] == (499 / 600, 0)
     assert set(run_finals(tmp_path / "r", ("acc/",))[1]) == {"acc/test/fused"}
+    brief = run_brief(tmp_path / "r", ("acc/",))
+    assert brief["last_id"] == rd.last_id() > 0 and brief["names"] == rd.scalar_names() == sorted(
+        ["acc/test/fused", "conflict/cos/audio", "grad_norm/audio", "loss/total"])
     time.sleep(0.01)
     w = RunWriter(tmp_path / "r", resume=True)
     w.log_scalar(700, 1, "acc/test/fused", 0.99)
@@ -152,5 +155,6 @@ def test_run_finals_is_the_last_row_of_every_name_and_forgets_a_reopened_run(tmp
     assert run_finals(tmp_path / "r")[1]["acc/test/fused"] == (0.99, 1)  # read while running (WAL): never from memory
     w.close("finished")
     assert run_finals(tmp_path / "r", ("acc/",))[1]["acc/test/fused"] == (0.99, 1)
+    assert run_brief(tmp_path / "r", ("acc/",))["last_id"] == RunReader(tmp_path / "r").last_id() > brief["last_id"]
     assert json.loads(sqlite3.connect(tmp_path / "r" / "metrics.sqlite").execute(
         "SELECT value FROM run WHERE key = 'scalar_buckets'").fetchone()[0]) == list(BUCKET_WIDTHS)
