@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from modalscope.diagnostics.probe import utilisation
 from modalscope.errors import StoreError
-from modalscope.store import PAIRING_FINALS, is_run_dir, run_finals, run_summary
+from modalscope.store import PAIRING_FINALS, _status_from_meta, is_run_dir, run_finals
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -179,10 +179,10 @@ def find_reference(run_dir: str | Path, modality: str, roots: list[str | Path]) 
             if not is_reference_for(cfg, ref, modality) or os.path.abspath(d) == me or not is_run_dir(d):
                 continue
             try:
-                row = run_summary(d)  # remembered while the run's files are unchanged
-                if row.get("status") != "finished":
+                meta = run_finals(d, PAIRING_FINALS)[0]  # remembered for closed runs; no pandas (a trainer calls this)
+                if _status_from_meta(meta) != "finished":
                     continue
-                end = float(row.get("end_time") or 0.0)
+                end = float(meta.get("end_time") or 0.0)
             except StoreError:
                 continue
             same_training = all(ref.get(k) == cfg.get(k) for k in TRAINING_KNOBS)

@@ -427,11 +427,11 @@ class RunWriter:
             def do():
                 lo = self.con.execute("SELECT MIN(step) FROM scalars WHERE step > ? OR epoch > ?", (step, epoch)).fetchone()[0]
                 self.con.execute("DELETE FROM scalars WHERE step > ? OR epoch > ?", (step, epoch))
-                if lo is not None:
-                    rebuild_buckets(self.con, from_step=int(lo), commit=False)
                 for t in ("histograms", "gmm", "samples", "contributions"):
                     self.con.execute(f"DELETE FROM {t} WHERE epoch > ?", (epoch,))
                 self.con.execute("DELETE FROM events WHERE step > ?", (step,))
+                if lo is not None:  # the blocks that held deleted rows, recomputed in the same transaction
+                    rebuild_buckets(self.con, from_step=int(lo), commit=False)
                 self.con.commit()
 
             _retry(do)
