@@ -168,4 +168,3 @@ def test_remembered_root_scan_equals_a_fresh_scan_and_sees_new_runs(tmp_path):
     assert [(d.name, c) for d, c in reference.run_configs(root)] == fresh()
     plant_run(root, "c", epochs=1, steps_per_epoch=2)
     assert [d.name for d, _ in reference.run_configs(root)] == ["a", "b", "c"]
-
