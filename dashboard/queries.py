@@ -34,6 +34,9 @@ KINDS = ("runs", "gallery")
 #: buckets) added since the last one, so it costs a few tens of ms; with the trainer's 1 s flush
 #: period a logged row shows within flush + this + one render.
 LIVE_REFRESH_SECONDS = 0.5
+#: How often the Live page looks at a run that has no rows yet (the trainer is starting): a
+#: file check, or a render of an empty run, until the first rows arrive.
+FIRST_ROWS_REFRESH_SECONDS = 0.2
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,30 @@ def test_live_draws_a_long_run_from_the_block_summary_with_every_extreme(app):
     assert max(raw_full["y"]) == 99.0 and raw_full["x"][-1] == 20_999
 
 
+def test_live_shows_the_first_rows_of_a_run_that_had_none(app):
+    """A just-launched run (store open, nothing logged): the page says so, then draws the loss
+    chart once the first rows are committed (the page looks more often until they arrive)."""
+    import json as _json
+
+    from modalscope.store import RunWriter
+
+    d = app.runs / "fresh"
+    d.mkdir()
+    (d / "config.json").write_text(_json.dumps({"name": "fresh", "epochs": 2, "method": {"name": "joint"}, "data": {"name": "synthetic"}}))
+    w = RunWriter(d, heartbeat_seconds=0.5)
+    try:
+        at = app("live", **{"live.run": "runs/fresh"})
+        assert any("no training step logged yet" in c.value for c in at.caption)
+        w.log_scalars(0, 0, {"loss/total": 2.0, "loss/fused": 1.5})
+        w.flush()
+        at.run()
+        _no_exceptions(at)
+        loss = _chart(at, "Training losses")
+        assert sorted(t["name"] for t in loss["data"]) == ["fused", "total"]
+    finally:
+        w.close("finished")
+
+
 def test_live_contributions_have_axes_and_an_explanation(app):
     at = _view(app("live", **{"live.run": "gallery/joint_imbalanced_s0"}), "Contributions")
     c = _chart(at, "Modality contribution")

@@ -61,7 +61,7 @@ st.caption(f"{method} · {data.get('name', '?')}/{data.get('preset', '')} · see
 view = st.segmented_control("View", VIEWS, default="Overview", key="live.view", label_visibility="collapsed") or "Overview"
 
 
-@st.fragment(run_every=q.LIVE_REFRESH_SECONDS)
+@st.fragment(run_every=q.FIRST_ROWS_REFRESH_SECONDS)
 def _starting() -> None:
     if q.reader(key) is not None:
         st.rerun()
@@ -79,6 +79,9 @@ if q.reader(key) is None:
     st.stop()
 
 initial_status = q.status(key)
+# A run that has logged nothing yet (just launched) is looked at more often until its first rows
+# arrive, then at the normal pace: the first chart shows soon after the trainer's first flush.
+awaiting_rows = initial_status == "running" and q.last_id(key) == 0
 smooth_default = 0.6
 
 
@@ -369,13 +372,15 @@ def _robustness(upto: int) -> None:
         missing("Robustness", "no robustness evaluation was stored (it runs at the end of training when enabled)")
 
 
-@st.fragment(run_every=q.LIVE_REFRESH_SECONDS if initial_status == "running" else None)
+@st.fragment(run_every=(q.FIRST_ROWS_REFRESH_SECONDS if awaiting_rows else q.LIVE_REFRESH_SECONDS) if initial_status == "running" else None)
 def live_panels() -> None:
     meta = q.meta(key)
     prog = q.progress(key)
     if initial_status == "running" and prog["status"] != "running":
         st.rerun()
     upto = q.last_id(key)
+    if awaiting_rows and upto > 0:
+        st.rerun()  # the first rows: redraw the page once, refreshing at the normal pace from now on
     _header(prog, meta)
     bayes = (meta.get("reference") or {}).get("bayes") or {}
     smoothing = st.session_state.get("live.smoothing", smooth_default)
