@@ -309,8 +309,8 @@ def bench_launch(tmp: Path, refresh: float, rounds: int = 3) -> dict:
             seen = _loss_steps(at)
             if seen >= 0:
                 break
-            # the page's own pace: FIRST_ROWS_REFRESH_SECONDS while the run has no rows, then ``refresh``
-            pace = FIRST_ROWS_REFRESH_SECONDS if not _has_rows(db) else refresh
+            # the page's own pace: FIRST_ROWS_REFRESH_SECONDS while the run has no step rows, then ``refresh``
+            pace = FIRST_ROWS_REFRESH_SECONDS if not _has_loss_row(db) else refresh
             while time.perf_counter() - t1 < pace:  # meanwhile, when did the store and its first loss row appear?
                 if store_at is None and db.is_file():
                     store_at = time.perf_counter() - t0
@@ -327,19 +327,6 @@ def bench_launch(tmp: Path, refresh: float, rounds: int = 3) -> dict:
         launcher.reap()
     return {"rounds": rounds, "all_s": [round(t, 3) for t in times], "median_s": round(statistics.median(times), 3),
             "parts": parts, "refresh_s": refresh}
-
-
-def _has_rows(db: Path) -> bool:
-    import sqlite3
-
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1)
-        try:
-            return con.execute("SELECT 1 FROM scalars LIMIT 1").fetchone() is not None
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return False
 
 
 def _has_loss_row(db: Path) -> bool:

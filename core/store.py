@@ -674,6 +674,11 @@ class RunReader:
             out[c] = a[:, j].astype(np.int64) if c in ("bucket", "n") else a[:, j]
         return pd.DataFrame(out)
 
+    def has_scalars(self, prefix: str) -> bool:
+        """Whether any scalar whose name starts with ``prefix`` has a row (indexed: one seek per name)."""
+        return bool(self._rows("SELECT EXISTS (SELECT 1 FROM names n WHERE n.name >= ? AND n.name < ? "
+                               "AND EXISTS (SELECT 1 FROM scalars WHERE name_id = n.id))", [prefix, prefix + "\uffff"])[0][0])
+
     def last_id(self) -> int:
         v = self._rows("SELECT MAX(id) FROM scalars")[0][0]
         return 0 if v is None else int(v)

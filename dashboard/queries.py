@@ -454,6 +454,12 @@ def final_values(key: str, prefix: str = "", prefixes: tuple[str, ...] | None = 
     return {k: v for k, (v, _) in sorted(finals.items()) if k.startswith(prefix)}
 
 
+def has_step_rows(key: str) -> bool:
+    """Whether the run has logged a training step (a ``loss/`` row): False while a launched trainer starts."""
+    rd = reader(key)
+    return rd is not None and rd.has_scalars("loss/")
+
+
 def last_row(key: str) -> dict[str, Any] | None:
     """The newest scalar row (its step and epoch give the live progress)."""
     rd = reader(key)

@@ -222,6 +222,10 @@ def test_live_shows_the_first_rows_of_a_run_that_had_none(app):
     try:
         at = app("live", **{"live.run": "runs/fresh"})
         assert any("no training step logged yet" in c.value for c in at.caption)
+        w.log_scalars(0, 0, {"probe_init/test/audio": 0.5})  # rows before the first step (encoder probes at init)
+        w.flush()
+        at.run()
+        assert any("no training step logged yet" in c.value for c in at.caption)
         w.log_scalars(0, 0, {"loss/total": 2.0, "loss/fused": 1.5})
         w.flush()
         at.run()

@@ -145,6 +145,7 @@ def test_run_finals_is_the_last_row_of_every_name_and_forgets_a_reopened_run(tmp
     assert {k: v for k, (v, _) in finals.items() if v == v} == {k: v for k, v in rd.final_scalars("").items() if v is not None and v == v}
     assert finals["acc/test/fused"] == (499 / 600, 0)
     assert set(run_finals(tmp_path / "r", ("acc/",))[1]) == {"acc/test/fused"}
+    assert rd.has_scalars("loss/") and rd.has_scalars("acc/test/") and not rd.has_scalars("probe")
     brief = run_brief(tmp_path / "r", ("acc/",))
     assert brief["last_id"] == rd.last_id() > 0 and brief["names"] == rd.scalar_names() == sorted(
         ["acc/test/fused", "conflict/cos/audio", "grad_norm/audio", "loss/total"])

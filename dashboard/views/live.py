@@ -79,9 +79,9 @@ if q.reader(key) is None:
     st.stop()
 
 initial_status = q.status(key)
-# A run that has logged nothing yet (just launched) is looked at more often until its first rows
-# arrive, then at the normal pace: the first chart shows soon after the trainer's first flush.
-awaiting_rows = initial_status == "running" and q.last_id(key) == 0
+# A run that has logged no training step yet (just launched) is looked at more often until its
+# first step rows arrive, then at the normal pace: the first chart shows soon after the trainer's first flush.
+awaiting_rows = initial_status == "running" and not q.has_step_rows(key)
 smooth_default = 0.6
 
 
@@ -379,7 +379,7 @@ def live_panels() -> None:
     if initial_status == "running" and prog["status"] != "running":
         st.rerun()
     upto = q.last_id(key)
-    if awaiting_rows and upto > 0:
+    if awaiting_rows and q.has_step_rows(key):
         st.rerun()  # the first rows: redraw the page once, refreshing at the normal pace from now on
     _header(prog, meta)
     bayes = (meta.get("reference") or {}).get("bayes") or {}
