@@ -124,8 +124,9 @@ def bucket_rows(rows: Iterable[tuple], widths: Iterable[int] = BUCKET_WIDTHS) ->
     step, epoch, nid, val = a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3]
     nan = np.isnan(val)
     vmin, vmax = np.where(nan, np.inf, val), np.where(nan, np.inf, -val)
+    widths = sorted(int(w) for w in widths)
     out: list[tuple] = []
-    for w in widths:
+    for w in widths[:1]:  # the finest width from the rows; coarser ones from its blocks (_coarser)
         b = step // int(w)
         o = np.argsort((nid << 40) + b, kind="stable")  # by (name, bucket), arrival order inside
         kn, kb, ks = nid[o], b[o], step[o]
@@ -152,7 +153,34 @@ def bucket_rows(rows: Iterable[tuple], widths: Iterable[int] = BUCKET_WIDTHS) ->
             else:
                 cols += [step[i].tolist(), epoch[i].tolist(), vals]
         out += zip(*cols)
+    fine = out
+    for w in widths[1:]:
+        out = out + (_coarser(fine, w) if w % widths[0] == 0 else bucket_rows(rows, (w,)))
     return out
+
+
+def _coarser(fine: list[tuple], width: int) -> list[tuple]:
+    """Merge blocks of a finer width (rows of :func:`bucket_rows`, in (name, block) order) into
+    blocks of ``width`` (a multiple of it): counts and sums add, first/last/min/max are taken as
+    :data:`BUCKET_UPSERT` takes them, so the result equals aggregating the rows directly."""
+    merged: dict[tuple[int, int], list] = {}
+    for r in fine:
+        key = (r[0], r[2] * r[1] // width)
+        m = merged.get(key)
+        if m is None:
+            merged[key] = [r[0], width, key[1], *r[3:]]
+            continue
+        m[3] += r[3]
+        m[4] += r[4]
+        if r[5] < m[5]:
+            m[5:8] = r[5:8]
+        if r[8] >= m[8]:
+            m[8:11] = r[8:11]
+        if r[11] is not None and (m[11] is None or r[13] < m[13]):
+            m[11:14] = r[11:14]
+        if r[14] is not None and (m[14] is None or r[16] > m[16]):
+            m[14:17] = r[14:17]
+    return [tuple(m) for m in merged.values()]
 
 # The public, join-free shape of the scalars: ``SELECT step, epoch, name, value FROM scalar_values``.
 # A view holds no data, so adding it leaves SCHEMA_VERSION at 1: files written before it get it
