@@ -333,6 +333,17 @@ def timing_ratios(rows: list[dict], dataset: str) -> dict[str, float]:
     return out
 
 
+def gap_closed(method: dict[int, float], joint: dict[int, float], bayes: float) -> float:
+    """``(mean method − mean joint) / (Bayes − mean joint)``; NaN when joint is within a point of Bayes.
+
+    A gap under one point (e.g. a preset joint already solves) makes the ratio meaningless.
+    """
+    if not method or not joint or bayes != bayes:
+        return float("nan")
+    jm, fm = statistics.fmean(joint.values()), statistics.fmean(method.values())
+    return (fm - jm) / (bayes - jm) if bayes - jm > 0.01 else float("nan")
+
+
 def summarise(rows: list[dict], dataset: str, weak: str, dominant: str) -> list[dict]:
     """One line per method label on ``dataset`` (see module docstring for the columns)."""
     timing = timing_ratios(rows, dataset)
@@ -342,10 +353,12 @@ def summarise(rows: list[dict], dataset: str, weak: str, dominant: str) -> list[
             by_label.setdefault(r["label"], {})[r["seed"]] = r
     alone = {s: r["metrics"].get(f"probe/test/{weak}") for s, r in by_label.get(f"unimodal:{weak}", {}).items()}
     joint = {s: r["metrics"]["acc/test/fused"] for s, r in by_label.get("joint", {}).items()}
+    joint_best = {s: r["metrics"]["acc/best/test/fused"] for s, r in by_label.get("joint", {}).items() if "acc/best/test/fused" in r["metrics"]}
     out = []
     for lab, rs in by_label.items():
         fused = {s: r["metrics"]["acc/test/fused"] for s, r in rs.items()}
-        best = [r["metrics"].get("acc/best/test/fused", float("nan")) for r in rs.values()]
+        best_by_seed = {s: r["metrics"]["acc/best/test/fused"] for s, r in rs.items() if "acc/best/test/fused" in r["metrics"]}
+        best = [best_by_seed.get(s, float("nan")) for s in rs]
         probe = [r["metrics"].get(f"probe/test/{weak}", float("nan")) for r in rs.values()]
         utils = []
         for s, r in rs.items():
@@ -355,15 +368,14 @@ def summarise(rows: list[dict], dataset: str, weak: str, dominant: str) -> list[
         share = [r["metrics"].get(f"mean/grad_applied_share/{dominant}", float("nan")) for r in rs.values()]
         dom_probe = [r["metrics"].get(f"probe/test/{dominant}", float("nan")) for r in rs.values()]
         bayes = next(iter(rs.values()))["bayes"].get("fused", float("nan"))
-        diff = paired_interval(fused, joint) if lab != "joint" else (0.0, float("nan"), float("nan"), len(fused))
-        jm = statistics.fmean(joint.values()) if joint else float("nan")
-        fm = statistics.fmean(fused.values())
-        # a gap under one point (e.g. a preset joint already solves) makes the ratio meaningless
-        closed = (fm - jm) / (bayes - jm) if bayes == bayes and bayes - jm > 0.01 else float("nan")
+        none = (0.0, float("nan"), float("nan"), len(fused))
         out.append({
             "label": lab, "n": len(rs), "fused": mean_std(list(fused.values())), "best": mean_std(best),
-            "probe": mean_std(probe), "util": mean_std(utils), "share": mean_std(share), "diff": diff, "dom_probe": mean_std(dom_probe),
-            "bayes": bayes, "closed": closed, "rel_time": timing.get(lab, float("nan")),
+            "probe": mean_std(probe), "util": mean_std(utils), "share": mean_std(share), "dom_probe": mean_std(dom_probe),
+            "diff": paired_interval(fused, joint) if lab != "joint" else none,
+            "diff_best": paired_interval(best_by_seed, joint_best) if lab != "joint" else none,
+            "bayes": bayes, "closed": gap_closed(fused, joint, bayes), "closed_best": gap_closed(best_by_seed, joint_best, bayes),
+            "rel_time": timing.get(lab, float("nan")),
         })
 
     def rank(lab: str) -> int:
@@ -404,10 +416,12 @@ def render_dataset(snapshot: dict, dataset: str) -> str:
     summ = summarise(rows, dataset, weak, dom)
     bayes = summ[0]["bayes"]
     head = ["method", "seeds", "fused (last)", "fused (best valid)", f"{weak} probe", f"{weak} utilisation",
-            f"{dom} probe", f"{dom} applied grad share", "Δ vs joint [95% CI] (pp)", "joint→Bayes gap closed", "CPU time/epoch vs joint"]
+            f"{dom} probe", f"{dom} applied grad share", "Δ vs joint, last [95% CI] (pp)", "Δ vs joint, best valid [95% CI] (pp)",
+            "gap closed (last / best valid)", "CPU time/epoch vs joint"]
     body = [[s["label"], s["n"], _pct(s["fused"]), _pct(s["best"]), _pct(s["probe"]), _num(s["util"][0]),
-             _pct(s["dom_probe"]), _num(s["share"][0]), "–" if s["label"] == "joint" else _diff(s["diff"]),
-             "–" if s["label"] == "joint" else _num(s["closed"], "{:.0%}"), _num(s["rel_time"], "{:.2f}×")] for s in summ]
+             _pct(s["dom_probe"]), _num(s["share"][0]), *(("–", "–", "–") if s["label"] == "joint" else (
+                 _diff(s["diff"]), _diff(s["diff_best"]), f"{_num(s['closed'], '{:.0%}')} / {_num(s['closed_best'], '{:.0%}')}")),
+             _num(s["rel_time"], "{:.2f}×")] for s in summ]
     note = f"Bayes ceiling (fused): {_num(100 * bayes, '{:.1f}')}%. Weak modality: `{weak}`; dominant: `{dom}`.\n\n"
     return note + doctables.table(head, body)
 
@@ -418,24 +432,44 @@ def render_headline(snapshot: dict, dataset: str = "imbalanced") -> str:
     if info is None or not any(r.get("dataset") == dataset for r in rows):
         return f"*No results for `{dataset}` yet.*\n"
     summ = {s["label"]: s for s in summarise(rows, dataset, info["weak"], info["dominant"])}
-    body, wins, best = [], 0, None
-    for m in BALANCING:
-        s = summ.get(m)
-        if s is None:
-            continue
-        d = s["diff"]
-        win = d[0] == d[0] and d[0] >= 0.03
-        wins += win
-        if best is None or s["fused"][0] > summ[best]["fused"][0]:
-            best = m
-        body.append([m, _diff(d), "yes" if win else "no", _num(s["closed"], "{:.0%}"), _num(s["util"][0]), _num(s["share"][0])])
+    present = [m for m in BALANCING if m in summ]
+    body = [[m, _diff(summ[m]["diff"]), _num(summ[m]["closed"], "{:.0%}"), _diff(summ[m]["diff_best"]), _num(summ[m]["closed_best"], "{:.0%}"),
+             _num(summ[m]["util"][0]), _num(summ[m]["share"][0])] for m in present]
+    text = doctables.table(["method", "Δ vs joint, last [95% CI] (pp)", "gap closed, last", "Δ vs joint, best valid [95% CI] (pp)",
+                            "gap closed, best valid", f"{info['weak']} utilisation", f"{info['dominant']} applied grad share"], body)
     j = summ.get("joint")
-    text = doctables.table(["method", "Δ vs joint [95% CI] (pp)", "≥ +3 pp", "gap closed", f"{info['weak']} utilisation", f"{info['dominant']} applied grad share"], body)
-    if j is not None:
-        text += (f"\n{wins} of {len(body)} balancing methods beat `joint` by ≥ 3 points on the mean paired difference "
-                 f"(joint {_pct(j['fused'])}, weak-modality utilisation {_num(j['util'][0])}, dominant applied share "
-                 f"{_num(j['share'][0])}). Best: `{best}`, closing {_num(summ[best]['closed'], '{:.0%}')} of the joint→Bayes gap.\n")
+    if j is None or not present:
+        return text
+    text += (f"\njoint: {_pct(j['fused'])} last, {_pct(j['best'])} best valid; weak-modality utilisation {_num(j['util'][0])}, "
+             f"dominant applied share {_num(j['share'][0])}.\n\n")
+    for proto, dkey, ckey in (("last epoch", "diff", "closed"), ("best-valid epoch", "diff_best", "closed_best")):
+        wins = sum(1 for m in present if summ[m][dkey][0] == summ[m][dkey][0] and summ[m][dkey][0] >= 0.03)
+        best = max(present, key=lambda m: summ[m][ckey] if summ[m][ckey] == summ[m][ckey] else float("-inf"))
+        text += (f"* **{proto}**: {wins} of {len(present)} balancing methods beat `joint` by ≥ 3 points (mean paired difference); "
+                 f"best `{best}`, closing {_num(summ[best][ckey], '{:.0%}')} of the joint→Bayes gap.\n")
     return text
+
+
+def render_variants(snapshot: dict, dataset: str = "imbalanced") -> str:
+    """Each ``method(key=value)`` row against its own method's default, paired by seed (last and best valid)."""
+    rows = [r for r in snapshot.get("rows", []) if r.get("dataset") == dataset and r.get("kind", "trial") == "trial"]
+    by_label: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        by_label.setdefault(r["label"], {})[r["seed"]] = r["metrics"]
+    body = []
+    for lab in sorted(by_label):
+        base = lab.split("(")[0]
+        if "(" not in lab or base not in by_label:
+            continue
+        cells = [f"`{lab}` − `{base}`"]
+        for key in ("acc/test/fused", "acc/best/test/fused"):
+            a = {s: m[key] for s, m in by_label[lab].items() if key in m}
+            b = {s: m[key] for s, m in by_label[base].items() if key in m}
+            cells.append(_diff(paired_interval(a, b)))
+        body.append(cells)
+    if not body:
+        return f"*No variant rows for `{dataset}` yet.*\n"
+    return doctables.table(["variant − default", "Δ last [95% CI] (pp)", "Δ best valid [95% CI] (pp)"], body)
 
 
 def _seeds(seeds) -> str:
@@ -454,6 +488,7 @@ def render_setup(snapshot: dict) -> str:
 def _register() -> None:
     doctables.renderer("methods.setup")(lambda: render_setup(load_snapshot()))
     doctables.renderer("methods.headline")(lambda: render_headline(load_snapshot()))
+    doctables.renderer("methods.variants")(lambda: render_variants(load_snapshot()))
     for ds in DATASETS:
         doctables.renderer(f"methods.{ds}")(lambda ds=ds: render_dataset(load_snapshot(), ds))
 
@@ -484,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snapshot", default=str(SNAPSHOT), help="JSON the doc tables are rendered from")
     ap.add_argument("--variant", action="append", default=[], metavar="METHOD:KEY=VALUE",
                     help="extra configuration of a method, e.g. cpsl:aux_weight=0 (repeatable; row cpsl(aux_weight=0))")
+    ap.add_argument("--variant-datasets", default="", metavar="DS[,DS]",
+                    help="datasets the --variant rows run on (default: every selected dataset)")
     ap.add_argument("--timing-reps", type=int, default=3, help="rounds of the interleaved timing pass (0 = skip)")
     ap.add_argument("--timing-epochs", type=int, default=3, help="epochs per timing run")
     ap.add_argument("--report-only", action="store_true", help="only rebuild the snapshot and the doc from the cache")
@@ -525,9 +562,13 @@ def main(argv: list[str] | None = None) -> int:
             tcfg = trial_config(method, ds, 0, args.timing_epochs, tmp, mod, quiet=True)
             for rep in range(args.timing_reps):
                 timing_wanted[(label(method, mod), ds, rep, trial_key(tcfg, method))] = tcfg
+    variant_datasets = [d for d in args.variant_datasets.split(",") if d] or datasets
+    if not set(variant_datasets) <= set(datasets):
+        print(f"--variant-datasets: {', '.join(sorted(set(variant_datasets) - set(datasets)))} not among --datasets", file=sys.stderr)
+        return 2
     for text in args.variant:
         lab, method, extra = parse_variant(text)
-        for ds in datasets:
+        for ds in variant_datasets:
             for seed in range(n_seeds[ds]):
                 cfg = trial_config(method, ds, seed, args.epochs, tmp, extra=extra)
                 wanted[(lab, ds, seed, trial_key(cfg, method))] = cfg

@@ -95,7 +95,7 @@ def test_each_stage_reloads_the_best_valid_state_and_resets_the_optimiser(tiny):
 
 
 def test_sam_step_restores_parameters_and_mixes_gradients(tiny):
-    t = Trainer(tiny(set=["method.name=mie", "method.rho=0.5", "method.flat_ratio=0.3", "method.project=false"]))
+    t = Trainer(tiny(set=["method.name=mie", "method.rho=0.5", "method.flat_ratio=0.3", "method.project=false", "method.mixup_alpha=0"]))
     ctx, parts = first_step(t)
     params = [p for p in t.parameters() if p.grad is not None]
     theta = [p.detach().clone() for p in params]

@@ -4,7 +4,8 @@ Reference code ``njustkmg/IJCAI25-IGM`` trains one modality per stage with its o
 long stages (25/50 epochs on CREMA-D), reloads the best checkpoint and starts a new optimiser
 at every stage, and applies mixup to the trained modality's input. All of that is here:
 stages are scaled to the epoch budget (``stage_epochs`` unset), the best state is chosen on
-the **validation** split (kept in memory, never on test), and ``mixup_alpha`` turns mixup on.
+the **validation** split (kept in memory, never on test), and mixup is on (``mixup_alpha`` = 1, the
+reference's value; 0 turns it off).
 Deliberate differences: the perturbation is standard SAM (perturb, recompute, *restore*,
 step) with a usable radius instead of an unrestored 1e-10 nudge, and the heads are linear by
 default (the reference's 512→256→64 MLP heads are sized for ResNet features; on small
@@ -43,7 +44,7 @@ class MIEParams(WindowParams):
     )
     reload_best: bool = Field(True, description="At each stage start (from the second), reload the state with the best validation fused accuracy so far.")
     reset_optimizer: bool = Field(True, description="At each stage start (from the second), drop the optimiser's state (momentum, Adam moments): a new optimiser.")
-    mixup_alpha: float = Field(0.0, ge=0.0, le=100.0, description="Mixup on the trained inputs with λ ~ Beta(α, α); 0 = off (reference: 1.0).")
+    mixup_alpha: float = Field(1.0, ge=0.0, le=100.0, description="Mixup on the trained inputs with λ ~ Beta(α, α), as the reference (α = 1); 0 = off.")
     rho: float = Field(0.05, ge=0.0, le=10.0, description="SAM radius ρ: ε = ρ·g/‖g‖.")
     flat_ratio: float = Field(0.3, ge=0.0, le=1.0, description="β: update gradient (1−β)·∇L(θ) + β·∇L(θ+ε); 1 = pure SAM, 0 = no SAM.")
     sam_norm: Literal["global", "per_tensor"] = Field(
