@@ -175,6 +175,9 @@ def thin(run_dir: Path, keep_samples: bool, sample_epochs: list[int], step_strid
                 (step_stride,),
             )
             notes.append(f"per-step scalars kept every {step_stride} steps (per-epoch scalars all kept)")
+            from modalscope.store import rebuild_buckets
+
+            rebuild_buckets(con, commit=False)  # the block summary of the rows that remain
         removed = [f for f in ("checkpoint.pt", "best.pt") if (run_dir / f).exists()]
         for f in removed:
             (run_dir / f).unlink()

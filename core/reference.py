@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modalscope.diagnostics.probe import utilisation
 from modalscope.errors import StoreError
-from modalscope.store import RunReader, _status_from_meta, is_run_dir
+from modalscope.store import PAIRING_FINALS, _status_from_meta, is_run_dir, run_finals
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -46,10 +47,27 @@ def default_roots(runs_dir: str | Path) -> list[Path]:
 
 
 def _read_config(d: Path) -> dict | None:
+    """The run's config.json, parsed once per version of the file (the Compare page asks for the
+    config of every run it looks a reference up for; callers only read it)."""
+    path = os.path.join(os.fspath(d), "config.json")
     try:
-        return json.loads((d / "config.json").read_text())
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key in _CONFIGS:
+        return _CONFIGS[key]
+    try:
+        cfg = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if len(_CONFIGS) > 20_000:
+        _CONFIGS.clear()
+    _CONFIGS[key] = cfg
+    return cfg
+
+
+_CONFIGS: dict[tuple, dict] = {}
 
 
 _SCANS: dict[str, tuple[int, list[tuple[Path, dict]], list[Path]]] = {}
@@ -63,11 +81,21 @@ def run_configs(root: Path) -> list[tuple[Path, dict]]:
     run, reads each config.json once instead of once per run and modality. Folders that were
     still incomplete (no run database or no readable config yet) are looked at again on
     every call, so a run that is being created is picked up once it is complete."""
-    try:
-        stamp = root.stat().st_mtime_ns
-    except OSError:
+    have = _scan(root)
+    if have is None:
         return []
-    key = str(root.resolve())
+    _, done, pending = have
+    late = [(d, cfg) for d in pending if is_run_dir(d) and (cfg := _read_config(d)) is not None]
+    return sorted(done + late, key=lambda t: t[0].name) if late else list(done)
+
+
+def _scan(root: Path) -> tuple[int, list[tuple[Path, dict]], list[Path]] | None:
+    """The remembered listing of ``root`` (rescanned when its mtime changed), or None when it is gone."""
+    try:
+        stamp = os.stat(root).st_mtime_ns
+    except OSError:
+        return None
+    key = os.path.abspath(root)
     have = _SCANS.get(key)
     if have is None or have[0] != stamp:
         done: list[tuple[Path, dict]] = []
@@ -83,9 +111,36 @@ def run_configs(root: Path) -> list[tuple[Path, dict]]:
         if len(_SCANS) > 64:
             _SCANS.clear()
         have = _SCANS[key] = (stamp, done, pending)
-    _, done, pending = have
-    late = [(d, cfg) for d in pending if is_run_dir(d) and (cfg := _read_config(d)) is not None]
-    return sorted(done + late, key=lambda t: t[0].name) if late else list(done)
+    return have
+
+
+_UNIMODAL: dict[str, tuple[tuple, dict]] = {}
+
+
+def unimodal_runs(root: Path, modality: str, seed) -> list[tuple[Path, dict]]:
+    """The (folder, config) pairs of :func:`run_configs` that are ``unimodal`` runs of
+    ``modality`` with ``seed``: an index built once per remembered listing, so that looking up
+    references for every run on the Compare page does not compare every config of the root
+    with each of them."""
+    scan = _scan(root)
+    key = os.path.abspath(root)
+    listing = run_configs(root) if scan is None or scan[2] else scan[1]  # folders still pending: the full listing
+
+    def wanted(ref: dict) -> bool:
+        method = ref.get("method") or {}
+        return method.get("name") == "unimodal" and method.get("modality") == modality and ref.get("seed") == seed
+
+    if scan is None or len(listing) != len(scan[1]):  # folders completed since the scan: not indexed yet
+        return [(d, ref) for d, ref in listing if wanted(ref)]
+    have = _UNIMODAL.get(key)
+    if have is None or have[0] is not scan:
+        index: dict[tuple, list] = {}
+        for d, ref in scan[1]:
+            method = ref.get("method") or {}
+            if method.get("name") == "unimodal":
+                index.setdefault((method.get("modality"), json.dumps(ref.get("seed"))), []).append((d, ref))
+        have = _UNIMODAL[key] = (scan, index)
+    return [(d, ref) for d, ref in have[1].get((modality, json.dumps(seed)), []) if wanted(ref)]
 
 
 def is_reference_for(cfg: dict, ref: dict, modality: str) -> bool:
@@ -108,16 +163,23 @@ def find_reference(run_dir: str | Path, modality: str, roots: list[str | Path]) 
         return None, f"{run_dir.name} has no readable config.json"
     if is_reference_for(cfg, cfg, modality):
         return run_dir, ""
-    me = run_dir.resolve()
+    me = os.path.abspath(run_dir)  # abspath, not resolve(): this runs for every candidate of every lookup
+    key = json.dumps([cfg.get("data"), cfg.get("model"), cfg.get("seed"), [cfg.get(k) for k in TRAINING_KNOBS], modality,
+                      [os.path.abspath(r) for r in roots]], sort_keys=True, default=str)
+    scans = tuple(id(_scan(Path(r))) for r in roots)
+    hit = _FOUND.get(key)
+    if (hit is not None and time.monotonic() - hit[0] < FOUND_TTL and hit[1] == scans
+            and (hit[2][0] is None or (is_run_dir(hit[2][0]) and os.path.abspath(hit[2][0]) != me))):
+        return hit[2]
     found: list[tuple[tuple, Path]] = []
     for rank, root in enumerate(Path(r) for r in roots):
         if not root.is_dir():
             continue
-        for d, ref in run_configs(root):
-            if not is_reference_for(cfg, ref, modality) or d.resolve() == me or not is_run_dir(d):
+        for d, ref in unimodal_runs(root, modality, cfg.get("seed")):
+            if not is_reference_for(cfg, ref, modality) or os.path.abspath(d) == me or not is_run_dir(d):
                 continue
             try:
-                meta = RunReader(d, check=False).meta()  # one small query, no pandas (a trainer calls this)
+                meta = run_finals(d, PAIRING_FINALS)[0]  # remembered for closed runs; no pandas (a trainer calls this)
                 if _status_from_meta(meta) != "finished":
                     continue
                 end = float(meta.get("end_time") or 0.0)
@@ -127,15 +189,24 @@ def find_reference(run_dir: str | Path, modality: str, roots: list[str | Path]) 
             found.append(((not same_training, rank, -end), d))
     if not found:
         where = ", ".join(str(r) for r in roots)
-        return None, (
+        out: tuple[Path | None, str] = None, (
             f"no finished 'unimodal' run with modality={modality} and the same data, model and seed "
             f"in {where}: train one to measure utilisation"
         )
-    return min(found, key=lambda t: t[0])[1], ""
+    else:
+        out = min(found, key=lambda t: t[0])[1], ""
+    if len(_FOUND) > 4096:
+        _FOUND.clear()
+    _FOUND[key] = (time.monotonic(), scans, out)
+    return out
 
 
-def _last(reader: RunReader, name: str) -> tuple[float, int] | None:
-    return reader.last_value(name)
+#: Runs sharing data, model, seed and training knobs share their reference: the answer is kept
+#: this many seconds while no run folder is added to or removed from the roots and the chosen
+#: reference still exists (the Compare page looks it up for every run it pairs; a candidate that
+#: finishes in the meantime is seen once this has passed, as the runs table refreshes every 2 s).
+FOUND_TTL = 2.0
+_FOUND: dict[str, tuple[float, tuple, tuple[Path | None, str]]] = {}
 
 
 def probe_utilisation(run_dir: str | Path, roots: list[str | Path]) -> pd.DataFrame:
@@ -147,14 +218,14 @@ def probe_utilisation(run_dir: str | Path, roots: list[str | Path]) -> pd.DataFr
 
 def probe_utilisation_rows(run_dir: str | Path, roots: list[str | Path]) -> list[dict]:
     """:func:`probe_utilisation` as plain dicts (the trainer calls this: no pandas import at the end of a run)."""
-    reader = RunReader(run_dir)
-    mods = reader.meta().get("modalities") or []
+    meta, finals = run_finals(run_dir, PAIRING_FINALS)  # one statement: this runs for every run on the Compare page
+    mods = meta.get("modalities") or []
     rows = []
     for m in mods:
         row = dict.fromkeys(COLUMNS, float("nan"))
         row.update(modality=m, reference="", reason="")
         rows.append(row)
-        cur, init = _last(reader, f"probe/test/{m}"), _last(reader, f"probe_init/test/{m}")
+        cur, init = finals.get(f"probe/test/{m}"), finals.get(f"probe_init/test/{m}")
         if cur is None or init is None:
             row["reason"] = "this run has no encoder probes (diagnostics.probe off, a regression task, or a run older than probes)"
             continue
@@ -165,7 +236,7 @@ def probe_utilisation_rows(run_dir: str | Path, roots: list[str | Path]) -> list
             row["reason"] = why
             continue
         row["reference"] = str(ref)
-        alone = _last(RunReader(ref), f"probe/test/{m}")
+        alone = run_finals(ref, PAIRING_FINALS)[1].get(f"probe/test/{m}")
         if alone is None:
             row["reason"] = f"reference {ref.name} has no probe/test/{m} (trained without probes)"
             continue

@@ -21,6 +21,7 @@ All query functions return pandas DataFrames; the dashboard reads runs only thro
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -74,6 +75,115 @@ CREATE TABLE IF NOT EXISTS contributions(id INTEGER PRIMARY KEY, epoch INTEGER, 
 CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER, kind TEXT, message TEXT, time REAL);
 CREATE TABLE IF NOT EXISTS tables(name TEXT PRIMARY KEY, data TEXT);
 """
+BUCKETS_TABLE = """CREATE TABLE IF NOT EXISTS scalar_buckets(name_id INTEGER, width INTEGER, bucket INTEGER, n INTEGER, total REAL,
+    first_step INTEGER, first_epoch INTEGER, first_value REAL, last_step INTEGER, last_epoch INTEGER, last_value REAL,
+    min_step INTEGER, min_epoch INTEGER, min_value REAL, max_step INTEGER, max_epoch INTEGER, max_value REAL,
+    PRIMARY KEY(name_id, width, bucket)) WITHOUT ROWID"""
+SCHEMA += BUCKETS_TABLE + ";\n"
+
+#: Step widths of the ``scalar_buckets`` summary: every scalar series is also kept as one row per
+#: ``width`` consecutive steps (bucket ``step // width``) holding the bucket's first, last,
+#: minimum and maximum rows and the sum of its values. A chart of a 100 000-step series then
+#: reads ~1 600 rows instead of 100 000 (see :func:`bucket_rows`). Recorded in the run table
+#: under ``scalar_buckets``: a reader uses the summary only when that key lists the width.
+BUCKET_WIDTHS = (64, 1024)
+BUCKET_COLS = ("name_id", "width", "bucket", "n", "total", "first_step", "first_epoch", "first_value", "last_step", "last_epoch",
+               "last_value", "min_step", "min_epoch", "min_value", "max_step", "max_epoch", "max_value")
+
+
+def _take(cond: str, cols: tuple[str, ...]) -> str:
+    return ", ".join(f"{c} = CASE WHEN {cond} THEN excluded.{c} ELSE {c} END" for c in cols)
+
+
+# Merging a flush's partial bucket into the stored one (a bucket is written again by every flush
+# that adds rows to it; SET expressions all see the stored row as it was before the update).
+BUCKET_UPSERT = (
+    f"INSERT INTO scalar_buckets({', '.join(BUCKET_COLS)}) VALUES ({', '.join('?' * len(BUCKET_COLS))}) "
+    "ON CONFLICT(name_id, width, bucket) DO UPDATE SET n = n + excluded.n, total = total + excluded.total, "
+    + _take("excluded.first_step < first_step", ("first_step", "first_epoch", "first_value")) + ", "
+    + _take("excluded.last_step >= last_step", ("last_step", "last_epoch", "last_value")) + ", "
+    + _take("min_step IS NULL OR (excluded.min_step IS NOT NULL AND excluded.min_value < min_value)", ("min_step", "min_epoch", "min_value")) + ", "
+    + _take("max_step IS NULL OR (excluded.max_step IS NOT NULL AND excluded.max_value > max_value)", ("max_step", "max_epoch", "max_value"))
+)
+
+
+def bucket_rows(rows: Iterable[tuple], widths: Iterable[int] = BUCKET_WIDTHS) -> list[tuple]:
+    """``scalar_buckets`` rows of scalar rows ``(step, epoch, name_id, value)``, one per
+    (name, width, bucket) they touch.
+
+    The M4 aggregation of Jugel et al. ("M4: A Visualization-Oriented Time Series Data
+    Aggregation", VLDB 2014): a line chart drawn from the first, last, minimum and maximum
+    point of every bucket is the same picture as the chart of every point when a bucket is
+    no wider than a pixel column, and every point it draws is a real logged row. ``total`` and
+    ``n`` (the sum and count of the non-NaN values) give the exact bucket mean. Minimum and
+    maximum skip NaN (a bucket of NaN only has NULL there); ties go to the earliest step.
+    Rows of one flush may touch a bucket a stored row already holds: :data:`BUCKET_UPSERT`
+    merges them, so the summary is the same however the rows were split into flushes.
+    """
+    rows = rows if isinstance(rows, list) else list(rows)
+    if not rows:
+        return []
+    a = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=4 * len(rows)).reshape(-1, 4)
+    step, epoch, nid, val = a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3]
+    nan = np.isnan(val)
+    vmin, vmax = np.where(nan, np.inf, val), np.where(nan, np.inf, -val)
+    widths = sorted(int(w) for w in widths)
+    out: list[tuple] = []
+    for w in widths[:1]:  # the finest width from the rows; coarser ones from its blocks (_coarser)
+        b = step // int(w)
+        o = np.argsort((nid << 40) + b, kind="stable")  # by (name, bucket), arrival order inside
+        kn, kb, ks = nid[o], b[o], step[o]
+        new_group = np.r_[True, (kn[1:] != kn[:-1]) | (kb[1:] != kb[:-1])]
+        if np.any((np.diff(ks) < 0) & ~new_group[1:]):  # steps out of order inside a bucket: order by step
+            o = np.lexsort((np.arange(len(o)), step, b, nid))
+            kn, kb, ks = nid[o], b[o], step[o]
+            new_group = np.r_[True, (kn[1:] != kn[:-1]) | (kb[1:] != kb[:-1])]
+        start = np.flatnonzero(new_group)
+        size = np.diff(np.r_[start, len(o)])
+        first, last = o[start], o[start + size - 1]
+        ext = []
+        for v in (vmin[o], vmax[o]):  # first row (earliest step) holding the group's extreme
+            hit = np.flatnonzero(v == np.repeat(np.minimum.reduceat(v, start), size))
+            ext.append(o[hit[np.searchsorted(hit, start)]])
+        counts = np.add.reduceat((~nan[o]).astype(np.int64), start)
+        totals = np.add.reduceat(np.where(nan, 0.0, val)[o], start)
+        cols = [nid[first].tolist(), [int(w)] * len(start), kb[start].tolist(), counts.tolist(), totals.tolist()]
+        for i, extreme in ((first, False), (last, False), (ext[0], True), (ext[1], True)):
+            vals = val[i].tolist()  # SQLite stores NaN as NULL
+            if extreme and nan[i].any():  # a bucket of NaN only: no minimum or maximum
+                cols += [[None if x != x else y for x, y in zip(vals, step[i].tolist())],
+                         [None if x != x else y for x, y in zip(vals, epoch[i].tolist())], vals]
+            else:
+                cols += [step[i].tolist(), epoch[i].tolist(), vals]
+        out += zip(*cols)
+    fine = out
+    for w in widths[1:]:
+        out = out + (_coarser(fine, w) if w % widths[0] == 0 else bucket_rows(rows, (w,)))
+    return out
+
+
+def _coarser(fine: list[tuple], width: int) -> list[tuple]:
+    """Merge blocks of a finer width (rows of :func:`bucket_rows`, in (name, block) order) into
+    blocks of ``width`` (a multiple of it): counts and sums add, first/last/min/max are taken as
+    :data:`BUCKET_UPSERT` takes them, so the result equals aggregating the rows directly."""
+    merged: dict[tuple[int, int], list] = {}
+    for r in fine:
+        key = (r[0], r[2] * r[1] // width)
+        m = merged.get(key)
+        if m is None:
+            merged[key] = [r[0], width, key[1], *r[3:]]
+            continue
+        m[3] += r[3]
+        m[4] += r[4]
+        if r[5] < m[5]:
+            m[5:8] = r[5:8]
+        if r[8] >= m[8]:
+            m[8:11] = r[8:11]
+        if r[11] is not None and (m[11] is None or r[13] < m[13]):
+            m[11:14] = r[11:14]
+        if r[14] is not None and (m[14] is None or r[16] > m[16]):
+            m[14:17] = r[14:17]
+    return [tuple(m) for m in merged.values()]
 
 # The public, join-free shape of the scalars: ``SELECT step, epoch, name, value FROM scalar_values``.
 # A view holds no data, so adding it leaves SCHEMA_VERSION at 1: files written before it get it
@@ -144,7 +254,7 @@ def _create_store(path: Path) -> None:
         con.executemany(
             "INSERT OR REPLACE INTO run(key, value) VALUES (?, ?)",
             [("schema_version", json.dumps(SCHEMA_VERSION)), ("status", "running"), ("pid", json.dumps(os.getpid())),
-             ("host", socket.gethostname()), ("heartbeat", json.dumps(time.time()))],
+             ("host", socket.gethostname()), ("heartbeat", json.dumps(time.time())), ("scalar_buckets", json.dumps(list(BUCKET_WIDTHS)))],
         )
         con.commit()
     finally:
@@ -192,6 +302,8 @@ class RunWriter:
         sv = int(existing.get("schema_version", SCHEMA_VERSION))
         if sv > SCHEMA_VERSION:
             raise StoreError(f"{self.path} uses store schema {sv}, newer than this ModalScope ({SCHEMA_VERSION})")
+        if existing.get("scalar_buckets") != json.dumps(list(BUCKET_WIDTHS)):  # a file from before the summary: build it once
+            _retry(lambda: rebuild_buckets(self.con))
         now = time.time()
         meta = {
             "schema_version": SCHEMA_VERSION,
@@ -335,6 +447,8 @@ class RunWriter:
                         self.con.executemany(
                             f"INSERT INTO {t}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
                         )
+                    if "scalars" in buf:  # same transaction: a reader never sees rows without their buckets
+                        self.con.executemany(BUCKET_UPSERT, bucket_rows(buf["scalars"]))
                     self.con.execute("INSERT OR REPLACE INTO run(key, value) VALUES ('heartbeat', ?)", (json.dumps(time.time()),))
                     self.con.commit()
                 except sqlite3.OperationalError:
@@ -357,10 +471,13 @@ class RunWriter:
             self.flush()
 
             def do():
+                lo = self.con.execute("SELECT MIN(step) FROM scalars WHERE step > ? OR epoch > ?", (step, epoch)).fetchone()[0]
                 self.con.execute("DELETE FROM scalars WHERE step > ? OR epoch > ?", (step, epoch))
                 for t in ("histograms", "gmm", "samples", "sample_arrays", "contributions"):
                     self.con.execute(f"DELETE FROM {t} WHERE epoch > ?", (epoch,))
                 self.con.execute("DELETE FROM events WHERE step > ?", (step,))
+                if lo is not None:  # the blocks that held deleted rows, recomputed in the same transaction
+                    rebuild_buckets(self.con, from_step=int(lo), commit=False)
                 self.con.commit()
 
             _retry(do)
@@ -414,6 +531,18 @@ FINAL_SQL = (
 )
 
 
+#: everything a runs-table row needs in one statement (one statement per run is what a listing of
+#: 500 runs costs): the run table (tag 0), the last value of acc/test/*, acc/best/test/* and
+#: best/epoch (tag 1, as FINAL_SQL), and the last epoch with a fused test accuracy (tag 2).
+SUMMARY_SQL = (
+    "SELECT 0, key, value FROM run UNION ALL "
+    "SELECT 1, n.name, s.value FROM names n JOIN scalars s ON s.id = (SELECT MAX(id) FROM scalars WHERE name_id = n.id) "
+    "WHERE (n.name >= 'acc/test/' AND n.name < 'acc/test/\uffff') OR (n.name >= 'acc/best/test/' AND n.name < 'acc/best/test/\uffff') "
+    "OR (n.name >= 'best/epoch' AND n.name < 'best/epoch\uffff') UNION ALL "
+    "SELECT 2, NULL, MAX(s.epoch) FROM scalars s JOIN names n ON n.id = s.name_id WHERE n.name = 'acc/test/fused'"
+)
+
+
 class RunReader:
     """Read-only access to one run folder. Every query returns a pandas DataFrame."""
 
@@ -441,8 +570,9 @@ class RunReader:
 
     def _query(self, sql: str, params: Iterable = ()) -> pd.DataFrame:
         def do():
-            with closing(self._con()) as con:
-                return pd.read_sql_query(sql, con, params=tuple(params))
+            with closing(self._con()) as con:  # what pd.read_sql_query builds, without its per-column date parsing pass
+                cur = con.execute(sql, tuple(params))
+                return pd.DataFrame.from_records(cur.fetchall(), columns=[d[0] for d in cur.description], coerce_float=True)
 
         try:
             return _retry(do)
@@ -505,7 +635,8 @@ class RunReader:
 
     # ------------------------------------------------------------------ series
     def scalar_names(self) -> list[str]:
-        return self._query("SELECT name FROM names WHERE id IN (SELECT DISTINCT name_id FROM scalars) ORDER BY name")["name"].tolist()
+        # one index seek per name (a DISTINCT over the scalars would walk the whole (name_id, step) index)
+        return [r[0] for r in self._rows("SELECT name FROM names n WHERE EXISTS (SELECT 1 FROM scalars WHERE name_id = n.id) ORDER BY name")]
 
     def scalars(self, names: Iterable[str] | str | None = None, prefix: str | None = None, since_id: int = 0,
                 every: int = 1) -> pd.DataFrame:
@@ -533,6 +664,66 @@ class RunReader:
             sql += " AND n.name >= ? AND n.name < ?"
             params += [prefix, prefix + "\uffff"]
         return self._query(sql + " ORDER BY s.id", params)
+
+    def bucket_widths(self) -> tuple[int, ...]:
+        """Widths of the ``scalar_buckets`` summary this file holds; () for files written before it."""
+        rows = self._rows("SELECT value FROM run WHERE key = 'scalar_buckets'")
+        try:
+            return tuple(int(w) for w in json.loads(rows[0][0])) if rows else ()
+        except (TypeError, ValueError):
+            return ()
+
+    def scalar_buckets(self, width: int, names: Iterable[str] | str | None = None, prefix: str | None = None,
+                       from_bucket: int = 0) -> pd.DataFrame:
+        """The ``scalar_buckets`` rows of one width (columns ``name, bucket, n, total, first_step,
+        first_epoch, first_value, last_…, min_…, max_…``), ordered by name and bucket; filter by
+        exact names or a name prefix, and to buckets ≥ ``from_bucket`` (a refresh re-reads only
+        the newest ones). Raises StoreError when the file has no summary of that width."""
+        cols = ["name", *BUCKET_COLS[2:]]
+        if isinstance(names, str):
+            names = [names]
+        names = None if names is None else list(names)
+
+        def do():
+            with closing(self._con()) as con:
+                got = con.execute("SELECT value FROM run WHERE key = 'scalar_buckets'").fetchone()
+                if not got or int(width) not in json.loads(got[0]):
+                    return None
+                sql, params = "SELECT id, name FROM names WHERE 1=1", []
+                if names is not None:
+                    sql += f" AND name IN ({', '.join('?' * len(names))})"
+                    params += names
+                if prefix is not None:
+                    sql += " AND name >= ? AND name < ?"
+                    params += [prefix, prefix + "\uffff"]
+                ids = sorted(con.execute(sql + " ORDER BY name", params).fetchall(), key=lambda r: r[1])
+                rows = []
+                for i, _ in ids:  # one primary-key range per series: rows come out in (name, bucket) order
+                    rows += con.execute(f"SELECT {', '.join(BUCKET_COLS)} FROM scalar_buckets WHERE name_id = ? AND width = ? "
+                                        "AND bucket >= ? ORDER BY bucket", (i, int(width), int(from_bucket))).fetchall()
+                return dict(ids), rows
+
+        try:
+            got = _retry(do) if names is None or names else ({}, [])
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot read {self.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
+        if got is None:
+            raise StoreError(f"{self.path} has no scalar_buckets of width {width} (has {list(self.bucket_widths()) or 'none'})")
+        id_names, rows = got
+        if not rows:
+            return pd.DataFrame({c: pd.Series(dtype=object if c == "name" else np.float64) for c in cols})
+        a = np.array(rows, dtype=np.float64)  # NULL → NaN
+        ids = a[:, 0].astype(np.int64)
+        uniq, inv = np.unique(ids, return_inverse=True)
+        out = {"name": pd.Series(np.asarray([id_names[int(u)] for u in uniq], dtype=object)[inv], dtype=object)}
+        for j, c in enumerate(BUCKET_COLS[2:], start=2):
+            out[c] = a[:, j].astype(np.int64) if c in ("bucket", "n") else a[:, j]
+        return pd.DataFrame(out)
+
+    def has_scalars(self, prefix: str) -> bool:
+        """Whether any scalar whose name starts with ``prefix`` has a row (indexed: one seek per name)."""
+        return bool(self._rows("SELECT EXISTS (SELECT 1 FROM names n WHERE n.name >= ? AND n.name < ? "
+                               "AND EXISTS (SELECT 1 FROM scalars WHERE name_id = n.id))", [prefix, prefix + "\uffff"])[0][0])
 
     def last_id(self) -> int:
         v = self._rows("SELECT MAX(id) FROM scalars")[0][0]
@@ -679,14 +870,12 @@ class RunReader:
 
         def do():
             with closing(self._con()) as con:
-                meta = _parse_meta(con.execute("SELECT key, value FROM run").fetchall())
-                finals = dict(con.execute(FINAL_SQL, ("acc/test/", "acc/test/\uffff")).fetchall())
-                best = dict(con.execute(FINAL_SQL, ("acc/best/test/", "acc/best/test/\uffff")).fetchall())
-                best.update(con.execute(FINAL_SQL, ("best/epoch", "best/epoch\uffff")).fetchall())
-                e = con.execute(
-                    "SELECT MAX(s.epoch) FROM scalars s JOIN names n ON n.id = s.name_id WHERE n.name = 'acc/test/fused'"
-                ).fetchone()[0]
-                return meta, finals, best, e
+                rows = con.execute(SUMMARY_SQL).fetchall()
+            meta = _parse_meta((k, v) for t, k, v in rows if t == 0)
+            finals = {k: v for t, k, v in rows if t == 1 and k.startswith("acc/test/")}
+            best = {k: v for t, k, v in rows if t == 1 and not k.startswith("acc/test/")}
+            e = next((v for t, _, v in rows if t == 2), None)
+            return meta, finals, best, e
 
         try:
             meta, finals, best_finals, epochs_done = _retry(do)
@@ -726,6 +915,53 @@ class RunReader:
         return row
 
 
+def bucket_points(buckets: pd.DataFrame) -> pd.DataFrame:
+    """The drawn points of a :meth:`RunReader.scalar_buckets` frame, in the long layout of
+    :meth:`RunReader.scalars`: each bucket's first, minimum, maximum and last row (M4), one row
+    per distinct step, in step order per name. Extra columns ``bucket``, ``n`` and ``mean``
+    (``total / n``, the exact mean of the bucket's values) repeat the point's bucket."""
+    cols = ["step", "epoch", "name", "value", "bucket", "n", "mean"]
+    if buckets is None or buckets.empty:
+        return pd.DataFrame(columns=cols)
+    kinds = ("first", "min", "max", "last")
+    step = np.stack([buckets[f"{k}_step"].to_numpy(dtype=np.float64) for k in kinds], axis=1)
+    epoch = np.stack([buckets[f"{k}_epoch"].to_numpy(dtype=np.float64) for k in kinds], axis=1)
+    value = np.stack([buckets[f"{k}_value"].to_numpy(dtype=np.float64) for k in kinds], axis=1)
+    order = np.argsort(np.where(np.isnan(step), np.inf, step), axis=1, kind="stable")  # by step inside a bucket; no-step last
+    step, epoch, value = (np.take_along_axis(m, order, axis=1).ravel() for m in (step, epoch, value))
+    codes, names = pd.factorize(buckets["name"], sort=False)
+    row = np.repeat(np.arange(len(buckets)), 4)
+    code = codes[row]
+    keep = ~np.isnan(step)
+    keep[1:] &= (step[1:] != step[:-1]) | (code[1:] != code[:-1])  # first = min etc.: one row per step
+    n = buckets["n"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, buckets["total"].to_numpy(dtype=np.float64) / np.where(n > 0, n, 1), np.nan)
+    row, code = row[keep], code[keep]
+    name = pd.Series(np.asarray(names, dtype=object)[code], dtype=object)  # object, not str: no per-row conversion
+    out = pd.DataFrame({"step": step[keep].astype(np.int64), "epoch": epoch[keep].astype(np.int64), "name": name, "value": value[keep],
+                        "bucket": buckets["bucket"].to_numpy(dtype=np.int64)[row], "n": n[row].astype(np.int64), "mean": mean[row]})
+    if len(names) > 1 and (np.diff(code) < 0).any():  # buckets not grouped by name: group them (stable: steps stay in order)
+        out = out.iloc[np.argsort(code, kind="stable")].reset_index(drop=True)
+    return out
+
+
+def rebuild_buckets(con: sqlite3.Connection, from_step: int | None = None, commit: bool = True) -> None:
+    """Recompute ``scalar_buckets`` from the scalar rows: all of it, or (``from_step``) every
+    bucket that holds a step ≥ ``from_step`` (after rows were deleted: resume, gallery thinning).
+    Records the widths under the run key ``scalar_buckets``. A write, through ``con``."""
+    con.execute(BUCKETS_TABLE)
+    for w in BUCKET_WIDTHS:
+        lo = 0 if from_step is None else (int(from_step) // w) * w
+        con.execute("DELETE FROM scalar_buckets WHERE width = ? AND bucket >= ?", (w, lo // w))
+        cur = con.execute("SELECT step, epoch, name_id, value FROM scalars WHERE step >= ? ORDER BY id", (lo,))
+        while chunk := cur.fetchmany(200_000):
+            con.executemany(BUCKET_UPSERT, bucket_rows(chunk, (w,)))
+    con.execute("INSERT OR REPLACE INTO run(key, value) VALUES ('scalar_buckets', ?)", (json.dumps(list(BUCKET_WIDTHS)),))
+    if commit:
+        con.commit()
+
+
 def ensure_views(run_dir: str | Path) -> None:
     """Add the public views to a run file written before they existed (a write; not while the run trains)."""
     path = Path(run_dir) / DB_NAME
@@ -744,7 +980,7 @@ def open_run(path: str | Path) -> RunReader:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / DB_NAME).is_file()
+    return os.path.isfile(os.path.join(os.fspath(path), DB_NAME))
 
 
 _SUMMARIES: dict[str, tuple[tuple, dict[str, Any]]] = {}
@@ -755,9 +991,10 @@ def _stamp(d: Path) -> tuple | None:
     """What changes whenever a run's rows or config change: (mtime_ns, size) of the database,
     its WAL and config.json. None when the database is gone."""
     out = []
+    base = os.fspath(d)
     for f in (DB_NAME, DB_NAME + "-wal", "config.json"):
         try:
-            st = os.stat(d / f)
+            st = os.stat(os.path.join(base, f))  # strings, not pathlib: called for every run of a listing
             out.append((st.st_mtime_ns, st.st_size))
         except FileNotFoundError:
             if f == DB_NAME:
@@ -773,7 +1010,7 @@ def run_summary(d: str | Path) -> dict[str, Any]:
     per run. Rows of runs stored as ``running`` are always re-read: their status depends on
     the heartbeat's age and the trainer's pid, not only on the files."""
     d = Path(d)
-    key = str(d.resolve())
+    key = os.path.abspath(d)  # not resolve(): realpath costs a stat per path component, 500 times a listing
     stamp = _stamp(d)
     have = _SUMMARIES.get(key)
     if stamp is not None and have is not None and have[0] == stamp:
@@ -784,6 +1021,76 @@ def run_summary(d: str | Path) -> dict[str, Any]:
             _SUMMARIES.clear()
         _SUMMARIES[key] = (stamp, dict(row))
     return row
+
+
+#: the last values the Compare page and the encoder-utilisation lookup read (name prefixes for
+#: :func:`run_finals`; one shared memo entry per run)
+PAIRING_FINALS = ("acc/best/test/", "probe/test/", "probe_init/test/", "probe_util/")
+
+_FINALS: dict[str, tuple[tuple, dict[str, Any]]] = {}
+
+#: the run table (tag 0) and the last (value, epoch) of every scalar (tag 1), in one statement
+FINALS_SQL = (
+    "SELECT 0, key, value, NULL FROM run UNION ALL "
+    "SELECT 1, n.name, s.value, s.epoch FROM names n JOIN scalars s ON s.id = (SELECT MAX(id) FROM scalars WHERE name_id = n.id)"
+)
+
+
+def run_finals(d: str | Path, prefixes: tuple[str, ...] | None = None) -> tuple[dict[str, Any], dict[str, tuple[float, int]]]:
+    """``(meta, {name: (last value, its epoch)})`` of a run: :func:`run_brief`."""
+    b = run_brief(d, prefixes)
+    return b["meta"], b["finals"]
+
+
+def run_brief(d: str | Path, prefixes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """What a page needs of a run besides its series, in one statement through one connection:
+    ``meta`` (the run table), ``finals`` ({name: (last value, its epoch)}), ``last_id`` (newest
+    scalar row id) and ``names`` (scalar names with rows, sorted). Remembered while the run is
+    closed and its files unchanged.
+
+    A closed run (no ``-wal`` file: the writer switches a finished file out of WAL mode) changes
+    only when a writer opens it again, which changes the file; a run being written is always
+    re-read (a WAL file can be rewritten in place at the same size). For the Compare page,
+    which needs this of every run it pairs with a reference. ``prefixes``: only the finals of
+    scalars whose names start with one of them (one indexed lookup per scalar read)."""
+    d = Path(d)
+    key = os.path.abspath(d) + "\0" + "\0".join(prefixes or ())
+    stamp = _stamp(d)
+    closed = stamp is not None and stamp[1] is None
+    have = _FINALS.get(key)
+    if closed and have is not None and have[0] == stamp:
+        return _copy_brief(have[1])
+    rd = RunReader(d, check=False)
+
+    sql, params = FINALS_SQL, []
+    if prefixes is not None:
+        sql += " WHERE " + (" OR ".join(["(n.name >= ? AND n.name < ?)"] * len(prefixes)) or "0")
+        for pre in prefixes:
+            params += [pre, pre + "\uffff"]
+    sql += (" UNION ALL SELECT 2, NULL, MAX(id), NULL FROM scalars"
+            " UNION ALL SELECT 3, name, NULL, NULL FROM names n WHERE EXISTS (SELECT 1 FROM scalars WHERE name_id = n.id)")
+
+    def do():
+        with closing(rd._con()) as con:
+            return con.execute(sql, params).fetchall()
+
+    try:
+        rows = _retry(do)
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"cannot read {rd.path}: {str(e).rsplit(chr(39) + ': ', 1)[-1]}") from None
+    meta = _parse_meta((k, v) for t, k, v, _ in rows if t == 0)
+    rd._check(meta)
+    brief = {"meta": meta, "finals": {k: (float("nan") if v is None else float(v), int(e)) for t, k, v, e in rows if t == 1},
+             "last_id": int(next((v for t, _, v, _ in rows if t == 2), None) or 0), "names": sorted(k for t, k, _, _ in rows if t == 3)}
+    if closed and stamp == _stamp(d):
+        if len(_FINALS) >= _SUMMARIES_MAX:
+            _FINALS.clear()
+        _FINALS[key] = (stamp, brief)
+    return _copy_brief(brief)
+
+
+def _copy_brief(b: dict[str, Any]) -> dict[str, Any]:
+    return {"meta": dict(b["meta"]), "finals": dict(b["finals"]), "last_id": b["last_id"], "names": list(b["names"])}
 
 
 def list_runs(*roots: str | Path) -> pd.DataFrame:

@@ -19,17 +19,57 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from modalscope.store import PAIRING_FINALS
+
 REFERENCE = "joint"
 #: columns every pair must agree on besides the method (same data draw, same seed)
 PAIR_ON = ("dataset", "preset", "seed")
+
+
+def t_quantile(level: float, df: int) -> float:
+    """Two-sided Student-t quantile: the ``t`` with P(|T| ≤ t) = ``level`` for ``df`` (integer)
+    degrees of freedom, by bisection on the closed-form CDF of Abramowitz & Stegun 26.7.3–4
+    (θ = atan(t/√ν); odd ν: (2/π)(θ + sinθ·cosθ·Σ), even ν: sinθ·Σ, Σ a finite series in cos²θ).
+    Exact to float precision, and spares the Compare page importing scipy (~0.3–0.9 s)."""
+    nu = int(df)
+    if nu < 1 or not 0.0 < level < 1.0:
+        raise ValueError(f"t_quantile needs df ≥ 1 and 0 < level < 1, got df={df}, level={level}")
+
+    def inside(t: float) -> float:
+        th = math.atan(t / math.sqrt(nu))
+        c2, s = math.cos(th) ** 2, math.sin(th)
+        if nu % 2:
+            term, total = 1.0, 0.0
+            if nu > 1:
+                total = 1.0
+                for k in range(3, nu - 1, 2):  # 1 + 2/3 c² + (2·4)/(3·5) c⁴ + … up to c^(ν−3)
+                    term *= (k - 1) / k * c2
+                    total += term
+            return 2 / math.pi * (th + s * math.cos(th) * total)
+        term, total = 1.0, 1.0
+        for k in range(2, nu - 1, 2):  # 1 + 1/2 c² + (1·3)/(2·4) c⁴ + … up to c^(ν−2)
+            term *= (k - 1) / k * c2
+            total += term
+        return s * total
+
+    lo, hi = 0.0, 1.0
+    while inside(hi) < level:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if inside(mid) < level:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return (lo + hi) / 2
 
 
 def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, float, int]:
     """``(mean, low, high, n)`` of the Student-t interval for the mean of ``values`` (NaNs dropped).
 
     ``low``/``high`` are NaN for fewer than two values (no spread to estimate)."""
-    from scipy.stats import t
-
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
     n = len(x)
     if n == 0:
@@ -37,7 +77,7 @@ def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, flo
     mean = float(x.mean())
     if n < 2:
         return mean, math.nan, math.nan, 1
-    half = float(t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    half = float(t_quantile(level, n - 1) * x.std(ddof=1) / math.sqrt(n))
     return mean, mean - half, mean + half, n
 
 
@@ -80,9 +120,10 @@ def pair_with_reference(runs: pd.DataFrame, on: Sequence[str] = PAIR_ON, referen
 def paired_differences(runs: pd.DataFrame, metric: str, ref_col: str = "ref", lookup: pd.DataFrame | None = None) -> pd.Series:
     """``metric`` of each run minus ``metric`` of its paired reference run (NaN if either is missing).
     Reference values are looked up in ``lookup`` (rows with ``key``), default ``runs`` itself."""
-    src = runs if lookup is None else pd.concat([runs, lookup], ignore_index=True)
-    if metric not in src:
+    parts = [f[["key", metric]] for f in ((runs,) if lookup is None else (runs, lookup)) if metric in f]
+    if not parts:
         return pd.Series(np.nan, index=runs.index)
+    src = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]  # two columns: not every column of every run
     by_key = pd.to_numeric(src.set_index("key")[metric], errors="coerce")
     by_key = by_key[~by_key.index.duplicated()]
     ref_vals = runs[ref_col].map(by_key)
@@ -94,12 +135,13 @@ def delta_summary(runs: pd.DataFrame, metric: str, group_col: str = "group", ref
     """One row per group: ``n_pairs``, ``delta`` (mean paired difference), ``low``/``high`` (t-interval)
     and ``is_reference`` (every run of the group is its own reference: Δ is 0 by construction).
     ``lookup``: further runs (``key`` + ``metric``) where reference runs not in ``runs`` are found."""
-    d = runs.assign(_d=paired_differences(runs, metric, ref_col, lookup))
+    diffs = paired_differences(runs, metric, ref_col, lookup).to_numpy(dtype=np.float64)
+    own = (runs["key"] == runs[ref_col]).to_numpy()
     rows = []
-    for grp, g in d.groupby(group_col, sort=False, observed=True):
-        mean, lo, hi, n = t_interval(g["_d"], level)
+    for grp, idx in runs.groupby(group_col, sort=False, observed=True).indices.items():  # positions: no sub-frame per group
+        mean, lo, hi, n = t_interval(diffs[idx], level)
         rows.append({group_col: grp, "n_pairs": n, "delta": mean, "low": lo, "high": hi,
-                     "is_reference": bool(len(g)) and bool((g["key"] == g[ref_col]).all())})
+                     "is_reference": bool(len(idx)) and bool(own[idx].all())})
     return pd.DataFrame(rows, columns=[group_col, "n_pairs", "delta", "low", "high", "is_reference"])
 
 
@@ -118,6 +160,10 @@ def format_delta(delta: float, low: float, high: float, n: int, is_reference: bo
 def rank(scores: pd.Series) -> pd.Series:
     """1 = highest score; ties share the better rank; NaN scores rank last (NaN rank)."""
     return pd.to_numeric(scores, errors="coerce").rank(ascending=False, method="min")
+
+
+#: the scalar names :func:`final_metric_columns` reads (prefixes; the utilisation lookup reads the same)
+FINAL_PREFIXES = PAIRING_FINALS
 
 
 def final_metric_columns(finals: dict[str, float], modalities: Iterable[str]) -> dict[str, float]:
@@ -185,11 +231,14 @@ def comparison_table(sel: pd.DataFrame, weak: str | None, label: str = "group", 
     weak_cols = [c for c in (f"probe_{weak}", f"util_{weak}") if weak and c in d and pd.to_numeric(d[c], errors="coerce").notna().any()]
     value_cols = [c for c in ["best_fused", "acc_fused"] + heads + weak_cols + ["gap_to_bayes", "wall_s"]
                   if c in d and (c == "acc_fused" or pd.to_numeric(d[c], errors="coerce").notna().any())]
+    values = {c: pd.to_numeric(d[c], errors="coerce").to_numpy(dtype=np.float64) for c in value_cols}
     rows = []
-    for grp, g in d.groupby("group", sort=False, observed=True):
-        row: dict[str, Any] = {"group": grp, "n": len(g)}
+    for grp, idx in d.groupby("group", sort=False, observed=True).indices.items():  # as mean_std, on arrays converted once
+        row: dict[str, Any] = {"group": grp, "n": len(idx)}
         for c in value_cols:
-            row[f"{c} mean"], row[f"{c} std"], row[f"{c} n"] = mean_std(g[c])
+            v = values[c][idx]
+            v = v[~np.isnan(v)]
+            row[f"{c} mean"], row[f"{c} std"], row[f"{c} n"] = (float(v.mean()), float(v.std()), len(v)) if len(v) else (math.nan, math.nan, 0)
         rows.append(row)
     num = pd.DataFrame(rows)
     deltas = {"fused": "acc_fused"}

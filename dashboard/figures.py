@@ -195,6 +195,31 @@ def series_label(name: str, prefix: str | None = None) -> str:
     return name
 
 
+def bucket_means(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(x, mean, n)`` per bucket of one series drawn from the store's bucket summary (points
+    carrying ``bucket``, ``n`` and ``mean`` columns: ``modalscope.store.bucket_points``), x = the
+    middle of the bucket's first and last logged step; None for a frame of plain rows.
+
+    Smoothing and shares are computed from these exact means: the drawn points of a bucket are
+    its extremes, whose average is not the bucket's average."""
+    if "mean" not in g.columns or "bucket" not in g.columns or g.empty:
+        return None
+    g = g.sort_values("step", kind="stable")
+    b, steps = g["bucket"].to_numpy(), g["step"].to_numpy(dtype=np.float64)
+    start = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    mid = (steps[start] + np.maximum.reduceat(steps, start)) / 2
+    return mid, g["mean"].to_numpy(dtype=np.float64)[start], g["n"].to_numpy(dtype=np.float64)[start]
+
+
+def _smoothed(g: pd.DataFrame, x: str, xs: np.ndarray, ys: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothed line of one series: the debiased EMA of its values, or for a bucketed series
+    (x = step) the EMA of its bucket means (one value per bucket, at the bucket's middle)."""
+    bm = bucket_means(g) if x == "step" else None
+    if bm is not None:
+        return bm[0], ema(bm[1], smoothing)
+    return xs, ema(ys, smoothing)
+
+
 # ---------------------------------------------------------------------------- step series
 def _line(x, y, name: str, color: str, width: float = 1.8, **kw) -> dict:
     return {"type": "scatter", "x": np.asarray(x), "y": np.asarray(y), "mode": "lines", "name": name,
@@ -231,7 +256,7 @@ def scalar_lines(
             xr, yr = downsample_minmax(xs, ys, max_points)
             traces.append(_line(xr, yr, f"{label_text} (raw)", _with_alpha(color, 0.22), 1.0, legendgroup=label_text, showlegend=False,
                                 hoverinfo="skip"))
-            xs2, ys2 = downsample_minmax(xs, ema(ys, smoothing), max_points)
+            xs2, ys2 = downsample_minmax(*_smoothed(g, x, xs, ys, smoothing), max_points)
             traces.append(_line(xs2, ys2, label_text, color, 2.0, legendgroup=label_text))
         else:
             xs2, ys2 = downsample_minmax(xs, ys, max_points)
@@ -288,14 +313,19 @@ def conflict_figure(df: pd.DataFrame, tau: float | None = None, max_points: int 
     r = df[df["name"] == "grad_ratio"].sort_values("step")
     xs, ys = r["step"].to_numpy(), r["value"].to_numpy(dtype=np.float64)
     if smoothing > 0:
-        ys = ema(ys, smoothing)
+        xs, ys = _smoothed(r, "step", xs, ys, smoothing)
     x2, y2 = downsample_minmax(xs, ys, max_points)
     traces = [_line(x2, y2, "dominance ratio", "#2B2D42", 1.5)]
     f = df[df["name"] == "conflict/flag"].sort_values("step")
     if not f.empty:
-        n_b = max(1, min(200, len(f) // 5))
-        b = pd.cut(f["step"], bins=n_b, labels=False)
-        frac = f.groupby(b).agg(step=("step", "mean"), flagged=("value", "mean"))
+        bm = bucket_means(f)  # a bucketed flag: each bucket's share of flagged steps, weighted by its rows
+        f = f if bm is None else pd.DataFrame({"step": bm[0], "value": bm[1], "n": bm[2]})
+        w = f["n"] if bm is not None else pd.Series(1.0, index=f.index)
+        n_b = max(1, min(200, int(w.sum()) // 5))
+        b = pd.cut(f["step"], bins=min(n_b, len(f)), labels=False)
+        f = f.assign(w=w, wv=w * f["value"], ws=w * f["step"])
+        frac = f.groupby(b).agg(w=("w", "sum"), wv=("wv", "sum"), ws=("ws", "sum"))
+        frac = pd.DataFrame({"step": frac["ws"] / frac["w"], "flagged": frac["wv"] / frac["w"]})
         traces.append({"type": "bar", "x": frac["step"].to_numpy(), "y": frac["flagged"].to_numpy(), "name": "flagged steps (share)",
                        "marker": {"color": _with_alpha(ALERT, 0.25)}, "yaxis": "y2"})
     lay = _base_layout(title, "step", "‖g_dominant‖ / mean ‖g_other‖")
@@ -567,7 +597,7 @@ def method_panel_figure(df: pd.DataFrame, panel, x: str = "step", smoothing: flo
             xr, yr = downsample_minmax(xs, ys, max_points)
             traces.append(_line(xr, yr, f"{label} (raw)", _with_alpha(color, 0.22), 1.0, legendgroup=label, showlegend=False,
                                 hoverinfo="skip"))
-            ys = ema(ys, smoothing)
+            xs, ys = _smoothed(g, x, xs, ys, smoothing)
         x2, y2 = downsample_minmax(xs, ys, max_points)
         tr = _line(x2, y2, label, color, 2.0, legendgroup=label)
         tr.update(line_kw)

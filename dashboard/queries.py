@@ -26,9 +26,17 @@ import streamlit as st
 
 from modalscope.config import validate_run_name
 from modalscope.errors import ConfigError, StoreError
-from modalscope.store import RunReader, is_run_dir, list_runs, open_run
+from modalscope.store import PAIRING_FINALS, RunReader, _stamp, bucket_points, is_run_dir, list_runs, open_run, run_brief, run_finals
 
 KINDS = ("runs", "gallery")
+
+#: How often the Live page re-reads a running run. A refresh reads only the rows (or summary
+#: buckets) added since the last one, so it costs a few tens of ms; with the trainer's 1 s flush
+#: period a logged row shows within flush + this + one render.
+LIVE_REFRESH_SECONDS = 0.5
+#: How often the Live page looks at a run that has no rows yet (the trainer is starting): a
+#: file check, or a render of an empty run, until the first rows arrive.
+FIRST_ROWS_REFRESH_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -55,18 +63,63 @@ def run_key(kind: str, name: str) -> str:
 def run_path(key: str, r: Roots | None = None) -> Path | None:
     """Folder of a run key, or None when the key is malformed (never a path outside the roots)."""
     r = r or roots()
-    kind, _, name = str(key).partition("/")
-    if kind not in KINDS:
-        return None
-    try:
-        validate_run_name(name)
-    except ConfigError:
-        return None
-    return r.path(kind) / name
+    k = (str(key), r)
+    if k not in _PATHS:  # a pure function of the key and the roots, asked for several times per run and render
+        kind, _, name = str(key).partition("/")
+        if kind not in KINDS:
+            return None
+        try:
+            validate_run_name(name)
+        except ConfigError:
+            return None
+        if len(_PATHS) > 50_000:
+            _PATHS.clear()
+        _PATHS[k] = r.path(kind) / name
+    return _PATHS[k]
+
+
+_PATHS: dict[tuple[str, Roots], Path] = {}
 
 
 def is_writable(key: str) -> bool:
     return str(key).startswith("runs/")
+
+
+def _memo(ttl: float | None = None, max_entries: int = 1024):
+    """``st.cache_data`` for the per-run reads a page makes for every run it shows, without its
+    per-call hashing and pickling (a Compare render of 50 runs makes hundreds of these calls).
+    Results are shared, not copied: callers never modify them. Entries expire after ``ttl``."""
+
+    def wrap(fn):
+        store: dict[tuple, tuple[float, Any]] = {}
+
+        def get(*args):
+            now = time.monotonic()
+            hit = store.get(args)
+            if hit is not None and (ttl is None or now - hit[0] < ttl):
+                return hit[1]
+            v = fn(*args)
+            if len(store) >= max_entries:
+                store.clear()
+            store[args] = (now, v)
+            return v
+
+        get.clear = store.clear
+        _MEMOS[fn.__name__] = store
+        return get
+
+    return wrap
+
+
+_MEMOS: dict[str, dict] = {}
+
+
+def clear_memos(keep: tuple[str, ...] = ()) -> None:
+    """Forget every :func:`_memo` result but those of the functions named in ``keep`` (the
+    benchmark's cold timings)."""
+    for name, m in _MEMOS.items():
+        if name not in keep:
+            m.clear()
 
 
 # ---------------------------------------------------------------------------- runs table
@@ -83,7 +136,9 @@ def _runs_table(runs_dir: str, sample_runs: str) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["key", "source", "name", "method", "preset", "status"])
     out = pd.concat(frames, ignore_index=True)
-    return out
+    # object, not pyarrow str: pages filter this 500-row frame dozens of times per render, and a
+    # row selection of an arrow column costs ~1 ms each
+    return out.astype({c: object for c in out.columns if pd.api.types.is_string_dtype(out[c].dtype)})
 
 
 def runs_table(r: Roots | None = None) -> pd.DataFrame:
@@ -91,7 +146,7 @@ def runs_table(r: Roots | None = None) -> pd.DataFrame:
     return _runs_table(str(r.runs_dir), str(r.sample_runs)).copy()
 
 
-@st.cache_data(ttl=5.0, show_spinner=False)
+@_memo(ttl=5.0, max_entries=64)
 def _configs(paths: tuple[tuple[str, str], ...]) -> dict[str, dict]:
     out = {}
     for key, p in paths:
@@ -118,7 +173,7 @@ def reader(key: str):
     p = run_path(key)
     if p is None or not is_run_dir(p):
         return None
-    k = str(p.resolve())
+    k = os.path.abspath(p)
     rd = _READERS.get(k)
     if rd is None or not rd.path.is_file():
         try:
@@ -131,19 +186,42 @@ def reader(key: str):
     return rd
 
 
-@st.cache_data(ttl=0.5, max_entries=256, show_spinner=False)
+def _open(path: str | Path) -> RunReader:
+    """A reader without the schema query: every path reaching here went through :func:`reader`,
+    which checked the schema when it first opened the run."""
+    return RunReader(path, check=False)
+
+
+@_memo(ttl=0.5, max_entries=1024)
 def _meta(path: str) -> dict[str, Any]:
-    return open_run(path).meta()
+    return _open(path).meta()
 
 
-@st.cache_data(max_entries=1024, show_spinner=False)
+@_memo(max_entries=4096)
 def _config(path: str, mtime: float) -> dict[str, Any]:
-    return open_run(path).config()
+    return _open(path).config()
+
+
+def _brief(rd) -> dict[str, Any] | None:
+    """``modalscope.store.run_brief`` of a closed run (no ``-wal`` file; remembered while its files
+    are unchanged), else None: a page showing 50 runs asks each for its meta, last row id and
+    scalar names, and one statement answers all three."""
+    stamp = _stamp(rd.dir)
+    if stamp is None or stamp[1] is not None:
+        return None
+    try:
+        return run_brief(rd.dir, PAIRING_FINALS)
+    except StoreError:
+        return None
 
 
 def last_id(key: str) -> int:
+    """The run's newest scalar row id (the key of every per-run cache)."""
     rd = reader(key)
-    return rd.last_id() if rd is not None else 0
+    if rd is None:
+        return 0
+    b = _brief(rd)
+    return b["last_id"] if b is not None else rd.last_id()
 
 
 class _ScalarCache:
@@ -154,13 +232,13 @@ class _ScalarCache:
         self.items: dict[tuple, tuple[int, pd.DataFrame]] = {}
 
     def get(self, path: Path, names: tuple[str, ...] | None, prefix: str | None, upto: int, every: int = 1) -> pd.DataFrame:
-        k = (str(path.resolve()), names, prefix, every)
+        k = (os.path.abspath(path), names, prefix, every)
         with self.lock:
             have = self.items.get(k)
         if have is not None and have[0] >= upto:
             return have[1]
         since = have[0] if have is not None else 0
-        new = open_run(path).scalars(names=list(names) if names is not None else None, prefix=prefix, since_id=since, every=every)
+        new = _open(path).scalars(names=list(names) if names is not None else None, prefix=prefix, since_id=since, every=every)
         if have is not None and since > 0:
             frame = pd.concat([have[1], new], ignore_index=True) if len(new) else have[1]
         else:
@@ -204,21 +282,110 @@ def scalars(key: str, names: list[str] | None = None, prefix: str | None = None,
     return _scalar_cache().get(p, tuple(names) if names is not None else None, prefix, upto, every)
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
+class _BucketCache:
+    """Incrementally extended ``scalar_buckets`` frames per (run folder, selection, width).
+
+    A refresh re-reads only the buckets from the oldest of each series' newest bucket on (the
+    newest bucket of a series grows until the next one starts); older buckets never change
+    while rows are appended in step order. The drawn points are rebuilt from the frame."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.items: dict[tuple, tuple[int, pd.DataFrame, pd.DataFrame]] = {}
+
+    def get(self, path: Path, names: tuple[str, ...] | None, prefix: str | None, upto: int, width: int) -> pd.DataFrame:
+        k = (os.path.abspath(path), names, prefix, width)
+        with self.lock:
+            have = self.items.get(k)
+        if have is not None and have[0] >= upto:
+            return have[2]
+        rd = _open(path)
+        names_ = list(names) if names is not None else None
+        if have is None or have[1].empty:
+            frame = rd.scalar_buckets(width, names=names_, prefix=prefix)
+        else:
+            old = have[1]
+            since = int(old.groupby("name")["bucket"].max().min())
+            new = rd.scalar_buckets(width, names=names_, prefix=prefix, from_bucket=since)
+            frame = pd.concat([old[old["bucket"] < since], new], ignore_index=True).sort_values(["name", "bucket"], kind="stable")
+        points = bucket_points(frame)
+        with self.lock:
+            if len(self.items) > 256:
+                self.items.clear()
+            self.items[k] = (upto, frame, points)
+        return points
+
+
+@st.cache_resource(show_spinner=False)
+def _bucket_cache() -> _BucketCache:
+    return _BucketCache()
+
+
+#: A bucketed read aims at ≥ this many buckets per series (each gives up to 4 drawn points).
+MIN_BUCKETS = 1000
+
+
+def bucket_width(key: str) -> int:
+    """Step width of the ``scalar_buckets`` summary to draw the run's step series from, or 0 to
+    read every row (short runs, *Full resolution*, runs written before the summary existed).
+    The coarsest stored width that still gives ≥ ``MIN_BUCKETS`` buckets over the planned
+    steps (fixed while the run grows, so the refresh cache keeps hitting)."""
+    if st.session_state.get("full_resolution"):
+        return 0
+    rd = reader(key)
+    if rd is None:
+        return 0
+    planned = int(meta(key).get("steps_per_epoch") or 0) * int(config(key).get("epochs") or 0)
+    if planned <= FULL_BELOW:
+        return 0
+    widths = sorted(_widths(str(rd.dir)))
+    if not widths:
+        return 0
+    fit = [w for w in widths if planned // w >= MIN_BUCKETS]
+    return fit[-1] if fit else widths[0]
+
+
+@_memo(ttl=5.0, max_entries=4096)
+def _widths(path: str) -> tuple[int, ...]:
+    return _open(path).bucket_widths()
+
+
+def step_series(key: str, names: list[str] | None = None, prefix: str | None = None, upto: int | None = None) -> pd.DataFrame:
+    """A run's step series for charts, in the long layout of :func:`scalars`. Long runs come
+    from the ``scalar_buckets`` summary (each bucket's first, lowest, highest and last row, plus
+    columns ``bucket``, ``n`` and ``mean`` = the exact bucket mean; ``modalscope.store.bucket_points``);
+    long runs stored before the summary existed are read every :func:`stride`-th step; short
+    runs and *Full resolution* read every row."""
+    p = run_path(key)
+    if p is None or not is_run_dir(p):
+        return pd.DataFrame(columns=["id", "step", "epoch", "name", "value"])
+    upto = last_id(key) if upto is None else upto
+    width = bucket_width(key)
+    if width:
+        return _bucket_cache().get(p, tuple(names) if names is not None else None, prefix, upto, width)
+    every = stride(key)
+    df = scalars(key, names=names, prefix=prefix, upto=upto, every=every)
+    if every > 1 and len(df) < 200:  # per-epoch series: their steps need not be multiples of the stride
+        df = scalars(key, names=names, prefix=prefix, upto=upto)
+    return df
+
+
+@_memo(max_entries=1024)
 def _scalar_names(path: str, upto: int) -> list[str]:
-    return open_run(path).scalar_names()
+    return _open(path).scalar_names()
 
 
 def scalar_names(key: str, upto: int | None = None) -> list[str]:
-    p = run_path(key)
-    if p is None or not is_run_dir(p):
+    rd = reader(key)
+    if rd is None:
         return []
-    return _scalar_names(str(p), last_id(key) if upto is None else upto)
+    b = _brief(rd) if upto is None else None
+    return b["names"] if b is not None else _scalar_names(str(rd.dir), last_id(key) if upto is None else upto)
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
+@_memo(max_entries=1024)
 def _table(path: str, what: str, upto: int, arg: str | None = None) -> Any:
-    rd = open_run(path)
+    rd = _open(path)
     if what == "histograms":
         return rd.histograms()
     if what == "gmm":
@@ -245,9 +412,14 @@ def table(key: str, what: str, arg: str | None = None, upto: int | None = None) 
 
 
 def meta(key: str) -> dict[str, Any]:
-    """Run metadata (status, heartbeat, pid, modalities, reference...), at most 0.5 s old."""
+    """Run metadata (status, heartbeat, pid, modalities, reference...), at most 0.5 s old; for a
+    closed run, the metadata read with its pairing finals (``run_finals``: one statement,
+    remembered while the files are unchanged; the Compare page reads both for every run)."""
     rd = reader(key)
-    return _meta(str(rd.dir)) if rd is not None else {}
+    if rd is None:
+        return {}
+    b = _brief(rd)
+    return b["meta"] if b is not None else _meta(str(rd.dir))
 
 
 def status(key: str) -> str:
@@ -268,37 +440,24 @@ def summary(key: str) -> dict[str, Any]:
     return rd.summary() if rd is not None else {}
 
 
-@st.cache_data(max_entries=1024, show_spinner=False)
-def _final_values(path: str, upto: int, prefix: str) -> dict[str, float]:
-    return open_run(path).final_scalars(prefix)
-
-
-def final_values(key: str, prefix: str = "") -> dict[str, float]:
+def final_values(key: str, prefix: str = "", prefixes: tuple[str, ...] | None = None) -> dict[str, float]:
     """The last logged value of every scalar of a run whose name starts with ``prefix``
-    (e.g. ``probe_util/``, ``acc/best/``), cached by the run's last row id."""
+    (e.g. ``probe_util/``, ``acc/best/``): ``modalscope.store.run_finals`` (one statement,
+    remembered while a closed run's files are unchanged)."""
     p = run_path(key)
     if p is None or not is_run_dir(p):
         return {}
-    return _final_values(str(p), last_id(key), prefix)
+    try:
+        finals = run_finals(p, prefixes)[1]  # prefixes: read only those names (the Compare page reads 300 runs)
+    except StoreError:
+        return {}
+    return {k: v for k, (v, _) in sorted(finals.items()) if k.startswith(prefix)}
 
 
-@st.cache_data(ttl=5.0, max_entries=512, show_spinner=False)
-def _utilisation(path: str, upto: int, search: tuple[str, ...]) -> pd.DataFrame:
-    from modalscope.reference import probe_utilisation
-
-    return probe_utilisation(path, list(search))
-
-
-def utilisation(key: str) -> pd.DataFrame:
-    """Encoder utilisation of a run computed now (``modalscope.reference.probe_utilisation``): one row per
-    modality with ``utilisation`` (NaN when unavailable) and the ``reason``. For runs whose
-    trained-alone reference appeared after they finished (so they logged no ``probe_util``).
-    References are looked up in the runs root, then the gallery; at most 5 s old."""
-    p = run_path(key)
-    if p is None or not is_run_dir(p):
-        return pd.DataFrame(columns=["modality", "utilisation", "reason"])
-    r = roots()
-    return _utilisation(str(p), last_id(key), (str(r.runs_dir), str(r.sample_runs)))
+def has_step_rows(key: str) -> bool:
+    """Whether the run has logged a training step (a ``loss/`` row): False while a launched trainer starts."""
+    rd = reader(key)
+    return rd is not None and rd.has_scalars("loss/")
 
 
 def last_row(key: str) -> dict[str, Any] | None:
@@ -353,11 +512,11 @@ def log_tail(key: str, n: int = 30) -> str:
     return "\n".join(out)
 
 
-@st.cache_data(ttl=5.0, max_entries=128, show_spinner=False)
-def _utilisation(path: str, upto: int, roots_: tuple[str, ...]) -> pd.DataFrame:
-    from modalscope.reference import probe_utilisation
+@_memo(ttl=5.0, max_entries=4096)
+def _utilisation(path: str, version: Any, roots_: tuple[str, ...]) -> list[dict]:
+    from modalscope.reference import probe_utilisation_rows
 
-    return probe_utilisation(path, [Path(r) for r in roots_])
+    return probe_utilisation_rows(path, [Path(r) for r in roots_])
 
 
 def utilisation(key: str, version: int | None = None) -> pd.DataFrame:
@@ -366,11 +525,21 @@ def utilisation(key: str, version: int | None = None) -> pd.DataFrame:
     (:func:`modalscope.reference.probe_utilisation`). ``version`` keys the cache (the page passes
     the number of probe rows, so a running run rescans the roots once per probe epoch, not
     once per refresh; references that appear later are found within the 5 s TTL)."""
+    from modalscope.reference import COLUMNS
+
+    rows = utilisation_rows(key, version)
+    return pd.DataFrame(rows, columns=COLUMNS) if rows is not None else pd.DataFrame()
+
+
+def utilisation_rows(key: str, version: int | None = None) -> list[dict] | None:
+    """:func:`utilisation` as plain dicts (one per modality; None for an unknown run): the Compare
+    page asks for every run it pairs, and a DataFrame each costs more than the lookup."""
     p = run_path(key)
     if p is None or not is_run_dir(p):
-        return pd.DataFrame()
+        return None
     r = roots()
-    return _utilisation(str(p), last_id(key) if version is None else version, (str(r.runs_dir), str(r.sample_runs)))
+    version = _stamp(p) if version is None else version  # the files' stamp: no database query to key the memo
+    return [dict(row) for row in _utilisation(str(p), version, (str(r.runs_dir), str(r.sample_runs)))]
 
 
 def method_panels(cfg: dict[str, Any]) -> tuple:

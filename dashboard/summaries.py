@@ -105,10 +105,12 @@ def group_labels(runs: pd.DataFrame, by: list[str]) -> pd.Series:
     """Label each run by the values of ``by`` columns, e.g. ``ogm_ge · imbalanced``."""
     if not by:
         return runs["name"].astype(str)
-    parts = runs[by].astype(str).replace({"": None, "None": None, "nan": None})
-    if "sweep" in by:
-        parts["sweep"] = parts["sweep"].fillna("no sweep")
-    return parts.fillna("—").agg(" · ".join, axis=1)
+    cols = []
+    for c in by:  # plain lists: a row-wise DataFrame.agg costs ~0.5 ms per run
+        vals = ["" if v is None else str(v) for v in runs[c].tolist()]
+        missing = "no sweep" if c == "sweep" else "—"
+        cols.append([missing if v in ("", "None", "nan") else v for v in vals])
+    return pd.Series([" · ".join(t) for t in zip(*cols)], index=runs.index, dtype=object)
 
 
 def final_metrics_table(runs: pd.DataFrame, group_col: str = "group") -> pd.DataFrame:

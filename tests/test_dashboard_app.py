@@ -179,6 +179,63 @@ def test_live_gradients_show_before_and_after_the_method(app):
     assert cos == ["audio encoder: fused loss vs audio's own loss", "visual encoder: fused loss vs visual's own loss"]
 
 
+def test_live_draws_a_long_run_from_the_block_summary_with_every_extreme(app):
+    """21 000 steps: the Live page reads the 64-step block summary, not the rows; a one-step
+    spike in the middle and the real first and last steps are drawn, and every drawn loss point
+    is a logged row. Full resolution reads the rows and draws the same extremes."""
+    from modalscope.store import RunReader, RunWriter
+
+    d = plant_run(app.runs, "long", epochs=3, steps_per_epoch=7000)
+    w = RunWriter(d, resume=True)
+    w.log_scalars(10_500, 1, {"loss/total": 99.0})  # a spike, logged after its neighbours
+    w.close("finished")
+    rows = RunReader(d).scalars(names=["loss/total"])
+    at = app("live", **{"live.run": "runs/long"})
+    assert any("first, lowest, highest or last value of 64 steps" in c.value for c in at.caption)
+    loss = _chart(at, "Training losses")
+    raw = next(t for t in loss["data"] if t["name"] == "total (raw)")
+    xs, ys = list(raw["x"]), list(raw["y"])
+    assert max(ys) == 99.0 and xs[ys.index(99.0)] == 10_500
+    assert xs[0] == 0 and xs[-1] == 20_999 and len(xs) <= 2002
+    logged = set(zip(rows["step"], rows["value"]))
+    assert all((x, y) in logged for x, y in zip(xs, ys))
+    grad = _view(at, "Gradients")
+    assert max(max(t["y"]) for t in _chart(grad, "Gradient dominance ratio")["data"] if t["type"] == "bar") <= 1.0
+    at.session_state["full_resolution"] = True
+    full = _view(at, "Overview")
+    assert not any("64 steps" in c.value for c in full.caption)
+    raw_full = next(t for t in _chart(full, "Training losses")["data"] if t["name"] == "total (raw)")
+    assert max(raw_full["y"]) == 99.0 and raw_full["x"][-1] == 20_999
+
+
+def test_live_shows_the_first_rows_of_a_run_that_had_none(app):
+    """A just-launched run (store open, nothing logged): the page says so, then draws the loss
+    chart once the first rows are committed (the page looks more often until they arrive)."""
+    import json as _json
+
+    from modalscope.store import RunWriter
+
+    d = app.runs / "fresh"
+    d.mkdir()
+    (d / "config.json").write_text(_json.dumps({"name": "fresh", "epochs": 2, "method": {"name": "joint"}, "data": {"name": "synthetic"}}))
+    w = RunWriter(d, heartbeat_seconds=0.5)
+    try:
+        at = app("live", **{"live.run": "runs/fresh"})
+        assert any("no training step logged yet" in c.value for c in at.caption)
+        w.log_scalars(0, 0, {"probe_init/test/audio": 0.5})  # rows before the first step (encoder probes at init)
+        w.flush()
+        at.run()
+        assert any("no training step logged yet" in c.value for c in at.caption)
+        w.log_scalars(0, 0, {"loss/total": 2.0, "loss/fused": 1.5})
+        w.flush()
+        at.run()
+        _no_exceptions(at)
+        loss = _chart(at, "Training losses")
+        assert sorted(t["name"] for t in loss["data"]) == ["fused", "total"]
+    finally:
+        w.close("finished")
+
+
 def test_live_contributions_have_axes_and_an_explanation(app):
     at = _view(app("live", **{"live.run": "gallery/joint_imbalanced_s0"}), "Contributions")
     c = _chart(at, "Modality contribution")

@@ -62,7 +62,7 @@ preset = presets.mode().iloc[0] if not presets.empty else None
 # the selection, its joint partners (paired by seed) and the unimodal references, with their last logged values
 pair_on = list(CMP.PAIR_ON) + [f for f in swept if f not in ("seed", "method.name", "method.modality") and f in runs]
 pool = runs[runs["key"].isin(sel["key"]) | (runs["method"] == CMP.REFERENCE) | runs["method"].astype(str).str.startswith("unimodal:")].copy()
-extra = pd.DataFrame([CMP.final_metric_columns(q.final_values(k), mods) for k in pool["key"]], index=pool.index)
+extra = pd.DataFrame([CMP.final_metric_columns(q.final_values(k, prefixes=CMP.FINAL_PREFIXES), mods) for k in pool["key"]], index=pool.index)
 pool = pd.concat([pool.drop(columns=[c for c in extra.columns if c in pool]), extra], axis=1)
 util_reasons: list[tuple[str, str, str]] = []
 selected, sel_presets = set(sel["key"]), set(sel["preset"].astype(str))
@@ -71,7 +71,7 @@ for idx, k in zip(pool.index, pool["key"]):  # utilisation not logged (reference
         continue
     if not any(np.isfinite(pool.at[idx, f"probe_{m}"]) and not np.isfinite(pool.at[idx, f"util_{m}"]) for m in mods):
         continue
-    for _, u in q.utilisation(k).iterrows():
+    for u in q.utilisation_rows(k) or []:
         if u["modality"] in mods and np.isfinite(u["utilisation"]):
             pool.at[idx, f"util_{u['modality']}"] = u["utilisation"]
         elif u["modality"] in mods and u["reason"] and k in selected:
@@ -134,12 +134,12 @@ if names:
     metric = m1.selectbox("Metric", names, index=names.index(default_metric), key="compare.metric")
     frames = []
     for k, grp in zip(sel["key"], sel["group"]):
-        every = q.stride(k)
-        df = q.scalars(k, names=[metric], every=every)
-        if every > 1 and len(df) < 200:  # a per-epoch metric: its steps need not be multiples of the stride
-            df = q.scalars(k, names=[metric])
+        df = q.step_series(k, names=[metric])
         if df.empty:
             continue
+        bm = F.bucket_means(df)  # a long run's summary: average the exact bucket means, not the drawn extremes
+        if bm is not None:
+            df = pd.DataFrame({"step": bm[0], "epoch": df.groupby("bucket", sort=True)["epoch"].first().to_numpy(), "value": bm[1]})
         frames.append(df.assign(run=k, group=grp))
     long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "group", "step", "epoch", "value"])
     per_epoch = not long.empty and long.groupby("run")["step"].nunique().max() <= long.groupby("run")["epoch"].nunique().max()
@@ -157,10 +157,14 @@ else:
 # ---------------------------------------------------------------- histograms
 st.subheader("Modality-gap histograms side by side")
 hist_by_group: dict[str, list[tuple[str, pd.DataFrame]]] = {}
-for k, grp in zip(sel["key"], sel["group"]):
-    h = q.table(k, "histograms")
-    if h is not None and not h.empty:
-        hist_by_group.setdefault(str(grp), []).append((k, h))
+keys_by_group = {str(g): list(d["key"]) for g, d in sel.groupby("group", sort=False)}
+for grp in num["group"].astype(str):  # the first 8 groups with histograms, in rank order: read no run beyond them
+    if len(hist_by_group) == 8:
+        break
+    for k in keys_by_group.get(grp, []):
+        h = q.table(k, "histograms")
+        if h is not None and not h.empty:
+            hist_by_group.setdefault(grp, []).append((k, h))
 hist_groups = [g for g in num["group"].astype(str) if g in hist_by_group][:8]
 if not hist_groups:
     st.caption("_Gap histograms: none of the selected runs logged them (diagnostics.gap off, or unimodal runs)._")

@@ -54,7 +54,7 @@ def with_finals(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` plus the probe, utilisation and best-valid columns of each run's last logged values."""
     if df.empty:
         return df
-    extra = pd.DataFrame([CMP.final_metric_columns(q.final_values(k), mods) for k in df["key"]], index=df.index)
+    extra = pd.DataFrame([CMP.final_metric_columns(q.final_values(k, prefixes=CMP.FINAL_PREFIXES), mods) for k in df["key"]], index=df.index)
     return pd.concat([df.drop(columns=[c for c in extra.columns if c in df]), extra], axis=1)
 
 

@@ -1,4 +1,4 @@
-"""Live: one run, refreshing itself about once a second while it runs.
+"""Live: one run, refreshing itself every 0.5 s (``queries.LIVE_REFRESH_SECONDS``) while it runs.
 
 Views load only their own series (a 100 000-step run stays fast), through the query layer's
 (run, last row id) caches. Panels whose data the run lacks are hidden with a one-line
@@ -61,7 +61,7 @@ st.caption(f"{method} · {data.get('name', '?')}/{data.get('preset', '')} · see
 view = st.segmented_control("View", VIEWS, default="Overview", key="live.view", label_visibility="collapsed") or "Overview"
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=q.FIRST_ROWS_REFRESH_SECONDS)
 def _starting() -> None:
     if q.reader(key) is not None:
         st.rerun()
@@ -79,6 +79,9 @@ if q.reader(key) is None:
     st.stop()
 
 initial_status = q.status(key)
+# A run that has logged no training step yet (just launched) is looked at more often until its
+# first step rows arrive, then at the normal pace: the first chart shows soon after the trainer's first flush.
+awaiting_rows = initial_status == "running" and not q.has_step_rows(key)
 smooth_default = 0.6
 
 
@@ -108,7 +111,7 @@ def _header(prog: dict, meta: dict) -> None:
         st.caption(f"ℹ Thinned for the gallery: {thinned}")
 
 
-def _overview(upto: int, smoothing: float, bayes: dict, every: int) -> None:
+def _overview(upto: int, smoothing: float, bayes: dict) -> None:
     acc = q.scalars(key, prefix="acc/", upto=upto)
     acc = acc[acc["name"].str.count("/") == 2]
     c1, c2 = st.columns(2)
@@ -118,14 +121,14 @@ def _overview(upto: int, smoothing: float, bayes: dict, every: int) -> None:
         else:
             chart(F.accuracy_figure(acc, bayes), "live.acc", acc, "accuracy")
     with c2:
-        loss = q.scalars(key, prefix="loss/", upto=upto, every=every)
+        loss = q.step_series(key, prefix="loss/", upto=upto)
         if loss.empty:
             missing("Losses", "no training step logged yet")
         else:
             chart(F.scalar_lines(loss, "Training losses", "loss (nats)", smoothing=smoothing, prefix="loss/"), "live.loss", None, "losses")
     c3, c4 = st.columns(2)
     with c3:
-        share = q.scalars(key, prefix="grad_share/", upto=upto, every=every)
+        share = q.step_series(key, prefix="grad_share/", upto=upto)
         if share.empty:
             missing("Gradient shares", "needs ≥ 2 modalities and diagnostics.grad on")
         else:
@@ -185,11 +188,11 @@ def _probes(upto: int) -> None:
             st.caption(f"{m}: no trained-alone reference found — {why}")
 
 
-def _gradients(upto: int, smoothing: float, every: int) -> None:
+def _gradients(upto: int, smoothing: float) -> None:
     """Before the method (``grad_norm``/``grad_share``: the plain backward pass) beside after it
     (``grad_applied*``: what the optimiser got), so OGM-GE's damping and CAL's acceleration show."""
-    norms = q.scalars(key, prefix="grad_norm/", upto=upto, every=every)
-    applied = q.scalars(key, prefix="grad_applied/", upto=upto, every=every)
+    norms = q.step_series(key, prefix="grad_norm/", upto=upto)
+    applied = q.step_series(key, prefix="grad_applied/", upto=upto)
     if norms.empty:
         missing("Gradient norms", "diagnostics.grad was off")
         return
@@ -203,8 +206,8 @@ def _gradients(upto: int, smoothing: float, every: int) -> None:
         else:
             chart(F.scalar_lines(applied, "Gradient norm after the method (what the optimiser gets)", "‖g‖₂", smoothing=smoothing,
                                  prefix="grad_applied/", y_log=True), "live.gradapplied", None, "grad_applied")
-    share = q.scalars(key, prefix="grad_share/", upto=upto, every=every)
-    share_applied = q.scalars(key, prefix="grad_applied_share/", upto=upto, every=every)
+    share = q.step_series(key, prefix="grad_share/", upto=upto)
+    share_applied = q.step_series(key, prefix="grad_applied_share/", upto=upto)
     if not share.empty:
         c1, c2 = st.columns(2)
         with c1:
@@ -214,13 +217,13 @@ def _gradients(upto: int, smoothing: float, every: int) -> None:
             if not share_applied.empty:
                 chart(F.scalar_lines(share_applied, "Gradient share after the method", "share of ‖g‖ (1/M = even)", smoothing=smoothing,
                                      prefix="grad_applied_share/", y_range=[0, 1]), "live.gradshare_applied", None, "grad_applied_share")
-    ratio = q.scalars(key, names=["grad_ratio", "conflict/flag"], upto=upto, every=every)
+    ratio = q.step_series(key, names=["grad_ratio", "conflict/flag"], upto=upto)
     if ratio.empty:
         missing("Dominance ratio", "needs ≥ 2 modalities")
     else:
         tau = (cfg.get("diagnostics") or {}).get("conflict_tau")
         chart(F.conflict_figure(ratio, tau, smoothing=smoothing), "live.ratio", None, "dominance")
-    cos = q.scalars(key, prefix="conflict/cos", upto=upto, every=every)
+    cos = q.step_series(key, prefix="conflict/cos", upto=upto)
     if cos.empty:
         missing("Conflict cosines", "diagnostics.conflict was off, or this branch's diagnostics do not log them")
     else:
@@ -300,17 +303,15 @@ def _contributions(upto: int) -> None:
                "modalities as I(m) does.")
 
 
-def _signal_frame(names: list[str], upto: int, every: int) -> tuple[pd.DataFrame, str]:
-    df = q.scalars(key, names=names, upto=upto, every=every)
-    if every > 1 and len(df) < 200:  # per-epoch signals: their steps need not be multiples of the stride
-        df = q.scalars(key, names=names, upto=upto)
+def _signal_frame(names: list[str], upto: int) -> tuple[pd.DataFrame, str]:
+    df = q.step_series(key, names=names, upto=upto)
     x = "step" if df["step"].nunique() > df["epoch"].nunique() * 2 else "epoch"
     if x == "epoch":
         df = df.assign(epoch=df["epoch"] + 1)
     return df, x
 
 
-def _method(upto: int, smoothing: float, every: int) -> None:
+def _method(upto: int, smoothing: float) -> None:
     """The panels the method declares (``Method.panels``), each with its one-line reading;
     every other series the run logged stays reachable behind an expander."""
     own = [n for n in q.scalar_names(key, upto) if not n.startswith(KNOWN_PREFIXES)]
@@ -320,7 +321,7 @@ def _method(upto: int, smoothing: float, every: int) -> None:
         names = panel.matches(own)
         if not names:
             continue
-        df, x = _signal_frame(names, upto, every)
+        df, x = _signal_frame(names, upto)
         chart(F.method_panel_figure(df, panel, x=x, smoothing=smoothing if x == "step" else 0.0), f"live.panel.{i}", df, f"method_{i}")
         st.caption(f"**How to read it:** {panel.reading}")
         drawn += 1
@@ -330,7 +331,7 @@ def _method(upto: int, smoothing: float, every: int) -> None:
         with st.expander(f"All raw series ({len(own)})"):
             pick = st.multiselect("Series", own, default=own[: min(4, len(own))], key="live.raw.pick")
             if pick:
-                df, x = _signal_frame(pick, upto, every)
+                df, x = _signal_frame(pick, upto)
                 chart(F.scalar_lines(df, "Raw series", "value", x=x, smoothing=smoothing if x == "step" else 0.0), "live.raw", df, "raw")
     lr = q.scalars(key, names=["lr", "time/epoch"], upto=upto)
     if not lr.empty:
@@ -371,29 +372,35 @@ def _robustness(upto: int) -> None:
         missing("Robustness", "no robustness evaluation was stored (it runs at the end of training when enabled)")
 
 
-@st.fragment(run_every=1.0 if initial_status == "running" else None)
+@st.fragment(run_every=(q.FIRST_ROWS_REFRESH_SECONDS if awaiting_rows else q.LIVE_REFRESH_SECONDS) if initial_status == "running" else None)
 def live_panels() -> None:
     meta = q.meta(key)
     prog = q.progress(key)
     if initial_status == "running" and prog["status"] != "running":
         st.rerun()
     upto = q.last_id(key)
+    if awaiting_rows and q.has_step_rows(key):
+        st.rerun()  # the first rows: redraw the page once, refreshing at the normal pace from now on
     _header(prog, meta)
     bayes = (meta.get("reference") or {}).get("bayes") or {}
     smoothing = st.session_state.get("live.smoothing", smooth_default)
-    every = q.stride(key)
-    if every > 1:
+    width = q.bucket_width(key) if view in ("Overview", "Gradients", "Method signals") else 0
+    every = q.stride(key) if not width and view in ("Overview", "Gradients", "Method signals") else 1
+    if width:
+        st.caption(f"Long run: each point of a step chart is the first, lowest, highest or last value of {width} steps (every extreme is "
+                   "drawn); smoothed lines are the exact mean of each block of steps. Tick *Full resolution* in the sidebar for every row.")
+    elif every > 1:
         st.caption(f"Long run: step series show every {every}th logged step (tick *Full resolution* in the sidebar for all of them).")
     if view == "Overview":
-        _overview(upto, smoothing, bayes, every)
+        _overview(upto, smoothing, bayes)
     elif view == "Gradients":
-        _gradients(upto, smoothing, every)
+        _gradients(upto, smoothing)
     elif view == "Modality gap":
         _gap(upto)
     elif view == "Contributions":
         _contributions(upto)
     elif view == "Method signals":
-        _method(upto, smoothing, every)
+        _method(upto, smoothing)
     else:
         _robustness(upto)
 
@@ -402,5 +409,6 @@ if view in ("Overview", "Gradients", "Method signals"):
     st.sidebar.slider("Smoothing (EMA weight)", 0.0, 0.99, smooth_default, 0.01, key="live.smoothing",
                       help="Debiased exponential moving average; the raw series stays visible, faint.")
 st.sidebar.toggle("Full resolution", key="full_resolution",
-                  help="Long runs read every k-th step for speed; this reads every logged step (slower the first time, then cached).")
+                  help="Long runs are drawn from a per-block summary (first, lowest, highest and last value of each block of steps); "
+                       "this reads every logged step (slower the first time, then cached).")
 live_panels()
