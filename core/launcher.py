@@ -202,5 +202,9 @@ def interrupted_message(error: str, run_dir: str) -> str:
 
     m = re.search(r"at step (\d+)", error or "")
     where = f" at step {int(m.group(1)):,}" if m else ""
+    if not (Path(run_dir) / "checkpoint.pt").is_file():
+        return (f"Stopped by you{where}, before the run's first checkpoint (written after an epoch at most every "
+                f"`log.checkpoint_seconds`, and after the last): there is nothing to resume; start the run again.")
     return (f"Stopped by you{where}; resume with `modalscope train --resume {run_dir}` "
-            f"(add `--epochs N` to train to N epochs in all). Everything up to the last finished epoch is kept.")
+            f"(add `--epochs N` to train to N epochs in all). It continues from the last checkpoint "
+            f"(written after an epoch at most every `log.checkpoint_seconds`); the rows logged after it are dropped and redone.")

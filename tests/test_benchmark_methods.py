@@ -57,9 +57,27 @@ def test_summary_columns_from_rows():
     assert s["ogm_ge"]["n"] == 2  # the noisy row belongs to another table
     snap = {"rows": rows, "info": {"imbalanced": {"weak": "visual", "dominant": "audio"}}}
     table = render_dataset(snap, "imbalanced")
-    assert "| ogm_ge | 2 | 86.0 ± 0.0 | – | 45.0 ± 7.1 | 0.55 | – | 0.55 | +4.0 [-21.4, +29.4] | 50% | 1.50× |" in table
-    assert "1 of 1 balancing methods beat `joint` by ≥ 3 points" in render_headline(snap)
+    assert "| ogm_ge | 2 | 86.0 ± 0.0 | – | 45.0 ± 7.1 | 0.55 | – | 0.55 | +4.0 [-21.4, +29.4] | – | 50% / – | 1.50× |" in table
+    assert "**last epoch**: 1 of 1 balancing methods beat `joint` by ≥ 3 points" in render_headline(snap)
     assert "No results" in render_dataset(snap, "noisy")
+
+
+def test_best_valid_protocol_pairs_best_with_best():
+    """Δ and gap closed at the best-valid epoch compare each run's best-valid accuracy with joint's."""
+    rows = []
+    for seed, (jl, jb, ml, mb) in enumerate([(0.80, 0.82, 0.84, 0.90), (0.84, 0.86, 0.86, 0.88)]):
+        for lab, last, best in (("joint", jl, jb), ("mie", ml, mb)):
+            r = _trial(lab, seed, last)
+            r["metrics"]["acc/best/test/fused"] = best
+            rows.append(r)
+    s = {r["label"]: r for r in summarise(rows, "imbalanced", "visual", "audio")}
+    m, lo, hi, n = s["mie"]["diff_best"]  # d = (0.08, 0.02): mean 0.05, sd 0.0424, t_{0.975,1} = 12.706
+    assert n == 2 and m == pytest.approx(0.05) and hi - m == pytest.approx(12.706 * 0.03)
+    assert s["mie"]["closed_best"] == pytest.approx(0.05 / (0.9 - 0.84))  # joint best mean 0.84
+    assert s["mie"]["closed"] == pytest.approx(0.03 / (0.9 - 0.82))  # last: 0.85 vs 0.82
+    head = render_headline({"rows": rows, "info": {"imbalanced": {"weak": "visual", "dominant": "audio"}}})
+    assert "**best-valid epoch**: 1 of 1 balancing methods beat `joint` by ≥ 3 points (mean paired difference); best `mie`, closing 83%" in head
+    assert "**last epoch**: 0 of 1 balancing methods" in head
 
 
 def test_code_key_covers_the_method_and_what_it_imports_only():

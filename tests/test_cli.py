@@ -148,6 +148,7 @@ def test_runs_list_dashes_and_export_default_into_the_run_folder(tmp_path):
     from modalscope.store import RunWriter
 
     RunWriter(stopped, resume=True, heartbeat_seconds=3600).close("interrupted", "stopped by signal 15 at step 3")
+    (stopped / "checkpoint.pt").write_bytes(b"")
     show = run_cli("runs", "show", "stopped", "--runs-dir", str(root))
     assert f"status:   interrupted · Stopped by you at step 3; resume with modalscope train --resume {stopped}" in show.stdout
     cwd = tmp_path / "elsewhere"

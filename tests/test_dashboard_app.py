@@ -516,6 +516,9 @@ def test_stopped_run_is_not_an_error_and_counts_epochs_like_runs_list(app):
     w.log_scalars(12, 3, {"loss/total": 1.0})  # a step into epoch 4, then SIGTERM
     w.close("interrupted", "stopped by signal 15 at step 13")
     at = app("live", **{"live.run": "runs/stopped"})
+    assert at.info[0].value.startswith("Stopped by you at step 13, before the run's first checkpoint")
+    (d / "checkpoint.pt").write_bytes(b"")
+    at = app("live", **{"live.run": "runs/stopped"})
     assert not at.error
     msg = at.info[0].value
     assert msg.startswith("Stopped by you at step 13; resume with `modalscope train --resume ") and str(d) in msg
