@@ -459,7 +459,8 @@ class RunWriter:
                 _retry(write)
             except sqlite3.OperationalError as e:
                 raise StoreError(f"cannot write to {self.path}: {e}") from None
-            self.rows_written += self._n
+            # a sample array counts as the samples it holds, as RunReader.counts() does
+            self.rows_written += self._n + sum(r[3] - 1 for r in buf.get("sample_arrays", ()))
             self._new_names = self._new_names[len(new_names):]
             self._buf = {t: [] for t in ROW_TABLES}
             self._n = 0
