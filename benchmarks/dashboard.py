@@ -8,7 +8,7 @@
    the next refresh (the (run, last row id) caches hit). Imports are warmed up first on a
    tiny run so they are not counted.
 2. Latency: a separate writer process logs training steps through ``RunWriter`` with the
-   trainer's default flush period (``log.flush_seconds`` = 1 s) and records when it logs a
+   trainer's default flush period (``log.flush_seconds`` = 0.5 s) and records when it logs a
    marked step; the page is re-run every ``--refresh`` seconds (what ``st.fragment(run_every=LIVE_REFRESH_SECONDS)``
    does in the browser) and we record when the marked step first shows in the page's loss
    chart. Latency = shown − logged.
@@ -188,7 +188,7 @@ def _writer(run_dir: str, markers: int, gap_s: float, log_path: str) -> None:
     from tests.planted import plant_run
 
     plant_run(Path(run_dir).parent, Path(run_dir).name, epochs=1, steps_per_epoch=10, status="running")
-    w = RunWriter(run_dir, resume=True)  # trainer defaults: flush every 1 s or 2000 rows
+    w = RunWriter(run_dir, resume=True)  # trainer defaults: flush every 0.5 s or 2000 rows
     Path(log_path + ".ready").write_text("1")
     rng = np.random.default_rng(0)
     step = 10

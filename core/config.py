@@ -71,7 +71,7 @@ class OptimConfig(Strict):
 class LogConfig(Strict):
     every_steps: int = Field(1, ge=1, le=100000, description="Log step scalars every N steps.")
     flush_rows: int = Field(2000, ge=1, le=10_000_000, description="Flush the store after this many buffered rows.")
-    flush_seconds: float = Field(1.0, gt=0.0, le=3600.0, description="Flush the store at least this often.")
+    flush_seconds: float = Field(0.5, gt=0.0, le=3600.0, description="Commit logged rows to the store at least this often (what a live dashboard waits for).")
     heartbeat_seconds: float = Field(2.0, gt=0.0, le=3600.0, description="Heartbeat period of a running trainer.")
     eval_train: bool = Field(False, description="Run a no-grad pass over the training split each epoch; the train-split gap diagnostics then use it instead of the epoch's own training forward passes (stale by up to one epoch).")
     progress: bool = Field(True, description="Show a progress bar in the terminal.")

@@ -632,8 +632,8 @@ class Trainer:
         self.writer.log_scalars(self.global_step, epoch, metrics)
         if self.scheduler is not None:
             self.scheduler.step()
-        self.writer.flush()
         if self.cfg.log.checkpoint and self._checkpoint_due(epoch):
+            self.writer.flush()  # a checkpoint never gets ahead of the committed rows (--resume truncates back to it)
             self.save_checkpoint(epoch)
         fused = metrics.get("acc/test/fused", float("nan"))
         per = " ".join(f"{m}={metrics.get(f'acc/test/{m}', float('nan')):.3f}" for m in self.bundle.modalities)
@@ -682,7 +682,7 @@ class Trainer:
         applied = None
         if grad:
             if self._untouched is None:
-                self._untouched = self.diagnostics._gradients_untouched(ctx)
+                self._untouched = self.diagnostics.gradients_untouched(ctx)
             applied = "same" if self._untouched else ("applied", self.monitor.grad_norms())
         self.method.optimizer_step(ctx, self._closure(batch, ctx))
         self.monitor.observe(fused=self.method.predict(out), logits=out.logits, labels=batch["label"], ids=batch.get("idx"))

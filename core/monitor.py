@@ -98,6 +98,14 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _cat_1d(items: list, device: torch.device) -> torch.Tensor:
+    """Concatenate per-batch labels or ids (tensors, arrays or lists) into one 1-D tensor on ``device``."""
+    if all(isinstance(t, torch.Tensor) and t.ndim == 1 for t in items):
+        out = torch.cat(items) if len(items) > 1 else items[0]
+        return out.to(device)
+    return torch.cat([torch.as_tensor(t, device=device).reshape(-1) for t in items])
+
+
 def _rank() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank()
@@ -405,21 +413,6 @@ class Monitor:
         if self.enabled and not self.closed and labels is not None and isinstance(fused, torch.Tensor):
             self._accumulate(fused, logits or {}, labels, ids)
 
-    def gradients(self, applied: bool = False) -> dict[str, float]:
-        """Gradient statistics from ``.grad`` now: ``grad_norm/…`` (or, after a method edited the
-        gradient, the ``grad_applied…`` names); empty when ``diagnostics.grad`` is off."""
-        from modalscope.diagnostics.gradients import applied_gradient_stats, gradient_stats
-
-        if not self.dcfg.grad:
-            return {}
-        fn = applied_gradient_stats if applied else gradient_stats
-        return fn(self.groups, self.modalities, self.dcfg.conflict_tau)
-
-    def log_step(self, step: int, epoch: int, logs: Mapping[str, float]) -> None:
-        """Write one step's host-side scalars, in order with the staged rows."""
-        if self.writer is not None and not self.closed and logs:
-            self._buffer.log(step, epoch, {k: float(v) for k, v in logs.items()})
-
     def grad_norms(self) -> list[torch.Tensor]:
         """Per-parameter gradient norms on the device (no host sync), for :meth:`stage`."""
         return self._buffer.grad_norms()
@@ -520,7 +513,7 @@ class Monitor:
         fused = torch.cat([c[0] for c in chunk]) if len(chunk) > 1 else chunk[0][0]
         names = chunk[0][1]
         logits = [torch.cat([c[2][j] for c in chunk]) if len(chunk) > 1 else chunk[0][2][j] for j in range(len(names))]
-        y = torch.cat([torch.as_tensor(c[3], device=fused.device).reshape(-1) for c in chunk])
+        y = _cat_1d([c[3] for c in chunk], fused.device)
         self._running.update(fused, logits, list(names), y)
         start, self._seen = self._seen, self._seen + len(y)
         if not self.collect_gap:
@@ -532,12 +525,16 @@ class Monitor:
             for m, z in zip(names, logits):
                 if m in same:
                     self._acc[m].append(z)
-            parts, pos = [], start
-            for c in chunk:
-                n = len(c[0])
-                parts.append(torch.as_tensor(c[4]).reshape(-1).cpu() if c[4] is not None else torch.arange(pos, pos + n))
-                pos += n
-            self._acc["ids"].append(torch.cat(parts))
+            ids = [c[4] for c in chunk]
+            if all(i is None for i in ids):
+                self._acc["ids"].append(torch.arange(start, start + len(y)))
+            else:
+                parts, pos = [], start
+                for c, i in zip(chunk, ids):
+                    n = len(c[0])
+                    parts.append(torch.arange(pos, pos + n) if i is None else torch.as_tensor(i).reshape(-1).cpu())
+                    pos += n
+                self._acc["ids"].append(_cat_1d(parts, torch.device("cpu")))
 
     def _result(self, split: str, data: Any):
         from modalscope.engine import EvalResult
@@ -595,7 +592,6 @@ class Monitor:
         if not self.steps_per_epoch and self._epoch_steps:
             self.steps_per_epoch = self._epoch_steps
             self.writer.set("steps_per_epoch", self._epoch_steps)
-        self.writer.flush()
         fused = metrics.get("acc/test/fused", float("nan"))
         self._line(f"epoch {self.epoch + 1}/{self.epochs or '?'} test fused={fused:.3f} ({train_time:.1f}s)")
         self.epoch += 1

@@ -269,7 +269,7 @@ class RunWriter:
         self,
         run_dir: str | Path,
         flush_rows: int = 2000,
-        flush_seconds: float = 1.0,
+        flush_seconds: float = 0.5,
         heartbeat_seconds: float = 2.0,
         resume: bool = False,
     ):
@@ -339,9 +339,20 @@ class RunWriter:
             raise
 
     def _heartbeat_loop(self) -> None:
-        while not self._hb_stop.wait(self._hb_period):
+        """Heartbeat every ``heartbeat_seconds``; and rows left in the buffer longer than
+        ``flush_seconds`` (the loop went quiet: a long evaluation, a pause) are committed from
+        here, so the writer's own commits can follow its clock instead of every epoch end."""
+        tick = min(self._hb_period, self.flush_seconds)
+        next_beat = time.monotonic() + self._hb_period
+        while not self._hb_stop.wait(tick):
             try:
-                self.heartbeat()
+                now = time.monotonic()
+                if self._n and now - self._last_flush >= self.flush_seconds:
+                    self.flush()  # writes the heartbeat in the same transaction
+                    next_beat = now + self._hb_period
+                elif now >= next_beat:
+                    self.heartbeat()
+                    next_beat = now + self._hb_period
             except Exception:
                 pass
 

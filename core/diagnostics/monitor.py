@@ -19,7 +19,9 @@ Cadence (``RunConfig.diagnostics``):
 * before the first step, every ``probe_every`` epochs (after epochs k−1, 2k−1, …) and after
   the last epoch — linear probes on frozen encoder features (:mod:`~modalscope.diagnostics.probe`);
 * every logged step, after the method's ``after_backward`` and gradient clipping — the
-  applied-gradient norms (:meth:`DiagnosticsMonitor.applied_gradients`).
+  applied-gradient norms (``grad_applied/*``, staged by the Trainer through
+  :class:`~modalscope.diagnostics.step_buffer.StepBuffer`; the raw ones are reused when
+  :meth:`DiagnosticsMonitor.gradients_untouched`).
 """
 
 from __future__ import annotations
@@ -29,14 +31,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from modalscope.diagnostics.gradients import applied_gradient_stats, applied_names, gradient_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from modalscope.engine import EvalResult, StepContext, Trainer
 
 GMM_MIN_SAMPLES = 10
 #: reuse the raw gradient statistics as ``grad_applied/*`` when nothing can have edited the
-#: gradients in between (see ``DiagnosticsMonitor._gradients_untouched``); tests switch it off
+#: gradients in between (see ``DiagnosticsMonitor.gradients_untouched``); tests switch it off
 #: to compare with the recomputed values.
 REUSE_RAW_GRADIENTS = True
 SNAPSHOT_SEED = 12345
@@ -73,14 +74,7 @@ class DiagnosticsMonitor:
         separable = getattr(model, "feature_hook", None) is None and getattr(model, "fusion_kind", "") in ("concat", "sum", "gated")
         return conflict_cosines(fused, uni, enc, fusion, separable=separable)
 
-    def after_backward(self, ctx: "StepContext") -> dict[str, float]:
-        """Raw gradients (before any method modulation)."""
-        if not self.cfg.grad:
-            return {}
-        self._raw = gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
-        return self._raw
-
-    def _gradients_untouched(self, ctx: "StepContext") -> bool:
+    def gradients_untouched(self, ctx: "StepContext") -> bool:
         """True when nothing between the raw read and the optimiser step can change ``.grad``:
         the method keeps the base class's no-op ``after_backward`` and there is no clipping.
         Then the applied gradient *is* the raw gradient and its statistics are reused (exactly
@@ -89,18 +83,6 @@ class DiagnosticsMonitor:
 
         t = ctx.trainer
         return REUSE_RAW_GRADIENTS and type(t.method).after_backward is Method.after_backward and t.cfg.optim.grad_clip <= 0
-
-    def applied_gradients(self, ctx: "StepContext") -> dict[str, float]:
-        """What the optimiser gets: the same statistics as :meth:`after_backward`, read after the
-        method's ``after_backward`` and gradient clipping (``grad_applied/*``,
-        ``grad_applied_share/<m>``, ``grad_applied_ratio``; no conflict flag)."""
-        if not self.cfg.grad:
-            return {}
-        raw = getattr(self, "_raw", None)
-        self._raw = None
-        if raw is not None and self._gradients_untouched(ctx):
-            return applied_names(raw)
-        return applied_gradient_stats(ctx.model.param_groups(), ctx.modalities, self.cfg.conflict_tau)
 
     # ------------------------------------------------------------------ per epoch
     def on_epoch_end(self, ctx: "StepContext", evals: dict[str, "EvalResult"]) -> dict[str, float]:

@@ -50,7 +50,7 @@ class StepBuffer:
     """Pending per-step rows of one run (see the module docstring)."""
 
     def __init__(self, writer, groups: Mapping[str, Sequence[torch.nn.Parameter]], tau: float = 2.0,
-                 flush_steps: int = 256, flush_seconds: float = 1.0):
+                 flush_steps: int = 256, flush_seconds: float = 0.5):
         self.writer = writer
         self.tau = float(tau)
         self.flush_steps = int(flush_steps)
