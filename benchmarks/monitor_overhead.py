@@ -1,7 +1,8 @@
 """Cost of the Monitor on the docs/examples/own_loop.py loop, against the bare loop and TensorBoard.
 
 Three variants of the same loop (same model, mfeat pix+mor data, SGD, batch 64, a test
-prediction each epoch), alternated in one process for ``--reps`` rounds; the median wall
+prediction each epoch), alternated in one process for ``--reps`` rounds (the order rotates
+from round to round, and garbage is collected before each timed run); the median wall
 time of each is reported as a ratio to the bare loop, so machine load drifts hit every
 variant alike. Both wall time and the process's CPU time are recorded; on a loaded machine
 CPU time is the stable one (it excludes time spent waiting for a core):
@@ -28,6 +29,7 @@ Usage: ``python benchmarks/monitor_overhead.py [--epochs 5] [--reps 5] [--hidden
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import os
@@ -45,6 +47,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from benchmarks import doctables  # noqa: E402
+from benchmarks.overhead import paired_ratio  # noqa: E402
 
 JSON = ROOT / "docs" / "monitor_overhead.json"
 LIGHT = {"conflict_every": 100, "samples": False}
@@ -76,6 +79,7 @@ def run_loop(ex, data, variant: str, epochs: int, out: Path, batch: int = 64, hi
 
         tb = SummaryWriter(str(out / "tb"))
         groups = {"pix": list(model.pix.parameters()), "mor": list(model.mor.parameters()), "fusion": list(model.head.parameters())}
+    gc.collect()  # the previous variant's garbage is not collected on this variant's clock
     t0, c0 = time.perf_counter(), time.process_time()
     step = 0
     for epoch in range(epochs):
@@ -141,7 +145,7 @@ def main() -> None:
             epoch_cpu: list[float] = []
             close_cpu: list[float] = []
             for r in range(a.reps + 1):  # round 0 warms up imports and caches; not counted
-                for v in variants:
+                for v in variants[r % len(variants):] + variants[: r % len(variants)]:  # a different order each round
                     EPOCH_END_CPU.append(0.0)
                     CLOSE_CPU.append(0.0)
                     w, c = run_loop(ex, data, v, a.epochs, Path(tmp) / f"{h}-{r}-{v}", hidden=h)
@@ -153,15 +157,19 @@ def main() -> None:
                             close_cpu.append(CLOSE_CPU[-1])
             med = {v: statistics.median(ts) for v, ts in wall.items()}
             mcpu = {v: statistics.median(ts) for v, ts in cpu.items()}
+            paired = {v: paired_ratio(wall[v], wall["bare"]) for v in variants}
+            cpaired = {v: paired_ratio(cpu[v], cpu["bare"]) for v in variants}
             steps = a.epochs * 22
             per_epoch_ms = 1000 * statistics.median(epoch_cpu) / a.epochs
             close_ms = 1000 * statistics.median(close_cpu)
-            per_step_ms = (1000 * (mcpu["monitor"] - mcpu["bare"]) - per_epoch_ms * a.epochs - close_ms) / steps
+            extra = statistics.median(m - b for m, b in zip(cpu["monitor"], cpu["bare"]))
+            per_step_ms = (1000 * extra - per_epoch_ms * a.epochs - close_ms) / steps
             rows.append({"hidden": h, "monitor_epoch_end_ms": per_epoch_ms, "monitor_step_overhead_ms": per_step_ms, "monitor_close_ms": close_ms,
                          "seconds": wall, "cpu_seconds": cpu, "median_seconds": med, "median_cpu_seconds": mcpu,
                          "ms_per_bare_step": 1000 * mcpu["bare"] / (a.epochs * 22),
-                         "ratio_to_bare": {v: med[v] / med["bare"] for v in variants},
-                         "cpu_ratio_to_bare": {v: mcpu[v] / mcpu["bare"] for v in variants}})
+                         "ratio_to_bare": {v: r[0] for v, r in paired.items()},
+                         "cpu_ratio_to_bare": {v: r[0] for v, r in cpaired.items()},
+                         "cpu_ratio_quartiles": {v: r[1:] for v, r in cpaired.items()}})
     res = {
         "epochs": a.epochs, "reps": a.reps, "steps": a.epochs * 22, "torch_threads": 1,
         "load_average_1min": os.getloadavg()[0], "cpu_count": os.cpu_count(), "python": platform.python_version(),
@@ -180,11 +188,14 @@ def render() -> str:
     for r in res["rows"]:
         label = "example (hidden 32)" if r["hidden"] == 32 else f"hidden {r['hidden']}"
         cpu, wall = r["cpu_ratio_to_bare"], r["ratio_to_bare"]
-        rows.append([label, f"{r['ms_per_bare_step']:.2f}"] + [f"{cpu[v]:.2f}× ({wall[v]:.2f}×)" for v in ("monitor", "monitor_light", "tensorboard")])
+        iqr = r.get("cpu_ratio_quartiles", {})
+        rows.append([label, f"{r['ms_per_bare_step']:.2f}"] + [f"{cpu[v]:.2f}× ({wall[v]:.2f}×)" + (f" [{iqr[v][0]:.2f}–{iqr[v][1]:.2f}]" if v in iqr else "")
+                                                                 for v in ("monitor", "monitor_light", "tensorboard")])
     head = ["model", "bare CPU ms/step", "monitor", "monitor light", "TensorBoard"]
     out = doctables.table(head, rows) + (
-        f"\nRatios to the bare loop: CPU time of the process (wall time in brackets). {res['epochs']} epochs × 22 steps, "
-        f"median of {res['reps']} interleaved rounds, 1 torch thread; 1-min load average {res['load_average_1min']:.1f} on "
+        f"\nRatios to the bare loop: CPU time of the process (wall time in round brackets), the median over rounds of "
+        f"each round's ratio, with the quartiles of those ratios in square brackets. {res['epochs']} epochs × 22 steps, "
+        f"{res['reps']} interleaved rounds, 1 torch thread; 1-min load average {res['load_average_1min']:.1f} on "
         f"{res['cpu_count']} cores"
         + (": a shared machine under load, where wall times mostly measure the other jobs, so CPU time is the figure to read.\n"
            if res["load_average_1min"] > 1.5 else " (a quiet machine).\n")

@@ -2,8 +2,9 @@
 
 Same model (MultimodalModel), same data (the default synthetic preset), same optimiser
 (SGD, the RunConfig defaults) and the same per-epoch evaluation (valid and test); the bare loop and the
-engine configurations are alternated in one process (``--reps`` rounds) and the median
-wall time of each is compared, so machine load drifts hit every variant alike. Each run's
+engine configurations are alternated in one process (``--reps`` rounds, the order rotating
+from round to round, garbage collected before each run) and each ratio is the median over
+rounds of that round's ratio, so machine speed drifts cancel within a round. Each run's
 process CPU time (``time.process_time``, every thread of this process, including the
 TensorBoard writer thread) is recorded too: on a machine shared with other jobs it is the
 steadier figure, and the docs quote ratios of CPU time.
@@ -22,6 +23,7 @@ Usage: ``python benchmarks/overhead.py [--epochs 20] [--reps 3] [--json out.json
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -156,6 +158,14 @@ def write_rate(root: Path, n: int = 200_000) -> float:
     return n / (time.process_time() - c0)
 
 
+def paired_ratio(xs: list[float], base: list[float]) -> tuple[float, float, float]:
+    """Median and quartiles of the per-round ratios ``x_r / base_r``: each round's variants run
+    back to back, so the machine's speed, which drifts by tens of percent over a minute on a
+    shared VM, cancels within a round; a ratio of the medians over rounds would not cancel it."""
+    q = statistics.quantiles([x / b for x, b in zip(xs, base)], n=4, method="inclusive")
+    return q[1], q[0], q[2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=20)
@@ -177,11 +187,13 @@ def main() -> None:
         root = Path(tmp)
         engine_run(cfg_full, bundle, root)  # warm-up: lazy imports, allocator, caches
         tensorboard_loop(cfg_bare, bundle, root / "tb-warm")
+        runs = {"bare": lambda i: bare_loop(cfg_bare, bundle), "tensorboard": lambda i: tensorboard_loop(cfg_bare, bundle, root / f"tb{i}"),
+                "light": lambda i: engine_run(cfg_light, bundle, root), "full": lambda i: engine_run(cfg_full, bundle, root)}
+        order = list(runs)
         for i in range(args.reps):
-            times["bare"].append(bare_loop(cfg_bare, bundle))
-            times["tensorboard"].append(tensorboard_loop(cfg_bare, bundle, root / f"tb{i}"))
-            times["light"].append(engine_run(cfg_light, bundle, root))
-            times["full"].append(engine_run(cfg_full, bundle, root))
+            for v in order[i % 4:] + order[: i % 4]:  # a different order each round
+                gc.collect()  # the previous variant's garbage is not collected on this one's clock
+                times[v].append(runs[v](i))
             print(f"round {i + 1}: " + "  ".join(f"{k} {v[-1][0]:.2f} s wall / {v[-1][1]:.2f} s cpu" for k, v in times.items()), flush=True)
         rates = [write_rate(root / f"w{i}") for i in range(3)]
     res = {
@@ -200,8 +212,10 @@ def main() -> None:
         res[clock] = {
             "median_s": med,
             "all_s": {v: [t[k] for t in times[v]] for v in VARIANTS},
-            "ratio_to_bare": {v: med[v] / med["bare"] for v in VARIANTS},
-            "ratio_to_tensorboard": {v: med[v] / med["tensorboard"] for v in VARIANTS},
+            "ratio_to_bare": {v: paired_ratio([t[k] for t in times[v]], [t[k] for t in times["bare"]])[0] for v in VARIANTS},
+            "ratio_to_bare_quartiles": {v: paired_ratio([t[k] for t in times[v]], [t[k] for t in times["bare"]])[1:] for v in VARIANTS},
+            "ratio_to_tensorboard": {v: paired_ratio([t[k] for t in times[v]], [t[k] for t in times["tensorboard"]])[0] for v in VARIANTS},
+            "ratio": "median over rounds of each round's ratio (paired)",
         }
     print(f"workload: {res['workload']}, {args.epochs} epochs, {args.reps} rounds, load {res['loadavg_1m_start_end']}")
     for v in VARIANTS:

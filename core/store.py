@@ -250,7 +250,7 @@ def _create_store(path: Path) -> None:
     tmp.unlink(missing_ok=True)
     con = sqlite3.connect(str(tmp))
     try:
-        con.executescript(SCHEMA)
+        con.executescript("BEGIN;\n" + SCHEMA + "COMMIT;")  # one transaction: one sync, not one per table
         con.executemany(
             "INSERT OR REPLACE INTO run(key, value) VALUES (?, ?)",
             [("schema_version", json.dumps(SCHEMA_VERSION)), ("status", "running"), ("pid", json.dumps(os.getpid())),
