@@ -249,19 +249,26 @@ def render() -> str:
             continue
         c, w = r["cpu"], r["wall"]
         la = r["loadavg_1m_start_end"]
+        q = c.get("ratio_to_bare_quartiles", {})
+
+        def ratio(v: str) -> str:
+            return f"**{c['ratio_to_bare'][v]:.2f}×**" + (f" [{q[v][0]:.2f}–{q[v][1]:.2f}]" if v in q else "")
+
         rows.append([
             f"{r['workload']} ({r['epochs']} epochs × {r['steps_per_epoch']} steps, {r['reps']} rounds, load {la[0]:.1f}→{la[1]:.1f})",
             f"{c['median_s']['bare']:.2f} s",
-            f"**{c['ratio_to_bare']['tensorboard']:.2f}×**",
-            f"**{c['ratio_to_bare']['light']:.2f}×**",
-            f"**{c['ratio_to_bare']['full']:.2f}×**",
+            ratio("tensorboard"),
+            ratio("light"),
+            ratio("full"),
             f"{c['ratio_to_tensorboard']['light']:.2f}×",
             f"{w['ratio_to_bare']['tensorboard']:.2f}× / {w['ratio_to_bare']['light']:.2f}× / {w['ratio_to_bare']['full']:.2f}×",
             f"{r['store_write_rows_per_s']:,.0f}",
         ])
     head = ["workload", "bare loop (CPU)", "TensorBoard anchor", "engine, default logging", "engine, full diagnostics",
             "default logging / TensorBoard", "wall-clock ratios (TB / default / full)", "store rows per CPU s"]
-    return doctables.table(head, rows)
+    return doctables.table(head, rows) + (
+        "\nRatios: the median over rounds of each round's ratio to the bare loop (CPU time), with the quartiles "
+        "of those per-round ratios in square brackets.\n")
 
 
 if __name__ == "__main__":
