@@ -344,21 +344,28 @@ def conflict_figure(df: pd.DataFrame, tau: float | None = None, max_points: int 
 def gmm_density_curves(gmm: dict, edges: np.ndarray, total: float, n_points: int = 400) -> pd.DataFrame:
     """Expected counts per bin of each GMM component and of the mixture, on a fine grid.
 
-    ``count_k(x) = N · Δ · w_k · 𝒩(x; μ_k, σ²_k)`` with ``N`` the histogram's total and ``Δ``
-    its bin width, so the curves sit on the bars and the mixture curve integrates (in units
-    of bins) to ``N`` — the histogram's mass — when the mixture lies inside the edges.
+    ``count_k(x) = N · w_k · [Φ((x + Δ/2 − μ_k)/σ_k) − Φ((x − Δ/2 − μ_k)/σ_k)]``: the expected
+    number of the histogram's ``N`` samples from component k in a bin of width ``Δ`` centred
+    at ``x``. At a bin centre it is exactly that bin's expected count, so the curves sit on
+    the bars; for a wide component it equals ``N · Δ · w_k · 𝒩(x; μ_k, σ²_k)`` (the density
+    scaled to counts), and for a component narrower than a bin it stays at most ``N · w_k``
+    instead of rising above every bar, as the scaled density would. Each curve integrates
+    (in units of bins) to ``N · w_k`` when the component lies inside the edges.
     """
     edges = np.asarray(edges, dtype=np.float64)
     width = float(np.mean(np.diff(edges)))
     xs = np.linspace(float(edges[0]), float(edges[-1]), n_points)
+    erf = np.frompyfunc(math.erf, 1, 1)
     out = {"x": xs}
     mix = np.zeros_like(xs)
     for k, (w, mu, var) in enumerate(zip(gmm["weights"], gmm["means"], gmm["variances"])):
-        var = max(float(var), 1e-12)
-        dens = float(w) * np.exp(-((xs - float(mu)) ** 2) / (2 * var)) / math.sqrt(2 * math.pi * var)
-        out[f"component{k}"] = total * width * dens
-        mix += dens
-    out["mixture"] = total * width * mix
+        s = math.sqrt(2 * max(float(var), 1e-24))
+        hi = erf((xs + width / 2 - float(mu)) / s).astype(np.float64)
+        lo = erf((xs - width / 2 - float(mu)) / s).astype(np.float64)
+        count = total * float(w) * 0.5 * (hi - lo)
+        out[f"component{k}"] = count
+        mix += count
+    out["mixture"] = mix
     return pd.DataFrame(out)
 
 

@@ -232,3 +232,15 @@ def test_form_treats_required_fields_as_empty_and_parses_yaml(monkeypatch):
     assert form.field_widget("data.x", "dims", P.model_fields["dims"], container=col) == (True, {"audio": 16})
     assert form.field_widget("data.x", "lr", P.model_fields["lr"], container=col) == (True, 0.1)
     assert form.field_help(P.model_fields["lr"]) == "Learning rate. (> 0)"
+
+
+def test_gmm_curve_of_a_component_narrower_than_a_bin_stays_on_the_bars():
+    """A component far narrower than a bin: the curve at that bin is its expected count
+    (all of its mass), not the scaled density, which would rise far above every bar."""
+    edges = np.linspace(-1, 1, 41)
+    gmm = {"weights": [0.2, 0.8], "means": [0.0, 0.825], "variances": [0.04, 1e-6]}  # σ = 0.001, bins 0.05 wide
+    curves = F.gmm_density_curves(gmm, edges, 1000.0, n_points=4001)
+    assert curves["component1"].max() == pytest.approx(800.0, rel=1e-6)  # the whole component in one bin
+    assert curves["mixture"].max() <= 1000.0
+    width = edges[1] - edges[0]
+    assert np.trapezoid(curves["mixture"], curves["x"]) / width == pytest.approx(1000.0, rel=0.01)
