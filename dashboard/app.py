@@ -18,7 +18,7 @@ import streamlit as st  # noqa: E402
 
 
 
-# Live views refresh every second: keep the previous frame fully visible while the next one
+# Live views refresh every half second (queries.LIVE_REFRESH_SECONDS): keep the previous frame fully visible while the next one
 # renders, instead of Streamlit's default fading of "stale" elements.
 CSS = ("<style>.block-container {padding-top: 3.2rem; padding-bottom: 2rem;} h1 {padding-top: 0.2rem;} "
        "[data-stale='true'] {opacity: 1 !important; transition: none !important;}</style>")

@@ -8,7 +8,7 @@ the app at an arbitrary path.
 Caching: a run's scalars grow only by appended rows with increasing ids. The scalar cache
 keeps, per (run, series selection), the frame read so far and the last id, and on each
 refresh reads only rows with a larger id (``RunReader.scalars(since_id=...)``), so a live
-page refreshing every second costs one indexed ``MAX(id)`` plus the new rows. The small
+page refreshing every half second costs one indexed ``MAX(id)`` plus the new rows. The small
 per-epoch tables are cached whole, keyed by the run's last scalar id.
 """
 
