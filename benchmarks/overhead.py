@@ -209,12 +209,14 @@ def main() -> None:
     }
     for clock, k in (("wall", 0), ("cpu", 1)):
         med = {v: statistics.median(t[k] for t in times[v]) for v in VARIANTS}
+        secs = {v: [t[k] for t in times[v]] for v in VARIANTS}
+        to_bare = {v: paired_ratio(secs[v], secs["bare"]) for v in VARIANTS}
         res[clock] = {
             "median_s": med,
-            "all_s": {v: [t[k] for t in times[v]] for v in VARIANTS},
-            "ratio_to_bare": {v: paired_ratio([t[k] for t in times[v]], [t[k] for t in times["bare"]])[0] for v in VARIANTS},
-            "ratio_to_bare_quartiles": {v: paired_ratio([t[k] for t in times[v]], [t[k] for t in times["bare"]])[1:] for v in VARIANTS},
-            "ratio_to_tensorboard": {v: paired_ratio([t[k] for t in times[v]], [t[k] for t in times["tensorboard"]])[0] for v in VARIANTS},
+            "all_s": secs,
+            "ratio_to_bare": {v: to_bare[v][0] for v in VARIANTS},
+            "ratio_to_bare_quartiles": {v: to_bare[v][1:] for v in VARIANTS},
+            "ratio_to_tensorboard": {v: paired_ratio(secs[v], secs["tensorboard"])[0] for v in VARIANTS},
             "ratio": "median over rounds of each round's ratio (paired)",
         }
     print(f"workload: {res['workload']}, {args.epochs} epochs, {args.reps} rounds, load {res['loadavg_1m_start_end']}")
